@@ -1,0 +1,20 @@
+# vigil_add_library(NAME x SRCS ... DEPS ...): the library vigil_x, aliased vigil::x.
+function(vigil_add_library)
+  cmake_parse_arguments(ARG "" "NAME" "SRCS;DEPS;PUBLIC_DEPS" ${ARGN})
+  add_library(vigil_${ARG_NAME} ${ARG_SRCS})
+  add_library(vigil::${ARG_NAME} ALIAS vigil_${ARG_NAME})
+  target_include_directories(vigil_${ARG_NAME} PUBLIC ${PROJECT_SOURCE_DIR}/src)
+  target_link_libraries(vigil_${ARG_NAME} PUBLIC ${ARG_PUBLIC_DEPS} PRIVATE ${ARG_DEPS})
+endfunction()
+
+# vigil_add_test(NAME x SRCS ... DEPS ... LABELS ...): a doctest binary; each TEST_CASE is
+# its own ctest entry carrying LABELS.
+function(vigil_add_test)
+  cmake_parse_arguments(ARG "" "NAME" "SRCS;DEPS;LABELS" ${ARGN})
+  add_executable(${ARG_NAME} ${ARG_SRCS} ${PROJECT_SOURCE_DIR}/tests/support/doctest_main.cc)
+  target_include_directories(${ARG_NAME} PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/tests)
+  target_link_libraries(${ARG_NAME} PRIVATE ${ARG_DEPS} doctest::doctest)
+  target_compile_definitions(${ARG_NAME} PRIVATE VIGIL_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
+                                                 VIGIL_BINARY_DIR="${PROJECT_BINARY_DIR}")
+  doctest_discover_tests(${ARG_NAME} ADD_LABELS 1 PROPERTIES LABELS "${ARG_LABELS}")
+endfunction()

@@ -1,0 +1,39 @@
+#pragma once
+// LineReader: NDJSON lines from a file descriptor, read in large blocks, each line handed out
+// in place (no copy) with the simdjson padding readable after it.
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace vigil::app {
+
+class LineReader {
+ public:
+  explicit LineReader(int fd, size_t block_size = size_t{1} << 22);
+
+  // The next line without its line break (and without a trailing '\r'). Returns false at the
+  // end of input, or on a read error (then status() says why). `*readable` is how many bytes
+  // may be read from line.data(): at least line.size() + 64.
+  bool Next(std::string_view* line, size_t* readable);
+
+  uint64_t line_number() const { return line_number_; }
+  const Status& status() const { return status_; }
+
+ private:
+  bool Fill();
+
+  static constexpr size_t kPadding = 64;
+  int fd_;
+  std::vector<char> buffer_;
+  size_t begin_ = 0;
+  size_t end_ = 0;
+  bool eof_ = false;
+  uint64_t line_number_ = 0;
+  Status status_;
+};
+
+}  // namespace vigil::app

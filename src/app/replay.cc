@@ -1,0 +1,135 @@
+#include "app/replay.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "app/line_reader.h"
+#include "app/pattern_loader.h"
+#include "common/json_text.h"
+#include "nfa/event_parser.h"
+#include "nfa/matcher.h"
+
+namespace vigil::app {
+namespace {
+
+// Writes match lines to a FILE in large blocks, and reports problems with event lines.
+class NdjsonMatchWriter : public nfa::MatchSink {
+ public:
+  NdjsonMatchWriter(std::FILE* out, std::FILE* err, std::string events_name)
+      : out_(out), err_(err), events_name_(std::move(events_name)) {}
+  ~NdjsonMatchWriter() override { Flush(); }
+
+  void OnMatch(const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match) override {
+    const nfa::Pattern& pattern = nfa.pattern();
+    buffer_.append("{\"pattern\":");
+    AppendJsonString(&buffer_, pattern.id);
+    buffer_.append(",\"key\":");
+    buffer_.append(key_json);
+    buffer_.append(",\"match\":{");
+    // Stages in pattern order, each with its events in match order.
+    bool first_stage = true;
+    for (size_t stage = 0; stage < pattern.stage_names.size(); ++stage) {
+      bool open = false;
+      for (const nfa::MatchedEvent& e : match.events) {
+        if (e.stage != static_cast<int>(stage)) continue;
+        if (!open) {
+          if (!first_stage) buffer_.push_back(',');
+          first_stage = false;
+          AppendJsonString(&buffer_, pattern.stage_names[stage]);
+          buffer_.append(":[");
+          open = true;
+        } else {
+          buffer_.push_back(',');
+        }
+        buffer_.append(e.event->raw());
+      }
+      if (open) buffer_.push_back(']');
+    }
+    buffer_.push_back('}');
+    if (match.timed_out) buffer_.append(",\"timeout\":true");
+    buffer_.append("}\n");
+    if (buffer_.size() > (size_t{1} << 20)) Flush();
+  }
+
+  void OnLate(const nfa::Event& event, int64_t watermark_ms) override {
+    std::fprintf(err_, "%s:%llu: late event: time %lld is below the watermark %lld\n",
+                 events_name_.c_str(), static_cast<unsigned long long>(event.line()),
+                 static_cast<long long>(event.time_ms()), static_cast<long long>(watermark_ms));
+  }
+
+  void OnRejected(const nfa::Event& event, const nfa::Nfa& nfa, std::string_view reason) override {
+    std::fprintf(err_, "%s:%llu: pattern %s: %.*s\n", events_name_.c_str(),
+                 static_cast<unsigned long long>(event.line()), nfa.pattern().id.c_str(),
+                 static_cast<int>(reason.size()), reason.data());
+  }
+
+  void Flush() {
+    if (!buffer_.empty()) std::fwrite(buffer_.data(), 1, buffer_.size(), out_);
+    buffer_.clear();
+    std::fflush(out_);
+  }
+
+ private:
+  std::FILE* out_;
+  std::FILE* err_;
+  std::string events_name_;
+  std::string buffer_;
+};
+
+}  // namespace
+
+int RunReplay(const ReplayOptions& options, std::FILE* out, std::FILE* err) {
+  nfa::FieldSchema schema;
+  LoadedPatterns loaded = LoadPatternFiles(options.pattern_paths, &schema);
+  for (const std::string& e : loaded.errors) std::fprintf(err, "%s\n", e.c_str());
+  if (!loaded.errors.empty()) return 2;
+
+  int fd = STDIN_FILENO;
+  const bool from_stdin = options.events_path == "-";
+  if (!from_stdin) {
+    fd = ::open(options.events_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      std::fprintf(err, "%s: cannot open: %s\n", options.events_path.c_str(), std::strerror(errno));
+      return 2;
+    }
+  }
+  const std::string events_name = from_stdin ? "<stdin>" : options.events_path;
+
+  nfa::EventParser parser(&schema, options.time_field);
+  NdjsonMatchWriter writer(out, err, events_name);
+  nfa::MatcherOptions matcher_options;
+  matcher_options.max_out_of_orderness_ms = options.max_out_of_orderness_ms;
+  nfa::Matcher matcher(std::move(loaded.nfas), matcher_options, &writer);
+
+  LineReader reader(fd);
+  nfa::Event event;
+  std::string_view line;
+  size_t readable = 0;
+  while (reader.Next(&line, &readable)) {
+    const size_t first = line.find_first_not_of(" \t");
+    if (first == std::string_view::npos) continue;
+    line = line.substr(first, line.find_last_not_of(" \t") + 1 - first);
+    Status parsed = parser.Parse(line, readable - first, &event);
+    if (!parsed.ok()) {
+      std::fprintf(err, "%s:%llu: %s\n", events_name.c_str(),
+                   static_cast<unsigned long long>(reader.line_number()), parsed.message().c_str());
+      continue;
+    }
+    event.set_line(reader.line_number());
+    matcher.Add(&event);
+  }
+  matcher.Finish();
+  writer.Flush();
+  if (!from_stdin) ::close(fd);
+  if (!reader.status().ok()) {
+    std::fprintf(err, "%s: %s\n", events_name.c_str(), reader.status().message().c_str());
+    return 2;
+  }
+  return 0;
+}
+
+}  // namespace vigil::app

@@ -1,0 +1,24 @@
+#pragma once
+// `vigil replay`: runs patterns over a bounded NDJSON stream and writes matches as NDJSON
+// (contract: "vigil replay").
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace vigil::app {
+
+struct ReplayOptions {
+  std::vector<std::string> pattern_paths;
+  std::string events_path;  // "-" for standard input
+  std::string time_field = "ts";
+  int64_t max_out_of_orderness_ms = 0;
+};
+
+// Returns the process exit status: 0 on success (also when some event lines were bad: each
+// is reported on `err` with its line number and skipped), 2 when a pattern or the input
+// cannot be used.
+int RunReplay(const ReplayOptions& options, std::FILE* out, std::FILE* err);
+
+}  // namespace vigil::app

@@ -1,0 +1,57 @@
+#include "common/json_text.h"
+
+#include <charconv>
+#include <cmath>
+
+namespace vigil {
+
+void AppendJsonString(std::string* out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out->push_back('"');
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    switch (c) {
+      case '"':
+        out->append("\\\"");
+        break;
+      case '\\':
+        out->append("\\\\");
+        break;
+      case '\n':
+        out->append("\\n");
+        break;
+      case '\r':
+        out->append("\\r");
+        break;
+      case '\t':
+        out->append("\\t");
+        break;
+      default:
+        if (u < 0x20) {
+          out->append("\\u00");
+          out->push_back(kHex[u >> 4]);
+          out->push_back(kHex[u & 0xf]);
+        } else {
+          out->push_back(c);
+        }
+    }
+  }
+  out->push_back('"');
+}
+
+void AppendJsonNumber(std::string* out, double d) {
+  if (!std::isfinite(d)) {
+    out->append("null");
+    return;
+  }
+  char buf[32];
+  std::to_chars_result r;
+  if (d == std::floor(d) && std::fabs(d) < 9007199254740992.0) {
+    r = std::to_chars(buf, buf + sizeof buf, static_cast<long long>(d));
+  } else {
+    r = std::to_chars(buf, buf + sizeof buf, d);
+  }
+  out->append(buf, r.ptr);
+}
+
+}  // namespace vigil

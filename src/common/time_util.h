@@ -1,0 +1,21 @@
+#pragma once
+// Parsing of the two time notations users write: durations ("10m") and instants (RFC 3339).
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace vigil {
+
+inline constexpr int64_t kMaxTimeMs = INT64_MAX;
+inline constexpr int64_t kMinTimeMs = INT64_MIN;
+
+// Parses `NNNms`, `NNs`, `NNm`, `NNh`, `NNd` or a bare integer of milliseconds.
+// Returns nullopt for anything else, including negative values and overflow.
+std::optional<int64_t> ParseDurationMs(std::string_view text);
+
+// Parses an RFC 3339 date-time ("2024-05-01T12:00:00.250Z", "...+02:00") into epoch
+// milliseconds. Fractions beyond milliseconds are truncated. Returns nullopt when malformed.
+std::optional<int64_t> ParseRfc3339Ms(std::string_view text);
+
+}  // namespace vigil

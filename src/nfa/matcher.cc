@@ -1,0 +1,223 @@
+#include "nfa/matcher.h"
+
+#include "common/json_text.h"
+
+namespace vigil::nfa {
+namespace {
+
+// The key's identity (`*identity`, for the state map) and its JSON text (for output).
+// Returns false when the value cannot be a key.
+bool EncodeKey(const Value& v, std::string* identity) {
+  identity->clear();
+  switch (v.kind) {
+    case Value::Kind::kString:
+      identity->push_back('s');
+      identity->append(v.string());
+      return true;
+    case Value::Kind::kNumber:
+      identity->push_back('n');
+      AppendJsonNumber(identity, v.number);
+      return true;
+    case Value::Kind::kBool:
+      identity->append(v.boolean ? "true" : "false");
+      return true;
+    case Value::Kind::kNull:
+      identity->append("null");
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string KeyJson(const Value& v) {
+  std::string out;
+  switch (v.kind) {
+    case Value::Kind::kString:
+      AppendJsonString(&out, v.string());
+      break;
+    case Value::Kind::kNumber:
+      AppendJsonNumber(&out, v.number);
+      break;
+    case Value::Kind::kBool:
+      out = v.boolean ? "true" : "false";
+      break;
+    default:
+      out = "null";
+  }
+  return out;
+}
+
+}  // namespace
+
+Matcher::Matcher(std::vector<std::shared_ptr<const Nfa>> patterns, MatcherOptions options,
+                 MatchSink* sink)
+    : options_(options), sink_(sink) {
+  slots_.resize(patterns.size());
+  for (size_t i = 0; i < patterns.size(); ++i) slots_[i].nfa = std::move(patterns[i]);
+}
+
+Matcher::~Matcher() {
+  for (PatternSlot& slot : slots_) {
+    for (KeyRecord& r : slot.records) runtime_.Clear(&r.state);
+  }
+}
+
+size_t Matcher::active_keys() const {
+  size_t n = 0;
+  for (const PatternSlot& slot : slots_) n += slot.index.size();
+  return n;
+}
+
+void Matcher::Add(Event* event) {
+  ++stats_.events;
+  if (event->time_ms() < watermark_ms_) {
+    ++stats_.late_events;
+    sink_->OnLate(*event, watermark_ms_);
+    return;
+  }
+  max_time_ms_ = std::max(max_time_ms_, event->time_ms());
+  const __int128 lowered = static_cast<__int128>(max_time_ms_) - options_.max_out_of_orderness_ms;
+  const int64_t watermark = lowered < INT64_MIN ? INT64_MIN : static_cast<int64_t>(lowered);
+
+  if (options_.max_out_of_orderness_ms == 0 && waiting_.empty()) {
+    // In order: the event is at the watermark and can be matched at once, uncopied.
+    CurrentEvent current(event);
+    Dispatch(&current, event);
+  } else {
+    waiting_.push({event->Retain(), next_arrival_++});
+    while (!waiting_.empty() && waiting_.top().event->time_ms() <= watermark) {
+      EventRef ready = waiting_.top().event;
+      waiting_.pop();
+      CurrentEvent current(ready.get());
+      current.Adopt(ready);
+      Dispatch(&current, ready.get());
+    }
+  }
+  if (watermark > watermark_ms_) {
+    watermark_ms_ = watermark;
+    FireTimers(watermark_ms_);
+  }
+}
+
+void Matcher::Dispatch(CurrentEvent* current, Event* event) {
+  event->set_seq(next_seq_++);
+  for (PatternSlot& slot : slots_) DispatchTo(slot, current);
+}
+
+void Matcher::DispatchTo(PatternSlot& slot, CurrentEvent* current) {
+  const Nfa& nfa = *slot.nfa;
+  const Event& event = current->event();
+  const Pattern& pattern = nfa.pattern();
+  const Value key = pattern.key_slot >= 0 ? event.field(pattern.key_slot) : Value::Null();
+  if (!EncodeKey(key, &key_buffer_)) {
+    sink_->OnRejected(event, nfa,
+                      key.is_missing()
+                          ? "missing key field '" + *pattern.key + "'"
+                          : "key field '" + *pattern.key + "' must be a string, number, boolean or null");
+    return;
+  }
+  auto found = slot.index.find(std::string_view(key_buffer_));
+  if (found == slot.index.end()) {
+    // Most events start nothing: try the start state on an empty scratch state and only keep
+    // a record for the key if a run or held match results.
+    runtime_.Process(nfa, &scratch_state_, current, &matches_);
+    if (!matches_.empty()) Emit(slot, KeyJson(key));
+    if (scratch_state_.empty()) return;
+    uint32_t index;
+    if (!slot.free_records.empty()) {
+      index = slot.free_records.back();
+      slot.free_records.pop_back();
+    } else {
+      index = static_cast<uint32_t>(slot.records.size());
+      slot.records.emplace_back();
+    }
+    KeyRecord& record = slot.records[index];
+    record.key_json = KeyJson(key);
+    record.identity = key_buffer_;
+    record.state.partial.swap(scratch_state_.partial);
+    record.state.completed.swap(scratch_state_.completed);
+    record.timer_ms = INT64_MAX;
+    record.live = true;
+    slot.index.emplace(key_buffer_, index);
+    AfterStep(slot, index);
+    return;
+  }
+  const uint32_t index = found->second;
+  KeyRecord& record = slot.records[index];
+  runtime_.AdvanceTime(nfa, &record.state, event.time_ms(), &matches_);
+  runtime_.Process(nfa, &record.state, current, &matches_);
+  Emit(slot, record.key_json);
+  AfterStep(slot, index);
+}
+
+// Bounds the key's runs, frees its record when nothing is left, and (re)arms its timer.
+void Matcher::AfterStep(PatternSlot& slot, uint32_t record_index) {
+  KeyRecord& record = slot.records[record_index];
+  stats_.dropped_partial_matches +=
+      runtime_.EnforceLimit(&record.state, options_.max_partial_matches_per_key);
+  if (record.state.empty()) {
+    slot.index.erase(record.identity);
+    record.live = false;
+    ++record.generation;
+    slot.free_records.push_back(record_index);
+    return;
+  }
+  if (!slot.nfa->has_window()) return;
+  const int64_t deadline = runtime_.NextDeadline(*slot.nfa, record.state);
+  if (deadline < record.timer_ms) {
+    record.timer_ms = deadline;
+    slot.timers.push({deadline, record_index, record.generation});
+  }
+}
+
+void Matcher::FireTimers(int64_t watermark_ms) {
+  for (PatternSlot& slot : slots_) {
+    while (!slot.timers.empty() && slot.timers.top().deadline_ms <= watermark_ms) {
+      const Timer timer = slot.timers.top();
+      slot.timers.pop();
+      KeyRecord& record = slot.records[timer.record];
+      if (!record.live || record.generation != timer.generation ||
+          record.timer_ms != timer.deadline_ms) {
+        continue;  // stale: the key was freed or re-armed since
+      }
+      record.timer_ms = INT64_MAX;
+      runtime_.AdvanceTime(*slot.nfa, &record.state, watermark_ms, &matches_);
+      Emit(slot, record.key_json);
+      AfterStep(slot, timer.record);
+    }
+  }
+}
+
+void Matcher::Finish() {
+  while (!waiting_.empty()) {
+    EventRef ready = waiting_.top().event;
+    waiting_.pop();
+    CurrentEvent current(ready.get());
+    current.Adopt(ready);
+    Dispatch(&current, ready.get());
+  }
+  watermark_ms_ = INT64_MAX;
+  for (PatternSlot& slot : slots_) {
+    for (KeyRecord& record : slot.records) {
+      if (!record.live) continue;
+      runtime_.Finish(*slot.nfa, &record.state, &matches_);
+      Emit(slot, record.key_json);
+      runtime_.Clear(&record.state);
+      record.live = false;
+    }
+    slot.index.clear();
+    slot.records.clear();
+    slot.free_records.clear();
+    slot.timers = {};
+  }
+}
+
+void Matcher::Emit(const PatternSlot& slot, std::string_view key_json) {
+  for (const Match& m : matches_) {
+    ++(m.timed_out ? stats_.timeouts : stats_.matches);
+    sink_->OnMatch(*slot.nfa, key_json, m);
+  }
+  matches_.clear();
+}
+
+}  // namespace vigil::nfa

@@ -1,0 +1,133 @@
+#pragma once
+// Matcher: the keyed, event-time operator around the NFA runtime (Flink's CepOperator).
+//
+// Takes events in arrival order, for any number of patterns at once, and:
+//  1. keeps a watermark, the largest event time seen minus the allowed out-of-orderness; an
+//     event older than the watermark is late: reported to the sink, never matched;
+//  2. holds events back until the watermark passes them, then feeds them in event-time order
+//     (equal times in arrival order), each to the state of its key under every pattern;
+//  3. fires per-key timers when the watermark passes a `within` deadline, so windows close
+//     (timeouts, trailing not_followed_by) even for keys that see no further event;
+//  4. keeps no state for a key whose runs are all gone.
+// The event is parsed once; every pattern reads the same Event. Not thread-safe: a Matcher is
+// one matching thread's.
+
+#include <cstdint>
+#include <memory>
+#include <queue>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "nfa/nfa.h"
+
+namespace vigil::nfa {
+
+struct MatcherOptions {
+  // How far behind the largest event time seen an event may arrive and still be matched.
+  // Default: 0 (events must arrive in event-time order).
+  int64_t max_out_of_orderness_ms = 0;
+  // Runs (partial matches) kept per key and pattern; the oldest beyond it are dropped and
+  // counted. Default: 10000.
+  size_t max_partial_matches_per_key = 10000;
+};
+
+// Receives what the Matcher produces. Called on the matching thread.
+class MatchSink {
+ public:
+  virtual ~MatchSink() = default;
+  // A match or a timed-out partial match of `nfa` for the key whose JSON value is `key_json`.
+  virtual void OnMatch(const Nfa& nfa, std::string_view key_json, const Match& match) = 0;
+  // `event` arrived below the watermark and was not matched.
+  virtual void OnLate(const Event& event, int64_t watermark_ms) = 0;
+  // `event` could not be matched by `nfa` (for example its key field is missing).
+  virtual void OnRejected(const Event& event, const Nfa& nfa, std::string_view reason) = 0;
+};
+
+class Matcher {
+ public:
+  struct Stats {
+    uint64_t events = 0;
+    uint64_t late_events = 0;
+    uint64_t matches = 0;
+    uint64_t timeouts = 0;
+    uint64_t dropped_partial_matches = 0;
+  };
+
+  Matcher(std::vector<std::shared_ptr<const Nfa>> patterns, MatcherOptions options,
+          MatchSink* sink);
+  ~Matcher();
+  Matcher(const Matcher&) = delete;
+  Matcher& operator=(const Matcher&) = delete;
+
+  // Adds one event (typically the parser's scratch Event; it is copied only if kept).
+  void Add(Event* event);
+
+  // End of input: event time advances to the end of time; every window closes.
+  void Finish();
+
+  int64_t watermark_ms() const { return watermark_ms_; }
+  const Stats& stats() const { return stats_; }
+  // Keys that hold state, over all patterns.
+  size_t active_keys() const;
+
+ private:
+  struct KeyRecord {
+    std::string identity;  // the key in PatternSlot::index
+    std::string key_json;
+    KeyNfaState state;
+    int64_t timer_ms = INT64_MAX;
+    uint32_t generation = 0;
+    bool live = false;
+  };
+  struct Timer {
+    int64_t deadline_ms;
+    uint32_t record;
+    uint32_t generation;
+    bool operator>(const Timer& o) const { return deadline_ms > o.deadline_ms; }
+  };
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
+  };
+  struct PatternSlot {
+    std::shared_ptr<const Nfa> nfa;
+    std::unordered_map<std::string, uint32_t, Hash, std::equal_to<>> index;
+    std::vector<KeyRecord> records;
+    std::vector<uint32_t> free_records;
+    std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers;
+  };
+  struct Waiting {
+    EventRef event;
+    uint64_t arrival;
+  };
+  struct LaterFirst {
+    bool operator()(const Waiting& a, const Waiting& b) const {
+      if (a.event->time_ms() != b.event->time_ms()) return a.event->time_ms() > b.event->time_ms();
+      return a.arrival > b.arrival;
+    }
+  };
+
+  void Dispatch(CurrentEvent* current, Event* event);
+  void DispatchTo(PatternSlot& slot, CurrentEvent* current);
+  void AfterStep(PatternSlot& slot, uint32_t record_index);
+  void FireTimers(int64_t watermark_ms);
+  void Emit(const PatternSlot& slot, std::string_view key_json);
+
+  std::vector<PatternSlot> slots_;
+  MatcherOptions options_;
+  MatchSink* sink_;
+  NfaRuntime runtime_;
+  Stats stats_;
+  int64_t watermark_ms_ = INT64_MIN;
+  int64_t max_time_ms_ = INT64_MIN;
+  uint64_t next_seq_ = 0;
+  uint64_t next_arrival_ = 0;
+  std::priority_queue<Waiting, std::vector<Waiting>, LaterFirst> waiting_;
+  std::vector<Match> matches_;
+  KeyNfaState scratch_state_;
+  std::string key_buffer_;
+};
+
+}  // namespace vigil::nfa
