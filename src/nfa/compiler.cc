@@ -158,22 +158,6 @@ class GraphBuilder {
     return ExtendWithUntil(c, GroupUntil(), false);
   }
 
-  // getGreedyCondition: proceed only when the loop cannot take the event and the next stage
-  // can, or when the loop can neither take nor ignore it.
-  EdgeConditionPtr GreedyCondition(EdgeConditionPtr c, EdgeConditionPtr take,
-                                   EdgeConditionPtr ignore, EdgeConditionPtr following_take) {
-    EdgeConditionPtr greedy = And(c, Not(take));
-    if (following_take) greedy = And(greedy, following_take);
-    if (ignore) return Or(greedy, Not(Or(take, ignore)));
-    return Or(greedy, Not(take));
-  }
-
-  static EdgeConditionPtr FollowingTake(EdgeConditionPtr following, EdgeConditionPtr current,
-                                        bool optional) {
-    if (optional && following) return Or(current, following);
-    return current;
-  }
-
   // --- groups ---------------------------------------------------------------------------------
 
   void SetCurrentGroupFirstOfLoop(bool first) {
@@ -319,6 +303,36 @@ class GraphBuilder {
     return last_sink;
   }
 
+  // The PROCEED edge from a loop or optional stage to the stage after it. A greedy stage
+  // with `until` also gets a PROCEED, taken when the until event arrives, to an unrestricted
+  // copy of the next stage (the original is restricted by UpdateWithGreedyCondition); a loop
+  // makes that copy, the optional first state of its quantifier reuses it.
+  void AddProceedToNext(int state, int next, bool copy_next) {
+    EdgeConditionPtr proceed = TrueFunction();
+    const bool greedy_until = Greedy(current_) && current_->stage->until;
+    if (!greedy_until) {
+      Add(state, Action::kProceed, next, proceed);
+      return;
+    }
+    EdgeConditionPtr until = Predicate(*current_->stage->until);
+    if (copy_next) original_state_[next] = Copy(next);
+    auto original = original_state_.find(next);
+    if (original != original_state_.end()) {
+      Add(state, Action::kProceed, original->second, And(proceed, until));
+    }
+    Add(state, Action::kProceed, next, And(proceed, Not(until)));
+  }
+
+  // copy(): the same state with the same edges (self edges point at the copy).
+  int Copy(int state) {
+    const int copy = CreateState(S(state).name, S(state).stage, S(state).kind);
+    const std::vector<Transition> transitions = S(state).transitions;
+    for (const Transition& t : transitions) {
+      Add(copy, t.action, t.target == t.source ? copy : t.target, t.condition);
+    }
+    return copy;
+  }
+
   // updateWithGreedyCondition: after a greedy times [MIN, MAX], the next stage may take only
   // events the loop would not.
   void UpdateWithGreedyCondition(int state, EdgeConditionPtr take) {
@@ -331,7 +345,8 @@ class GraphBuilder {
     EdgeConditionPtr until = current_->stage->until ? Predicate(*current_->stage->until) : nullptr;
     EdgeConditionPtr inner_ignore = ExtendWithUntil(InnerIgnoreCondition(current_), until, false);
     EdgeConditionPtr take = ExtendWithUntil(TakeCondition(current_), until, true);
-    if (Greedy(current_) && from != to && !IsGroup(current_)) {
+    if (Greedy(current_) && from != to) {
+      if (until) original_state_[sink] = Copy(sink);
       UpdateWithGreedyCondition(sink, take);
     }
     for (int i = from; i < to; ++i) {
@@ -344,7 +359,7 @@ class GraphBuilder {
     }
     SetCurrentGroupFirstOfLoop(true);
     return CreateSingletonState(last_sink, proceed, take, IgnoreCondition(current_),
-                                IsPatternOptional(current_));
+                                Optional(current_));
   }
 
   int CreateSingletonState(int sink, int proceed, EdgeConditionPtr take, EdgeConditionPtr ignore,
@@ -355,13 +370,7 @@ class GraphBuilder {
     const int take_target = CopyWithoutTransitiveNots(sink);
     Add(singleton, Action::kTake, take_target, take);
 
-    EdgeConditionPtr proceed_condition = TrueFunction();
-    if (optional && !HeadOfGroup(current_)) {
-      if (Greedy(current_)) {
-        proceed_condition = GreedyCondition(proceed_condition, take, ignore, following_take_);
-      }
-      Add(singleton, Action::kProceed, proceed, proceed_condition);
-    }
+    if (optional && !HeadOfGroup(current_)) AddProceedToNext(singleton, proceed, false);
     if (ignore) {
       int ignore_state;
       if (optional) {
@@ -370,13 +379,11 @@ class GraphBuilder {
         Add(ignore_state, Action::kTake, take_target, take);
         Add(ignore_state, Action::kIgnore, ignore_state, ignore);
         AddStopStates(ignore_state);
-        if (Greedy(current_)) Add(ignore_state, Action::kProceed, proceed, proceed_condition);
       } else {
         ignore_state = singleton;
       }
       Add(singleton, Action::kIgnore, ignore_state, ignore);
     }
-    following_take_ = FollowingTake(following_take_, take, optional);
     return singleton;
   }
 
@@ -385,23 +392,22 @@ class GraphBuilder {
     const Link* current;
     const Link* following;
     const Link* group;
-    EdgeConditionPtr following_take;
   };
-  Cursor Save() const { return {current_, following_, current_group_, following_take_}; }
+  Cursor Save() const { return {current_, following_, current_group_}; }
+  void Restore(const Cursor& c) {
+    current_ = c.current;
+    following_ = c.following;
+    current_group_ = c.group;
+  }
 
   int CreateGroupPatternState(int sink, int proceed, bool optional) {
     const Cursor saved = Save();
     current_group_ = current_;
     current_ = current_->group_last;
-    following_take_ = nullptr;
     int last_sink = CreateMiddleStates(sink);
     last_sink = ConvertPattern(last_sink);
     if (optional) Add(last_sink, Action::kProceed, proceed, TrueFunction());
-    EdgeConditionPtr inner_take = following_take_;
-    current_ = saved.current;
-    following_ = saved.following;
-    current_group_ = saved.group;
-    following_take_ = FollowingTake(saved.following_take, inner_take, optional);
+    Restore(saved);
     return last_sink;
   }
 
@@ -411,17 +417,12 @@ class GraphBuilder {
                                   NfaState::Kind::kNormal);
     current_group_ = current_;
     current_ = current_->group_last;
-    following_take_ = nullptr;
     int last_sink = CreateMiddleStates(dummy);
     last_sink = ConvertPattern(last_sink);
     EdgeConditionPtr proceed_condition = TrueFunction();
     Add(last_sink, Action::kProceed, sink, proceed_condition);
     Add(dummy, Action::kProceed, last_sink, proceed_condition);
-    EdgeConditionPtr inner_take = following_take_;
-    current_ = saved.current;
-    following_ = saved.following;
-    current_group_ = saved.group;
-    following_take_ = FollowingTake(saved.following_take, inner_take, true);
+    Restore(saved);
     return last_sink;
   }
 
@@ -431,12 +432,9 @@ class GraphBuilder {
     EdgeConditionPtr until = st.until ? Predicate(*st.until) : nullptr;
     EdgeConditionPtr ignore = ExtendWithUntil(InnerIgnoreCondition(current_), until, false);
     EdgeConditionPtr take = ExtendWithUntil(TakeCondition(current_), until, true);
-    EdgeConditionPtr proceed_condition = TrueFunction();
-    if (Greedy(current_)) {
-      proceed_condition = GreedyCondition(proceed_condition, take, ignore, following_take_);
-    }
     const int looping = CreateState(st.name, st.index, NfaState::Kind::kNormal);
-    Add(looping, Action::kProceed, sink, proceed_condition);
+    AddProceedToNext(looping, sink, true);
+    if (Greedy(current_)) UpdateWithGreedyCondition(sink, TakeCondition(current_));
     Add(looping, Action::kTake, looping, take);
     AddStopStateToLooping(looping);
     if (ignore) {
@@ -444,10 +442,8 @@ class GraphBuilder {
       Add(ignore_state, Action::kTake, looping, take);
       Add(ignore_state, Action::kIgnore, ignore_state, ignore);
       Add(looping, Action::kIgnore, ignore_state, ignore);
-      if (Greedy(current_)) Add(ignore_state, Action::kProceed, sink, proceed_condition);
       AddStopStateToLooping(ignore_state);
     }
-    following_take_ = FollowingTake(following_take_, take, true);
     return looping;
   }
 
@@ -459,7 +455,7 @@ class GraphBuilder {
   const Link* current_ = nullptr;
   const Link* following_ = nullptr;
   const Link* current_group_ = nullptr;
-  EdgeConditionPtr following_take_;
+  std::map<int, int> original_state_;  // Flink's originalStateMap, by state index
   int64_t window_ms_ = 0;
   bool has_window_ = false;
 };
