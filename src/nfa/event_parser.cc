@@ -16,6 +16,7 @@ namespace {
 // The schema's paths as a trie, so one pass over the object finds every wanted field.
 struct FieldNode {
   std::string name;
+  bool plain = true;  // no quote or backslash: comparable to raw key text
   int slot = -1;
   std::vector<FieldNode> children;
 
@@ -24,6 +25,19 @@ struct FieldNode {
       if (c.name == key) return &c;
     }
     return nullptr;
+  }
+
+  // Compares the key as written in the JSON text, without unescaping it first: most events
+  // are a few plain keys, and unescaping every key of every event costs more than matching.
+  // A key written with escape sequences falls back to the unescaped comparison.
+  FieldNode* Child(od::field& field) {
+    od::raw_json_string raw = field.key();
+    for (FieldNode& c : children) {
+      if (c.plain && raw.unsafe_is_equal(c.name)) return &c;
+    }
+    std::string_view key;
+    if (field.unescaped_key().get(key) || key.size() == 0) return nullptr;
+    return Child(key);
   }
 };
 
@@ -43,7 +57,8 @@ struct EventParser::Impl {
       for (const std::string& part : schema.path(slot)) {
         FieldNode* next = node->Child(part);
         if (!next) {
-          node->children.push_back(FieldNode{part, -1, {}});
+          const bool plain = part.find_first_of("\"\\") == std::string::npos;
+          node->children.push_back(FieldNode{part, plain, -1, {}});
           next = &node->children.back();
         }
         node = next;
@@ -126,13 +141,12 @@ struct EventParser::Impl {
   }
 
   simdjson::error_code Object(od::object obj, FieldNode& node) {
-    for (auto field : obj) {
-      std::string_view key;
-      if (auto err = field.unescaped_key().get(key)) return err;
-      FieldNode* child = node.Child(key);
+    for (auto field_result : obj) {
+      od::field field;
+      if (auto err = std::move(field_result).get(field)) return err;
+      FieldNode* child = node.Child(field);
       if (!child) continue;
-      od::value v;
-      if (auto err = field.value().get(v)) return err;
+      od::value v = field.value();
       if (child->children.empty()) {
         if (auto err = Scalar(v, &out->slots_[child->slot])) return err;
         continue;
