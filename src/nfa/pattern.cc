@@ -103,10 +103,10 @@ class DocumentParser {
     std::optional<YAML::Node> sequence;
     std::optional<YAML::Node> skip;
     std::set<std::string> seen;
-    for (auto it = root.begin(); it != root.end(); ++it) {
-      const std::string key = ScalarOf(it->first, "a key");
-      if (!seen.insert(key).second) Fail(it->first, "duplicate key '" + key + "'");
-      const YAML::Node& v = it->second;
+    for (const auto& kv : root) {
+      const std::string key = ScalarOf(kv.first, "a key");
+      if (!seen.insert(key).second) Fail(kv.first, "duplicate key '" + key + "'");
+      const YAML::Node& v = kv.second;
       if (key == "id") {
         p.id = ScalarOf(v, "id");
         if (!IsPatternId(p.id)) {
@@ -130,7 +130,7 @@ class DocumentParser {
       } else if (key == "sequence") {
         sequence = v;
       } else {
-        Fail(it->first, "unknown key '" + key +
+        Fail(kv.first, "unknown key '" + key +
                             "' (expected id, description, key, within, skip, timeouts, sequence)");
       }
     }
@@ -152,19 +152,19 @@ class DocumentParser {
     std::optional<YAML::Node> time = v;
     if (v.IsMap()) {
       time.reset();
-      for (auto it = v.begin(); it != v.end(); ++it) {
-        const std::string key = ScalarOf(it->first, "a key");
+      for (const auto& kv : v) {
+        const std::string key = ScalarOf(kv.first, "a key");
         if (key == "time") {
-          time = it->second;
+          time = kv.second;
         } else if (key == "between") {
-          const std::string between = ScalarOf(it->second, "within.between");
+          const std::string between = ScalarOf(kv.second, "within.between");
           if (between == "previous_and_current") {
             p->within_between_previous = true;
           } else if (between != "first_and_last") {
-            Fail(it->second, "within.between must be first_and_last or previous_and_current");
+            Fail(kv.second, "within.between must be first_and_last or previous_and_current");
           }
         } else {
-          Fail(it->first, "unknown key '" + key + "' in within (expected time, between)");
+          Fail(kv.first, "unknown key '" + key + "' in within (expected time, between)");
         }
       }
       if (!time) Fail(v, "within needs 'time'");
@@ -197,19 +197,19 @@ class DocumentParser {
     if (!v.IsMap() || v.size() != 1) {
       Fail(v, "skip must be a strategy name or {skip_to_first: STAGE} / {skip_to_last: STAGE}");
     }
-    auto it = v.begin();
-    const std::string kind = ScalarOf(it->first, "a key");
+    const auto kv = *v.begin();
+    const std::string kind = ScalarOf(kv.first, "a key");
     if (kind == "skip_to_first") {
       p->skip.kind = Kind::kSkipToFirst;
     } else if (kind == "skip_to_last") {
       p->skip.kind = Kind::kSkipToLast;
     } else {
-      Fail(it->first, "unknown skip strategy '" + kind + "'");
+      Fail(kv.first, "unknown skip strategy '" + kind + "'");
     }
-    const std::string stage = ScalarOf(it->second, "the skip stage");
+    const std::string stage = ScalarOf(kv.second, "the skip stage");
     auto found = leaf_stages_.find(stage);
     if (found == leaf_stages_.end()) {
-      Fail(it->second, "skip names unknown stage '" + stage + "'");
+      Fail(kv.second, "skip names unknown stage '" + stage + "'");
     }
     p->skip.stage = found->second;
   }
@@ -246,27 +246,27 @@ class DocumentParser {
     std::set<std::string> seen;
     bool has_times = false, has_one_or_more = false, has_times_or_more = false;
     bool consecutive = false, allow_combinations = false;
-    for (auto it = node.begin(); it != node.end(); ++it) {
-      const std::string key = ScalarOf(it->first, "a key");
-      if (!seen.insert(key).second) Fail(it->first, "duplicate key '" + key + "'");
-      const YAML::Node& v = it->second;
+    for (const auto& kv : node) {
+      const std::string key = ScalarOf(kv.first, "a key");
+      if (!seen.insert(key).second) Fail(kv.first, "duplicate key '" + key + "'");
+      const YAML::Node& v = kv.second;
       bool is_contiguity = false;
       for (std::string_view c : kContiguityKeys) is_contiguity |= key == c;
       if (is_contiguity) {
         if (name_key) {
-          Fail(it->first, "a stage takes exactly one of begin, next, followed_by, "
+          Fail(kv.first, "a stage takes exactly one of begin, next, followed_by, "
                           "followed_by_any, not_next, not_followed_by");
         }
-        name_key = it->first;
+        name_key = kv.first;
         s.name = ScalarOf(v, "a stage name");
         if (!IsIdentifier(s.name)) {
           Fail(v, "stage name '" + s.name + "' must match [A-Za-z_][A-Za-z0-9_]*");
         }
         if (key == "begin") {
-          if (!first) Fail(it->first, "only the first stage of a sequence is 'begin'");
+          if (!first) Fail(kv.first, "only the first stage of a sequence is 'begin'");
           s.contiguity = Contiguity::kRelaxed;
         } else {
-          if (first) Fail(it->first, "the first stage of a sequence must be 'begin: NAME'");
+          if (first) Fail(kv.first, "the first stage of a sequence must be 'begin: NAME'");
           s.contiguity = key == "next"              ? Contiguity::kStrict
                          : key == "followed_by"     ? Contiguity::kRelaxed
                          : key == "followed_by_any" ? Contiguity::kNonDeterministic
@@ -281,14 +281,14 @@ class DocumentParser {
         group = v;
       } else if (key == "times") {
         has_times = true;
-        quantifier_node = it->first;
+        quantifier_node = kv.first;
         ParseTimes(v, &s);
       } else if (key == "one_or_more") {
         has_one_or_more = BoolOf(v, "one_or_more");
-        quantifier_node = it->first;
+        quantifier_node = kv.first;
       } else if (key == "times_or_more") {
         has_times_or_more = true;
-        quantifier_node = it->first;
+        quantifier_node = kv.first;
         const int64_t n = IntOf(v, "times_or_more");
         if (n < 1 || n > kMaxTimes) {
           Fail(v, "times_or_more must be between 1 and " + std::to_string(kMaxTimes));
@@ -303,7 +303,7 @@ class DocumentParser {
       } else if (key == "allow_combinations") {
         allow_combinations = BoolOf(v, "allow_combinations");
       } else {
-        Fail(it->first, "unknown stage key '" + key + "'");
+        Fail(kv.first, "unknown stage key '" + key + "'");
       }
     }
     if (!name_key) {
