@@ -28,9 +28,8 @@ using Kind = Value::Kind;
 constexpr int kMaxNesting = 100;
 constexpr int kMaxTreeDepth = 1000;
 
-// A literal list at least this long used with `in` becomes a sorted lookup table; shorter
-// lists are scanned, which is as fast for a handful of elements.
-constexpr size_t kInSetMinSize = 8;
+// Up to this many literal elements of one kind, `in` scans; beyond, it binary-searches.
+constexpr size_t kInSetLinearMax = 8;
 
 // A bump allocator over chunks that never move, so a view handed out earlier in an
 // evaluation stays valid while later allocations grow the arena. Reset() keeps the chunks:
@@ -101,6 +100,7 @@ enum class Op : uint8_t {
   kLe,
   kGt,
   kGe,
+  kCmpFieldConst,  // a: slot of the current event, b: constant index, cmp: kEq..kGe
   kIn,             // a: needle, b: list node
   kInSet,          // a: needle, b: index into Program::sets
   kAdd,            // a, b
@@ -125,33 +125,109 @@ enum class Op : uint8_t {
 };
 
 struct Node {
+  Node(Op op, int32_t a, int32_t b, Op cmp = Op::kConst) : op(op), cmp(cmp), a(a), b(b) {}
   Op op;
+  Op cmp;  // the comparison of kCmpFieldConst
   int32_t a;
   int32_t b;
 };
 
-// Membership table for a long literal list of scalars.
-struct InSet {
-  std::vector<double> numbers;            // sorted
-  std::vector<std::string_view> strings;  // sorted; views into Program::strings
-  bool has_null = false;
-  bool has_true = false;
-  bool has_false = false;
+// String equality without a memcmp call for the short strings conditions mostly compare
+// (codes, countries, types).
+[[gnu::always_inline]] inline bool StrEq(std::string_view x, std::string_view y) {
+  if (x.size() != y.size()) return false;
+  if (x.size() > 16) return std::memcmp(x.data(), y.data(), x.size()) == 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (x[i] != y[i]) return false;
+  }
+  return true;
+}
+
+// Membership table for a literal list of scalars: `x in ['NL', 'BE']` looks only at the
+// elements of x's kind, with no Value comparisons. Short lists are scanned; longer ones use
+// binary search (numbers) or an open-addressing hash table (strings).
+class InSet {
+ public:
+  void Add(const Value& v) {
+    switch (v.kind) {
+      case Kind::kNumber: numbers_.push_back(v.number); break;
+      case Kind::kString: strings_.push_back(v.string()); break;
+      case Kind::kNull: has_null_ = true; break;
+      default: (v.boolean ? has_true_ : has_false_) = true; break;
+    }
+  }
+
+  // Call once after the last Add().
+  void Build() {
+    std::sort(numbers_.begin(), numbers_.end());
+    numbers_.erase(std::unique(numbers_.begin(), numbers_.end()), numbers_.end());
+    std::sort(strings_.begin(), strings_.end());
+    strings_.erase(std::unique(strings_.begin(), strings_.end()), strings_.end());
+    if (strings_.size() <= kInSetLinearMax) return;
+    size_t capacity = 16;
+    while (capacity < 2 * strings_.size()) capacity *= 2;  // load factor <= 1/2
+    slots_.assign(capacity, 0);
+    for (size_t i = 0; i < strings_.size(); ++i) {
+      size_t slot = Hash(strings_[i]) & (capacity - 1);
+      while (slots_[slot] != 0) slot = (slot + 1) & (capacity - 1);
+      slots_[slot] = static_cast<uint32_t>(i + 1);
+    }
+  }
 
   bool Contains(const Value& v) const {
     switch (v.kind) {
       case Kind::kNumber:
-        return std::binary_search(numbers.begin(), numbers.end(), v.number);
+        return ContainsNumber(v.number);
       case Kind::kString:
-        return std::binary_search(strings.begin(), strings.end(), v.string());
+        return ContainsString(v.string());
       case Kind::kNull:
-        return has_null;
+        return has_null_;
       case Kind::kBool:
-        return v.boolean ? has_true : has_false;
+        return v.boolean ? has_true_ : has_false_;
       default:
         return false;
     }
   }
+
+ private:
+  // FNV-1a: inline and cheap for the short strings (codes, countries) typical here.
+  static uint64_t Hash(std::string_view s) {
+    uint64_t h = 14695981039346656037ull;
+    for (char c : s) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+    return h;
+  }
+
+  bool ContainsNumber(double x) const {
+    if (numbers_.size() <= kInSetLinearMax) {
+      for (double y : numbers_) {
+        if (y == x) return true;
+      }
+      return false;
+    }
+    return std::binary_search(numbers_.begin(), numbers_.end(), x);
+  }
+
+  bool ContainsString(std::string_view x) const {
+    if (slots_.empty()) {
+      for (std::string_view y : strings_) {
+        if (StrEq(x, y)) return true;
+      }
+      return false;
+    }
+    const size_t mask = slots_.size() - 1;
+    for (size_t slot = Hash(x) & mask;; slot = (slot + 1) & mask) {
+      const uint32_t entry = slots_[slot];
+      if (entry == 0) return false;
+      if (StrEq(strings_[entry - 1], x)) return true;
+    }
+  }
+
+  std::vector<double> numbers_;            // sorted, unique
+  std::vector<std::string_view> strings_;  // unique; views into Program::strings
+  std::vector<uint32_t> slots_;            // hash table of strings_ index + 1; 0 is empty
+  bool has_null_ = false;
+  bool has_true_ = false;
+  bool has_false_ = false;
 };
 
 }  // namespace
@@ -216,7 +292,7 @@ Tri Equal(const Value& a, const Value& b) {
       eq = a.number == b.number;
       break;
     case Kind::kString:
-      eq = a.string() == b.string();
+      eq = StrEq(a.string(), b.string());
       break;
     case Kind::kList:
       eq = ListEqual(a, b);
@@ -227,17 +303,21 @@ Tri Equal(const Value& a, const Value& b) {
   return eq ? Tri::kTrue : Tri::kFalse;
 }
 
-Value Compare(Op op, const Value& l, const Value& r) {
+Tri ToTri(bool b) { return b ? Tri::kTrue : Tri::kFalse; }
+Tri ToTri(const Value& v) { return v.kind != Kind::kBool ? Tri::kUnknown : ToTri(v.boolean); }
+Value FromTri(Tri t) { return t == Tri::kUnknown ? Value::Missing() : Value::Bool(t == Tri::kTrue); }
+
+inline Tri Compare(Op op, const Value& l, const Value& r) {
   if (l.kind == Kind::kNumber && r.kind == Kind::kNumber) {
     const double x = l.number;
     const double y = r.number;
     switch (op) {
-      case Op::kEq: return Value::Bool(x == y);
-      case Op::kNe: return Value::Bool(x != y);
-      case Op::kLt: return Value::Bool(x < y);
-      case Op::kLe: return Value::Bool(x <= y);
-      case Op::kGt: return Value::Bool(x > y);
-      default: return Value::Bool(x >= y);
+      case Op::kEq: return ToTri(x == y);
+      case Op::kNe: return ToTri(x != y);
+      case Op::kLt: return ToTri(x < y);
+      case Op::kLe: return ToTri(x <= y);
+      case Op::kGt: return ToTri(x > y);
+      default: return ToTri(x >= y);
     }
   }
   if (l.kind == Kind::kString && r.kind == Kind::kString) {
@@ -245,20 +325,31 @@ Value Compare(Op op, const Value& l, const Value& r) {
     const std::string_view x = l.string();
     const std::string_view y = r.string();
     switch (op) {
-      case Op::kEq: return Value::Bool(x == y);
-      case Op::kNe: return Value::Bool(x != y);
-      case Op::kLt: return Value::Bool(x < y);
-      case Op::kLe: return Value::Bool(x <= y);
-      case Op::kGt: return Value::Bool(x > y);
-      default: return Value::Bool(x >= y);
+      case Op::kEq: return ToTri(StrEq(x, y));
+      case Op::kNe: return ToTri(!StrEq(x, y));
+      case Op::kLt: return ToTri(x < y);
+      case Op::kLe: return ToTri(x <= y);
+      case Op::kGt: return ToTri(x > y);
+      default: return ToTri(x >= y);
     }
   }
   if (op == Op::kEq || op == Op::kNe) {
     const Tri t = Equal(l, r);
-    if (t == Tri::kUnknown) return Value::Missing();
-    return Value::Bool((t == Tri::kTrue) == (op == Op::kEq));
+    if (t == Tri::kUnknown) return Tri::kUnknown;
+    return ToTri((t == Tri::kTrue) == (op == Op::kEq));
   }
-  return Value::Missing();  // ordering is defined for numbers and strings only
+  return Tri::kUnknown;  // ordering is defined for numbers and strings only
+}
+
+// `c OP x` is `x Mirror(OP) c`, so a fused comparison always has the field on the left.
+Op Mirror(Op op) {
+  switch (op) {
+    case Op::kLt: return Op::kGt;
+    case Op::kLe: return Op::kGe;
+    case Op::kGt: return Op::kLt;
+    case Op::kGe: return Op::kLe;
+    default: return op;
+  }
 }
 
 // Resolves a list index: an integral number, negative counting from the end.
@@ -330,13 +421,92 @@ void MapCase(std::string_view s, char* out, bool upper) {
   }
 }
 
-// Evaluates a program's nodes for one event. Stateless apart from the scratch it writes
-// built strings and lists into; constructed per Matches() call.
+// Evaluates a program's nodes for one event; constructed per Matches() call.
+//
+// Two entry points share the tree: Test() for nodes in a boolean position (the root, the
+// operands of && || !) returns a one-byte Tri in a register, and Eval() returns a Value.
+// Boolean ops live only in Test() and value ops only in Eval()/EvalRare(); each falls back
+// to the other, so both accept any node. Rarely used, heavier ops sit in EvalRare(), out of
+// line, which keeps the frames of the recursive hot functions small.
 class Evaluator {
  public:
   Evaluator(const Condition::Program& program, const Event& event, const MatchView* match,
             EvalScratch::Impl* scratch)
       : p_(program), event_(event), match_(match), scratch_(scratch) {}
+
+  // The value of node `idx`; fields and constants, the commonest operands, are read in place
+  // without a call. `tmp` holds any other result.
+  [[gnu::always_inline]] const Value& Leaf(int32_t idx, Value* tmp) const {
+    const Node& n = p_.nodes[idx];
+    if (n.op == Op::kField) return event_.field(n.a);
+    if (n.op == Op::kConst) return p_.constants[n.a];
+    *tmp = Eval(idx);
+    return *tmp;
+  }
+
+  // Test() with the commonest leaf, `field OP literal`, handled without a call.
+  [[gnu::always_inline]] Tri TestNode(int32_t idx) const {
+    const Node& n = p_.nodes[idx];
+    if (n.op == Op::kCmpFieldConst) return Compare(n.cmp, event_.field(n.a), p_.constants[n.b]);
+    return Test(idx);
+  }
+
+  Tri Test(int32_t idx) const {
+    const Node& n = p_.nodes[idx];
+    switch (n.op) {
+      case Op::kCmpFieldConst:
+        return Compare(n.cmp, event_.field(n.a), p_.constants[n.b]);
+      case Op::kAnd: {
+        // CEL: false wins over no value on either side, so `x && false` is false too.
+        const Tri l = TestNode(n.a);
+        if (l == Tri::kFalse) return Tri::kFalse;
+        const Tri r = TestNode(n.b);
+        if (r == Tri::kFalse) return Tri::kFalse;
+        return l == Tri::kTrue && r == Tri::kTrue ? Tri::kTrue : Tri::kUnknown;
+      }
+      case Op::kOr: {
+        const Tri l = TestNode(n.a);
+        if (l == Tri::kTrue) return Tri::kTrue;
+        const Tri r = TestNode(n.b);
+        if (r == Tri::kTrue) return Tri::kTrue;
+        return l == Tri::kFalse && r == Tri::kFalse ? Tri::kFalse : Tri::kUnknown;
+      }
+      case Op::kNot: {
+        const Tri t = TestNode(n.a);
+        if (t == Tri::kUnknown) return t;
+        return t == Tri::kTrue ? Tri::kFalse : Tri::kTrue;
+      }
+      case Op::kEq:
+      case Op::kNe:
+      case Op::kLt:
+      case Op::kLe:
+      case Op::kGt:
+      case Op::kGe: {
+        Value l;
+        Value r;
+        return Compare(n.op, Leaf(n.a, &l), Leaf(n.b, &r));
+      }
+      case Op::kInSet: {
+        Value tmp;
+        const Value& needle = Leaf(n.a, &tmp);
+        if (needle.is_missing()) return Tri::kUnknown;
+        return ToTri(p_.sets[n.b].Contains(needle));
+      }
+      case Op::kHasField:
+        return ToTri(!event_.field(n.a).is_missing());
+      case Op::kField:  // a bare boolean field, e.g. `flagged && amount > 5`
+        return ToTri(event_.field(n.a));
+      case Op::kIn:
+      case Op::kHasEventField:
+      case Op::kStartsWith:
+      case Op::kEndsWith:
+      case Op::kContains:
+      case Op::kMatches:
+        return TestRare(n);
+      default:
+        return ToTri(Eval(idx));
+    }
+  }
 
   Value Eval(int32_t idx) const {
     const Node& n = p_.nodes[idx];
@@ -347,12 +517,6 @@ class Evaluator {
         return event_.field(n.a);
       case Op::kSelf:
         return Value::OfEvent(&event_);
-      case Op::kStageList: {
-        const auto events = Stage(n.a);
-        Value* out = scratch_->values.Alloc(events.size());
-        for (size_t i = 0; i < events.size(); ++i) out[i] = Value::OfEvent(events[i]);
-        return Value::List(out, events.size());
-      }
       case Op::kStageCount:
         return Value::Number(static_cast<double>(Stage(n.a).size()));
       case Op::kStageEvent: {
@@ -368,109 +532,32 @@ class Evaluator {
         if (i < 0 || i >= size) return Value::Missing();
         return Value::OfEvent(events[i]);
       }
-      case Op::kStageProject: {
-        const auto events = Stage(n.a);
-        Value* out = scratch_->values.Alloc(events.size());
-        size_t k = 0;
-        for (const Event* e : events) {
-          const Value& v = e->field(n.b);
-          if (!v.is_missing()) out[k++] = v;
-        }
-        return Value::List(out, k);
-      }
       case Op::kEventField: {
         const Value e = Eval(n.a);
         if (e.kind != Kind::kEvent) return Value::Missing();
         return e.event->field(n.b);
-      }
-      case Op::kHasField:
-        return Value::Bool(!event_.field(n.a).is_missing());
-      case Op::kHasEventField: {
-        const Value e = Eval(n.a);
-        return Value::Bool(e.kind == Kind::kEvent && !e.event->field(n.b).is_missing());
-      }
-      case Op::kMakeList: {
-        // Allocated before the elements are evaluated, so their own allocations follow it.
-        Value* out = scratch_->values.Alloc(n.b);
-        for (int32_t i = 0; i < n.b; ++i) out[i] = Eval(p_.items[n.a + i]);
-        return Value::List(out, n.b);
-      }
-      case Op::kNot: {
-        const Value v = Eval(n.a);
-        if (v.kind != Kind::kBool) return Value::Missing();
-        return Value::Bool(!v.boolean);
       }
       case Op::kNeg: {
         const Value v = Eval(n.a);
         if (v.kind != Kind::kNumber) return Value::Missing();
         return Value::Number(-v.number);
       }
-      case Op::kAnd: {
-        // CEL: false wins over no value on either side, so `x && false` is false too.
-        const Value l = Eval(n.a);
-        if (l.kind == Kind::kBool && !l.boolean) return Value::Bool(false);
-        const Value r = Eval(n.b);
-        if (r.kind == Kind::kBool) {
-          if (!r.boolean) return Value::Bool(false);
-          if (l.kind == Kind::kBool) return Value::Bool(true);
-        }
-        return Value::Missing();
-      }
-      case Op::kOr: {
-        const Value l = Eval(n.a);
-        if (l.kind == Kind::kBool && l.boolean) return Value::Bool(true);
-        const Value r = Eval(n.b);
-        if (r.kind == Kind::kBool) {
-          if (r.boolean) return Value::Bool(true);
-          if (l.kind == Kind::kBool) return Value::Bool(false);
-        }
-        return Value::Missing();
-      }
-      case Op::kEq:
-      case Op::kNe:
-      case Op::kLt:
-      case Op::kLe:
-      case Op::kGt:
-      case Op::kGe:
-        return Compare(n.op, Eval(n.a), Eval(n.b));
-      case Op::kIn: {
-        const Value needle = Eval(n.a);
-        if (needle.is_missing()) return Value::Missing();
-        bool found = false;
-        const bool is_list = Visit(n.b, [&](const Value& v) {
-          found = Equal(needle, v) == Tri::kTrue;
-          return !found;
-        });
-        if (!is_list) return Value::Missing();
-        return Value::Bool(found);
-      }
-      case Op::kInSet: {
-        const Value needle = Eval(n.a);
-        if (needle.is_missing()) return Value::Missing();
-        return Value::Bool(p_.sets[n.b].Contains(needle));
-      }
-      case Op::kAdd: {
-        const Value l = Eval(n.a);
-        const Value r = Eval(n.b);
-        if (l.kind == Kind::kNumber && r.kind == Kind::kNumber) {
-          return Value::Number(l.number + r.number);
-        }
-        if (l.kind == Kind::kString && r.kind == Kind::kString) {
-          char* out = scratch_->chars.Alloc(l.str.size + r.str.size);
-          if (l.str.size) std::memcpy(out, l.str.data, l.str.size);
-          if (r.str.size) std::memcpy(out + l.str.size, r.str.data, r.str.size);
-          return Value::String({out, l.str.size + r.str.size});
-        }
-        return Value::Missing();
-      }
+      case Op::kAdd:
       case Op::kSub:
       case Op::kMul:
       case Op::kDiv:
       case Op::kMod: {
-        const Value l = Eval(n.a);
-        const Value r = Eval(n.b);
-        if (l.kind != Kind::kNumber || r.kind != Kind::kNumber) return Value::Missing();
+        Value l_tmp;
+        Value r_tmp;
+        const Value& l = Leaf(n.a, &l_tmp);
+        const Value& r = Leaf(n.b, &r_tmp);
+        if (l.kind != Kind::kNumber || r.kind != Kind::kNumber) {
+          if (n.op == Op::kAdd) return Concat(l, r);
+          return Value::Missing();
+        }
         switch (n.op) {
+          case Op::kAdd:
+            return Value::Number(l.number + r.number);
           case Op::kSub:
             return Value::Number(l.number - r.number);
           case Op::kMul:
@@ -490,6 +577,109 @@ class Evaluator {
         if (l.kind != Kind::kList || !ResolveIndex(i, l.list.size, &k)) return Value::Missing();
         return l.list.data[k];
       }
+      case Op::kAbs: {
+        const Value v = Eval(n.a);
+        if (v.kind != Kind::kNumber) return Value::Missing();
+        return Value::Number(std::fabs(v.number));
+      }
+      case Op::kCmpFieldConst:
+      case Op::kAnd:
+      case Op::kOr:
+      case Op::kNot:
+      case Op::kEq:
+      case Op::kNe:
+      case Op::kLt:
+      case Op::kLe:
+      case Op::kGt:
+      case Op::kGe:
+      case Op::kInSet:
+      case Op::kIn:
+      case Op::kHasField:
+      case Op::kHasEventField:
+      case Op::kStartsWith:
+      case Op::kEndsWith:
+      case Op::kContains:
+      case Op::kMatches:
+        return FromTri(Test(idx));
+      default:
+        return EvalRare(n);
+    }
+  }
+
+ private:
+  [[gnu::noinline]] Tri TestRare(const Node& n) const {
+    switch (n.op) {
+      case Op::kIn: {
+        Value tmp;
+        const Value& needle = Leaf(n.a, &tmp);
+        if (needle.is_missing()) return Tri::kUnknown;
+        bool found = false;
+        const bool is_list = Visit(n.b, [&](const Value& v) {
+          found = Equal(needle, v) == Tri::kTrue;
+          return !found;
+        });
+        return is_list ? ToTri(found) : Tri::kUnknown;
+      }
+      case Op::kHasEventField: {
+        const Value e = Eval(n.a);
+        return ToTri(e.kind == Kind::kEvent && !e.event->field(n.b).is_missing());
+      }
+      case Op::kStartsWith:
+      case Op::kEndsWith:
+      case Op::kContains: {
+        Value s_tmp;
+        Value x_tmp;
+        const Value& s = Leaf(n.a, &s_tmp);
+        const Value& x = Leaf(n.b, &x_tmp);
+        if (s.kind != Kind::kString || x.kind != Kind::kString) return Tri::kUnknown;
+        const std::string_view hay = s.string();
+        const std::string_view needle = x.string();
+        if (needle.size() > hay.size()) return Tri::kFalse;
+        if (n.op == Op::kStartsWith) return ToTri(StrEq(hay.substr(0, needle.size()), needle));
+        if (n.op == Op::kEndsWith) {
+          return ToTri(StrEq(hay.substr(hay.size() - needle.size()), needle));
+        }
+        return ToTri(hay.find(needle) != std::string_view::npos);
+      }
+      case Op::kMatches: {
+        Value tmp;
+        const Value& s = Leaf(n.a, &tmp);
+        if (s.kind != Kind::kString) return Tri::kUnknown;
+        // Match() with no submatches is RE2::PartialMatch without the argument plumbing;
+        // RE2 runs its DFA, linear in the input whatever the pattern.
+        const re2::StringPiece text(s.str.data, s.str.size);
+        return ToTri(
+            p_.regexes[n.b]->Match(text, 0, text.size(), RE2::UNANCHORED, nullptr, 0));
+      }
+      default:
+        return Tri::kUnknown;  // Test() sends only the ops above
+    }
+  }
+
+  [[gnu::noinline]] Value EvalRare(const Node& n) const {
+    switch (n.op) {
+      case Op::kStageList: {
+        const auto events = Stage(n.a);
+        Value* out = scratch_->values.Alloc(events.size());
+        for (size_t i = 0; i < events.size(); ++i) out[i] = Value::OfEvent(events[i]);
+        return Value::List(out, events.size());
+      }
+      case Op::kStageProject: {
+        const auto events = Stage(n.a);
+        Value* out = scratch_->values.Alloc(events.size());
+        size_t k = 0;
+        for (const Event* e : events) {
+          const Value& v = e->field(n.b);
+          if (!v.is_missing()) out[k++] = v;
+        }
+        return Value::List(out, k);
+      }
+      case Op::kMakeList: {
+        // Allocated before the elements are evaluated, so their own allocations follow it.
+        Value* out = scratch_->values.Alloc(n.b);
+        for (int32_t i = 0; i < n.b; ++i) out[i] = Eval(p_.items[n.a + i]);
+        return Value::List(out, n.b);
+      }
       case Op::kCount: {
         size_t count = 0;
         const bool is_list = Visit(n.a, [&](const Value&) {
@@ -504,37 +694,13 @@ class Evaluator {
       case Op::kMin:
       case Op::kMax:
         return Aggregate(n.op, n.a);
-      case Op::kAbs: {
-        const Value v = Eval(n.a);
-        if (v.kind != Kind::kNumber) return Value::Missing();
-        return Value::Number(std::fabs(v.number));
-      }
       case Op::kSize: {
         const Value v = Eval(n.a);
-        if (v.kind == Kind::kString) return Value::Number(static_cast<double>(CodePoints(v.string())));
+        if (v.kind == Kind::kString) {
+          return Value::Number(static_cast<double>(CodePoints(v.string())));
+        }
         if (v.kind == Kind::kList) return Value::Number(static_cast<double>(v.list.size));
         return Value::Missing();
-      }
-      case Op::kStartsWith:
-      case Op::kEndsWith:
-      case Op::kContains: {
-        const Value s = Eval(n.a);
-        const Value x = Eval(n.b);
-        if (s.kind != Kind::kString || x.kind != Kind::kString) return Value::Missing();
-        const std::string_view hay = s.string();
-        const std::string_view needle = x.string();
-        if (n.op == Op::kStartsWith) return Value::Bool(hay.starts_with(needle));
-        if (n.op == Op::kEndsWith) return Value::Bool(hay.ends_with(needle));
-        return Value::Bool(hay.find(needle) != std::string_view::npos);
-      }
-      case Op::kMatches: {
-        const Value s = Eval(n.a);
-        if (s.kind != Kind::kString) return Value::Missing();
-        // Match() with no submatches is RE2::PartialMatch without the argument plumbing;
-        // RE2 runs its DFA, linear in the input whatever the pattern.
-        const re2::StringPiece text(s.str.data, s.str.size);
-        return Value::Bool(p_.regexes[n.b]->Match(text, 0, text.size(), RE2::UNANCHORED,
-                                                  nullptr, 0));
       }
       case Op::kLower:
       case Op::kUpper: {
@@ -544,11 +710,19 @@ class Evaluator {
         MapCase(s.string(), out, n.op == Op::kUpper);
         return Value::String({out, s.str.size});
       }
+      default:
+        return Value::Missing();  // every op is handled by Test(), Eval() or here
     }
-    return Value::Missing();
   }
 
- private:
+  [[gnu::noinline]] Value Concat(const Value& l, const Value& r) const {
+    if (l.kind != Kind::kString || r.kind != Kind::kString) return Value::Missing();
+    char* out = scratch_->chars.Alloc(l.str.size + r.str.size);
+    if (l.str.size) std::memcpy(out, l.str.data, l.str.size);
+    if (r.str.size) std::memcpy(out + l.str.size, r.str.data, r.str.size);
+    return Value::String({out, l.str.size + r.str.size});
+  }
+
   std::span<const Event* const> Stage(int32_t stage) const {
     // Defensive: a caller that passes no MatchView sees every stage as empty.
     if (!match_) return {};
@@ -729,6 +903,7 @@ bool IsPure(Op op) {
     case Op::kHasField:
     case Op::kHasEventField:
     case Op::kMakeList:
+    case Op::kCmpFieldConst:
       return false;
     default:
       return true;
@@ -783,6 +958,7 @@ class Compiler {
       switch (n.op) {
         case Op::kField:
         case Op::kHasField:
+        case Op::kCmpFieldConst:
           n.a = slots[n.a];
           break;
         case Op::kStageProject:
@@ -1008,11 +1184,13 @@ class Compiler {
     return program_->constants[program_->nodes[node].a];
   }
 
-  int32_t Emit(Op op, int32_t a, int32_t b, std::initializer_list<int32_t> children) {
-    return EmitN(op, a, b, std::span<const int32_t>(children.begin(), children.size()));
+  int32_t Emit(Op op, int32_t a, int32_t b, std::initializer_list<int32_t> children,
+               Op cmp = Op::kConst) {
+    return EmitN(op, a, b, std::span<const int32_t>(children.begin(), children.size()), cmp);
   }
 
-  int32_t EmitN(Op op, int32_t a, int32_t b, std::span<const int32_t> children) {
+  int32_t EmitN(Op op, int32_t a, int32_t b, std::span<const int32_t> children,
+                Op cmp = Op::kConst) {
     int depth = 0;
     bool all_const = !children.empty();
     for (int32_t c : children) {
@@ -1020,7 +1198,7 @@ class Compiler {
       all_const = all_const && IsConst(c);
     }
     const auto idx = static_cast<int32_t>(program_->nodes.size());
-    program_->nodes.push_back(Node{op, a, b});
+    program_->nodes.push_back(Node(op, a, b, cmp));
     depth_.push_back(depth + 1);
     max_depth_ = std::max(max_depth_, depth + 1);
     if (IsPure(op) && all_const) {
@@ -1053,7 +1231,7 @@ class Compiler {
   }
 
   void ReplaceWithConstant(int32_t idx, Value v) {
-    program_->nodes[idx] = Node{Op::kConst, static_cast<int32_t>(program_->constants.size()), 0};
+    program_->nodes[idx] = Node(Op::kConst, static_cast<int32_t>(program_->constants.size()), 0);
     program_->constants.push_back(v);
     depth_[idx] = 1;
   }
@@ -1440,6 +1618,17 @@ class Compiler {
   Operand Binary(Op op, const Operand& lhs, const Operand& rhs) {
     const int32_t l = Finalize(lhs);
     const int32_t r = Finalize(rhs);
+    if (op >= Op::kEq && op <= Op::kGe) {
+      // The commonest condition shape, `field OP literal`, evaluates as one node.
+      const Node& ln = program_->nodes[l];
+      const Node& rn = program_->nodes[r];
+      if (ln.op == Op::kField && rn.op == Op::kConst) {
+        return Operand::Of(Emit(Op::kCmpFieldConst, ln.a, rn.a, {}, op), lhs.offset);
+      }
+      if (ln.op == Op::kConst && rn.op == Op::kField) {
+        return Operand::Of(Emit(Op::kCmpFieldConst, rn.a, ln.a, {}, Mirror(op)), lhs.offset);
+      }
+    }
     return Operand::Of(Emit(op, l, r, {l, r}), lhs.offset);
   }
 
@@ -1448,20 +1637,11 @@ class Compiler {
     const int32_t r = Finalize(rhs);
     if (!IsConst(l) && IsConst(r)) {
       const Value& list = ConstValue(r);
-      if (list.kind == Kind::kList && list.list.size >= kInSetMinSize &&
+      if (list.kind == Kind::kList &&
           std::all_of(list.list.data, list.list.data + list.list.size, IsScalar)) {
         InSet set;
-        for (size_t i = 0; i < list.list.size; ++i) {
-          const Value& v = list.list.data[i];
-          switch (v.kind) {
-            case Kind::kNumber: set.numbers.push_back(v.number); break;
-            case Kind::kString: set.strings.push_back(v.string()); break;
-            case Kind::kNull: set.has_null = true; break;
-            default: (v.boolean ? set.has_true : set.has_false) = true; break;
-          }
-        }
-        std::sort(set.numbers.begin(), set.numbers.end());
-        std::sort(set.strings.begin(), set.strings.end());
+        for (size_t i = 0; i < list.list.size; ++i) set.Add(list.list.data[i]);
+        set.Build();
         const auto idx = static_cast<int32_t>(program_->sets.size());
         program_->sets.push_back(std::move(set));
         return Operand::Of(Emit(Op::kInSet, l, idx, {l}), lhs.offset);
@@ -1510,7 +1690,7 @@ bool Condition::Matches(const Event& event, const MatchView* match,
                         EvalScratch* scratch) const {
   EvalScratch::Impl* s = scratch ? scratch->impl() : FallbackScratch();
   s->Reset();
-  return Evaluator(*program_, event, match, s).Eval(program_->root).is_true();
+  return Evaluator(*program_, event, match, s).TestNode(program_->root) == Tri::kTrue;
 }
 
 bool Condition::reads_stages() const { return program_->reads_stages; }
