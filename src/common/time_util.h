@@ -10,6 +10,19 @@ namespace vigil {
 inline constexpr int64_t kMaxTimeMs = INT64_MAX;
 inline constexpr int64_t kMinTimeMs = INT64_MIN;
 
+// a + b and a - b, clamped to [kMinTimeMs, kMaxTimeMs] instead of overflowing: event time
+// runs to the end of time when a bounded input ends.
+inline int64_t SaturatingAdd(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_add_overflow(a, b, &r)) return b > 0 ? kMaxTimeMs : kMinTimeMs;
+  return r;
+}
+inline int64_t SaturatingSub(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_sub_overflow(a, b, &r)) return b < 0 ? kMaxTimeMs : kMinTimeMs;
+  return r;
+}
+
 // Parses `NNNms`, `NNs`, `NNm`, `NNh`, `NNd` or a bare integer of milliseconds.
 // Returns nullopt for anything else, including negative values and overflow.
 std::optional<int64_t> ParseDurationMs(std::string_view text);

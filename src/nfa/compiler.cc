@@ -27,10 +27,6 @@ EdgeConditionPtr And(EdgeConditionPtr a, EdgeConditionPtr b) {
   return std::make_shared<EdgeCondition>(
       EdgeCondition{EdgeCondition::Op::kAnd, -1, std::move(a), std::move(b)});
 }
-EdgeConditionPtr Or(EdgeConditionPtr a, EdgeConditionPtr b) {
-  return std::make_shared<EdgeCondition>(
-      EdgeCondition{EdgeCondition::Op::kOr, -1, std::move(a), std::move(b)});
-}
 
 }  // namespace
 

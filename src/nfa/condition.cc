@@ -28,7 +28,8 @@ using Kind = Value::Kind;
 constexpr int kMaxNesting = 100;
 constexpr int kMaxTreeDepth = 1000;
 
-// Up to this many literal elements of one kind, `in` scans; beyond, it binary-searches.
+// Up to this many literal elements of one kind, `in` scans them; beyond, it binary-searches
+// numbers and hashes strings.
 constexpr size_t kInSetLinearMax = 8;
 
 // A bump allocator over chunks that never move, so a view handed out earlier in an
@@ -109,7 +110,7 @@ enum class Op : uint8_t {
   kDiv,
   kMod,
   kIndex,          // a: list, b: index
-  kCount,          // a: list (kCount..kMax stay contiguous)
+  kCount,          // a: list
   kSum,
   kAvg,
   kMin,
@@ -356,7 +357,7 @@ Op Mirror(Op op) {
 bool ResolveIndex(const Value& index, size_t size, size_t* out) {
   if (index.kind != Kind::kNumber) return false;
   double d = index.number;
-  if (d != std::trunc(d)) return false;  // also rejects NaN and infinities
+  if (d != std::trunc(d)) return false;  // also rejects NaN; infinities fail the range check
   if (d < 0) d += static_cast<double>(size);
   if (d < 0 || d >= static_cast<double>(size)) return false;
   *out = static_cast<size_t>(d);
@@ -425,9 +426,10 @@ void MapCase(std::string_view s, char* out, bool upper) {
 //
 // Two entry points share the tree: Test() for nodes in a boolean position (the root, the
 // operands of && || !) returns a one-byte Tri in a register, and Eval() returns a Value.
-// Boolean ops live only in Test() and value ops only in Eval()/EvalRare(); each falls back
-// to the other, so both accept any node. Rarely used, heavier ops sit in EvalRare(), out of
-// line, which keeps the frames of the recursive hot functions small.
+// Boolean ops live only in Test()/TestRare() and value ops only in Eval()/EvalRare() (Test()
+// also reads a bare field itself); each falls back to the other, so both accept any node.
+// Heavier ops sit out of line in the *Rare() functions, which keeps the frames of the
+// recursive hot functions small.
 class Evaluator {
  public:
   Evaluator(const Condition::Program& program, const Event& event, const MatchView* match,

@@ -33,8 +33,43 @@ void Event::RebaseFrom(const Event& from) {
   for (Value& v : slots_) v = Rebased(v, from);
 }
 
+namespace {
+
+// Recycled events of this thread; bounded so a burst of retained events does not stay
+// allocated forever.
+class EventPool {
+ public:
+  static constexpr size_t kMaxPooled = 4096;
+  ~EventPool() {
+    for (Event* e : free_) delete e;
+  }
+  Event* Take() {
+    if (free_.empty()) return nullptr;
+    Event* e = free_.back();
+    free_.pop_back();
+    return e;
+  }
+  bool Give(Event* e) {
+    if (free_.size() >= kMaxPooled) return false;
+    free_.push_back(e);
+    return true;
+  }
+
+ private:
+  std::vector<Event*> free_;
+};
+
+thread_local EventPool pool;
+
+}  // namespace
+
+void Event::Recycle(Event* e) {
+  if (!pool.Give(e)) delete e;
+}
+
 EventRef Event::Retain() const {
-  auto* copy = new Event();
+  Event* copy = pool.Take();
+  if (!copy) copy = new Event();
   copy->owned_raw_.assign(raw_);
   copy->raw_ = copy->owned_raw_;
   copy->strings_ = strings_;

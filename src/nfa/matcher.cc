@@ -1,12 +1,13 @@
 #include "nfa/matcher.h"
 
 #include "common/json_text.h"
+#include "common/time_util.h"
 
 namespace vigil::nfa {
 namespace {
 
-// The key's identity (`*identity`, for the state map) and its JSON text (for output).
-// Returns false when the value cannot be a key.
+// The key's identity: its type and value as bytes, so that "1" and 1 are different keys and
+// 1 and 1.0 the same. Returns false when the value cannot be a key.
 bool EncodeKey(const Value& v, std::string* identity) {
   identity->clear();
   switch (v.kind) {
@@ -29,20 +30,15 @@ bool EncodeKey(const Value& v, std::string* identity) {
   }
 }
 
-std::string KeyJson(const Value& v) {
+// The key as JSON, from its identity.
+std::string KeyJson(std::string_view identity) {
   std::string out;
-  switch (v.kind) {
-    case Value::Kind::kString:
-      AppendJsonString(&out, v.string());
-      break;
-    case Value::Kind::kNumber:
-      AppendJsonNumber(&out, v.number);
-      break;
-    case Value::Kind::kBool:
-      out = v.boolean ? "true" : "false";
-      break;
-    default:
-      out = "null";
+  if (identity.front() == 's') {
+    AppendJsonString(&out, identity.substr(1));
+  } else if (identity.front() == 'n') {
+    out = identity.substr(1);
+  } else {
+    out = identity;
   }
   return out;
 }
@@ -76,8 +72,7 @@ void Matcher::Add(Event* event) {
     return;
   }
   max_time_ms_ = std::max(max_time_ms_, event->time_ms());
-  const __int128 lowered = static_cast<__int128>(max_time_ms_) - options_.max_out_of_orderness_ms;
-  const int64_t watermark = lowered < INT64_MIN ? INT64_MIN : static_cast<int64_t>(lowered);
+  const int64_t watermark = SaturatingSub(max_time_ms_, options_.max_out_of_orderness_ms);
 
   if (options_.max_out_of_orderness_ms == 0 && waiting_.empty()) {
     // In order: the event is at the watermark and can be matched at once, uncopied.
@@ -116,12 +111,15 @@ void Matcher::DispatchTo(PatternSlot& slot, CurrentEvent* current) {
                           : "key field '" + *pattern.key + "' must be a string, number, boolean or null");
     return;
   }
-  auto found = slot.index.find(std::string_view(key_buffer_));
-  if (found == slot.index.end()) {
+  const uint64_t hash = KeyIndex::Hash(key_buffer_);
+  const uint32_t found = slot.index.Find(hash, key_buffer_, [&slot](uint32_t r) {
+    return std::string_view(slot.records[r].identity);
+  });
+  if (found == KeyIndex::kNone) {
     // Most events start nothing: try the start state on an empty scratch state and only keep
     // a record for the key if a run or held match results.
     runtime_.Process(nfa, &scratch_state_, current, &matches_);
-    if (!matches_.empty()) Emit(slot, KeyJson(key));
+    Emit(slot, key_buffer_);
     if (scratch_state_.empty()) return;
     uint32_t index;
     if (!slot.free_records.empty()) {
@@ -132,22 +130,21 @@ void Matcher::DispatchTo(PatternSlot& slot, CurrentEvent* current) {
       slot.records.emplace_back();
     }
     KeyRecord& record = slot.records[index];
-    record.key_json = KeyJson(key);
     record.identity = key_buffer_;
+    record.hash = hash;
     record.state.partial.swap(scratch_state_.partial);
     record.state.completed.swap(scratch_state_.completed);
     record.timer_ms = INT64_MAX;
     record.live = true;
-    slot.index.emplace(key_buffer_, index);
+    slot.index.Insert(hash, index);
     AfterStep(slot, index);
     return;
   }
-  const uint32_t index = found->second;
-  KeyRecord& record = slot.records[index];
+  KeyRecord& record = slot.records[found];
   runtime_.AdvanceTime(nfa, &record.state, event.time_ms(), &matches_);
   runtime_.Process(nfa, &record.state, current, &matches_);
-  Emit(slot, record.key_json);
-  AfterStep(slot, index);
+  Emit(slot, record.identity);
+  AfterStep(slot, found);
 }
 
 // Bounds the key's runs, frees its record when nothing is left, and (re)arms its timer.
@@ -156,7 +153,7 @@ void Matcher::AfterStep(PatternSlot& slot, uint32_t record_index) {
   stats_.dropped_partial_matches +=
       runtime_.EnforceLimit(&record.state, options_.max_partial_matches_per_key);
   if (record.state.empty()) {
-    slot.index.erase(record.identity);
+    slot.index.Erase(record.hash, record_index);
     record.live = false;
     ++record.generation;
     slot.free_records.push_back(record_index);
@@ -182,7 +179,7 @@ void Matcher::FireTimers(int64_t watermark_ms) {
       }
       record.timer_ms = INT64_MAX;
       runtime_.AdvanceTime(*slot.nfa, &record.state, watermark_ms, &matches_);
-      Emit(slot, record.key_json);
+      Emit(slot, record.identity);
       AfterStep(slot, timer.record);
     }
   }
@@ -201,18 +198,20 @@ void Matcher::Finish() {
     for (KeyRecord& record : slot.records) {
       if (!record.live) continue;
       runtime_.Finish(*slot.nfa, &record.state, &matches_);
-      Emit(slot, record.key_json);
+      Emit(slot, record.identity);
       runtime_.Clear(&record.state);
       record.live = false;
     }
-    slot.index.clear();
+    slot.index.Clear();
     slot.records.clear();
     slot.free_records.clear();
     slot.timers = {};
   }
 }
 
-void Matcher::Emit(const PatternSlot& slot, std::string_view key_json) {
+void Matcher::Emit(const PatternSlot& slot, std::string_view identity) {
+  if (matches_.empty()) return;
+  const std::string key_json = KeyJson(identity);
   for (const Match& m : matches_) {
     ++(m.timed_out ? stats_.timeouts : stats_.matches);
     sink_->OnMatch(*slot.nfa, key_json, m);

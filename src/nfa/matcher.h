@@ -17,9 +17,9 @@
 #include <queue>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
+#include "nfa/key_index.h"
 #include "nfa/nfa.h"
 
 namespace vigil::nfa {
@@ -74,8 +74,8 @@ class Matcher {
 
  private:
   struct KeyRecord {
-    std::string identity;  // the key in PatternSlot::index
-    std::string key_json;
+    std::string identity;  // the key's type and value, as indexed (see EncodeKey)
+    uint64_t hash = 0;
     KeyNfaState state;
     int64_t timer_ms = INT64_MAX;
     uint32_t generation = 0;
@@ -87,13 +87,9 @@ class Matcher {
     uint32_t generation;
     bool operator>(const Timer& o) const { return deadline_ms > o.deadline_ms; }
   };
-  struct Hash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
-  };
   struct PatternSlot {
     std::shared_ptr<const Nfa> nfa;
-    std::unordered_map<std::string, uint32_t, Hash, std::equal_to<>> index;
+    KeyIndex index;
     std::vector<KeyRecord> records;
     std::vector<uint32_t> free_records;
     std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers;
@@ -113,7 +109,8 @@ class Matcher {
   void DispatchTo(PatternSlot& slot, CurrentEvent* current);
   void AfterStep(PatternSlot& slot, uint32_t record_index);
   void FireTimers(int64_t watermark_ms);
-  void Emit(const PatternSlot& slot, std::string_view key_json);
+  // Hands the pending matches of `slot` for the key `identity` to the sink.
+  void Emit(const PatternSlot& slot, std::string_view identity);
 
   std::vector<PatternSlot> slots_;
   MatcherOptions options_;

@@ -2,17 +2,14 @@
 
 #include <algorithm>
 
+#include "common/time_util.h"
+
 namespace vigil::nfa {
 namespace {
 
-// a - b >= window, without overflow at the ends of time.
+// now - since >= window, without overflow at the ends of time.
 bool Elapsed(int64_t now, int64_t since, int64_t window) {
-  return static_cast<__int128>(now) - since >= window;
-}
-
-int64_t SaturatingAdd(int64_t a, int64_t b) {
-  const __int128 sum = static_cast<__int128>(a) + b;
-  return sum > INT64_MAX ? INT64_MAX : static_cast<int64_t>(sum);
+  return SaturatingSub(now, since) >= window;
 }
 
 bool StartsBefore(const ComputationState& a, const ComputationState& b) {

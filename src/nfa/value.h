@@ -32,7 +32,7 @@ struct Value {
     const Event* event;
   };
 
-  Value() : number(0) {}
+  constexpr Value() : number(0) {}
 
   static Value Missing() { return Value(); }
   static Value Null() {
