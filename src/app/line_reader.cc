@@ -38,13 +38,15 @@ bool LineReader::Fill() {
   }
 }
 
-bool LineReader::Next(std::string_view* line, size_t* readable) {
+bool LineReader::Next(std::string_view* line, size_t* readable, bool may_refill) {
   while (true) {
     const char* start = buffer_.data() + begin_;
     const void* newline = std::memchr(start, '\n', end_ - begin_);
     size_t length;
     if (newline) {
       length = static_cast<const char*>(newline) - start;
+    } else if (!may_refill && !eof_) {
+      return false;
     } else if (!Fill()) {
       if (begin_ == end_) return false;
       length = end_ - begin_;  // a last line without a line break

@@ -17,8 +17,10 @@ class LineReader {
 
   // The next line without its line break (and without a trailing '\r'). Returns false at the
   // end of input, or on a read error (then status() says why). `*readable` is how many bytes
-  // may be read from line.data(): at least line.size() + 64.
-  bool Next(std::string_view* line, size_t* readable);
+  // may be read from line.data(): at least line.size() + 64. A line stays valid until a call
+  // with `may_refill` true; with it false, Next returns false instead of reading more input,
+  // so the lines already handed out stay valid (for processing them as a batch).
+  bool Next(std::string_view* line, size_t* readable, bool may_refill = true);
 
   uint64_t line_number() const { return line_number_; }
   const Status& status() const { return status_; }

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "app/line_reader.h"
 #include "app/pattern_loader.h"
@@ -106,21 +107,31 @@ int RunReplay(const ReplayOptions& options, std::FILE* out, std::FILE* err) {
   nfa::Matcher matcher(std::move(loaded.nfas), matcher_options, &writer);
 
   LineReader reader(fd);
-  nfa::Event event;
+  // Events are parsed a batch at a time, each into its own Event, so the Matcher can load
+  // the state of all their keys at once (Matcher::AddBatch).
+  constexpr size_t kBatch = 32;
+  std::vector<nfa::Event> events(kBatch);
+  std::vector<nfa::Event*> batch;
   std::string_view line;
   size_t readable = 0;
-  while (reader.Next(&line, &readable)) {
-    const size_t first = line.find_first_not_of(" \t");
-    if (first == std::string_view::npos) continue;
-    line = line.substr(first, line.find_last_not_of(" \t") + 1 - first);
-    Status parsed = parser.Parse(line, readable - first, &event);
-    if (!parsed.ok()) {
-      std::fprintf(err, "%s:%llu: %s\n", events_name.c_str(),
-                   static_cast<unsigned long long>(reader.line_number()), parsed.message().c_str());
-      continue;
+  while (true) {
+    batch.clear();
+    while (batch.size() < kBatch && reader.Next(&line, &readable, /*may_refill=*/batch.empty())) {
+      const size_t first = line.find_first_not_of(" \t");
+      if (first == std::string_view::npos) continue;
+      line = line.substr(first, line.find_last_not_of(" \t") + 1 - first);
+      nfa::Event* event = &events[batch.size()];
+      Status parsed = parser.Parse(line, readable - first, event);
+      if (!parsed.ok()) {
+        std::fprintf(err, "%s:%llu: %s\n", events_name.c_str(),
+                     static_cast<unsigned long long>(reader.line_number()), parsed.message().c_str());
+        continue;
+      }
+      event->set_line(reader.line_number());
+      batch.push_back(event);
     }
-    event.set_line(reader.line_number());
-    matcher.Add(&event);
+    if (batch.empty()) break;  // Next() refused with may_refill set: the input has ended
+    matcher.AddBatch(batch);
   }
   matcher.Finish();
   writer.Flush();

@@ -39,6 +39,20 @@ class KeyIndex {
     }
   }
 
+  // Starts loading the slot where `hash` would be found (a hint; no effect on contents).
+  void Prefetch(uint64_t hash) const {
+    if (!slots_.empty()) __builtin_prefetch(&slots_[hash & mask_]);
+  }
+
+  // The first record stored under `hash`, without comparing keys: the record Find() most
+  // likely returns, for prefetching it. kNone when there is none.
+  uint32_t Peek(uint64_t hash) const {
+    if (slots_.empty()) return kNone;
+    for (size_t i = hash & mask_;; i = (i + 1) & mask_) {
+      if (slots_[i].record == kNone || slots_[i].hash == hash) return slots_[i].record;
+    }
+  }
+
   // REQUIRES: no record with this key is in the index.
   void Insert(uint64_t hash, uint32_t record) {
     if ((size_ + 1) * 2 > slots_.size()) Grow();

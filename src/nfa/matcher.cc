@@ -94,6 +94,36 @@ void Matcher::Add(Event* event) {
   }
 }
 
+void Matcher::AddBatch(std::span<Event* const> events) {
+  // Three passes, each issuing the loads the next one needs: index slots, then the records
+  // they name, then each record's runs. Prefetches are hints: matching below looks every key
+  // up again, so keys that appear or disappear within the batch stay correct.
+  const size_t patterns = slots_.size();
+  batch_hashes_.resize(events.size() * patterns);
+  for (size_t i = 0; i < events.size(); ++i) {
+    for (size_t p = 0; p < patterns; ++p) {
+      const Pattern& pattern = slots_[p].nfa->pattern();
+      const Value key = pattern.key_slot >= 0 ? events[i]->field(pattern.key_slot) : Value::Null();
+      uint64_t& hash = batch_hashes_[i * patterns + p];
+      hash = EncodeKey(key, &key_buffer_) ? KeyIndex::Hash(key_buffer_) : 0;
+      slots_[p].index.Prefetch(hash);
+    }
+  }
+  for (size_t i = 0; i < batch_hashes_.size(); ++i) {
+    const PatternSlot& slot = slots_[i % patterns];
+    const uint32_t r = slot.index.Peek(batch_hashes_[i]);
+    if (r != KeyIndex::kNone) __builtin_prefetch(&slot.records[r]);
+  }
+  for (size_t i = 0; i < batch_hashes_.size(); ++i) {
+    const PatternSlot& slot = slots_[i % patterns];
+    const uint32_t r = slot.index.Peek(batch_hashes_[i]);
+    if (r != KeyIndex::kNone && !slot.records[r].state.partial.empty()) {
+      __builtin_prefetch(slot.records[r].state.partial.data());
+    }
+  }
+  for (Event* event : events) Add(event);
+}
+
 void Matcher::Dispatch(CurrentEvent* current, Event* event) {
   event->set_seq(next_seq_++);
   for (PatternSlot& slot : slots_) DispatchTo(slot, current);

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <queue>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -63,6 +64,11 @@ class Matcher {
 
   // Adds one event (typically the parser's scratch Event; it is copied only if kept).
   void Add(Event* event);
+
+  // Adds events in order, as Add() would, after loading the state of all their keys into the
+  // cache at once: a key's state is a few dependent memory reads, and overlapping them across
+  // a batch hides most of their latency.
+  void AddBatch(std::span<Event* const> events);
 
   // End of input: event time advances to the end of time; every window closes.
   void Finish();
@@ -125,6 +131,7 @@ class Matcher {
   std::vector<Match> matches_;
   KeyNfaState scratch_state_;
   std::string key_buffer_;
+  std::vector<uint64_t> batch_hashes_;
 };
 
 }  // namespace vigil::nfa

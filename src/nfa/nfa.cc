@@ -177,7 +177,9 @@ void NfaRuntime::Process(const Nfa& nfa, KeyNfaState* state, CurrentEvent* curre
   start.state = nfa.start_state();
   step(start);
 
-  state->partial.swap(next_partial_);
+  // Copied, not swapped: each key keeps a buffer sized for its own runs, and the runtime
+  // keeps one sized for the largest, so neither reallocates from event to event.
+  state->partial.assign(next_partial_.begin(), next_partial_.end());
   if (nfa.pattern().skip.kind == SkipStrategy::Kind::kNoSkip) {
     for (const ComputationState& m : potential_) {
       out->push_back(Extract(m, false));
@@ -269,7 +271,7 @@ void NfaRuntime::AdvanceTime(const Nfa& nfa, KeyNfaState* state, int64_t time_ms
     if (nfa.pattern().timeouts) out->push_back(Extract(cs, true));
     buffer_.Release(cs.node);
   }
-  state->partial.swap(next_partial_);
+  state->partial.assign(next_partial_.begin(), next_partial_.end());
   ReleaseMatches(nfa, state, out);
 }
 
