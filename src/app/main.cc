@@ -1,5 +1,6 @@
 // The vigil command line: `vigil replay`, `vigil validate`, `vigil --help`.
 
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -26,6 +27,7 @@ constexpr char kUsage[] =
 constexpr char kReplayUsage[] =
     "usage: vigil replay --patterns PATH [PATH ...] --events FILE|-\n"
     "                    [--time-field NAME] [--max-out-of-orderness DURATION]\n"
+    "                    [--max-partial-matches N]\n"
     "\n"
     "Runs the patterns over the events as one bounded stream and writes each match to\n"
     "standard output as one JSON object per line. At the end of input every window closes.\n"
@@ -36,6 +38,8 @@ constexpr char kReplayUsage[] =
     "                                (default: ts)\n"
     "  --max-out-of-orderness DUR    how late an event may arrive and still be matched,\n"
     "                                e.g. 500ms, 5s, 2m (default: 0)\n"
+    "  --max-partial-matches N       partial matches kept per key and pattern; the oldest\n"
+    "                                beyond it are dropped and reported (default: 10000)\n"
     "\n"
     "Exit status: 0 on success, also when some event lines were bad (each is reported on\n"
     "standard error with its line number); 2 when a pattern or an argument is invalid.\n";
@@ -45,6 +49,11 @@ constexpr char kValidateUsage[] =
     "\n"
     "Compiles every pattern in the given files or directories. Prints each error as\n"
     "file:line:column: message. Exit status: 0 when every pattern compiles, 2 otherwise.\n";
+
+bool ParsePositive(const std::string& text, size_t* out) {
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), *out);
+  return ec == std::errc() && ptr == text.data() + text.size() && *out > 0;
+}
 
 bool IsHelp(std::string_view arg) { return arg == "--help" || arg == "-h"; }
 
@@ -86,6 +95,13 @@ int Replay(int argc, char** argv) {
                                             "' for --max-out-of-orderness (e.g. 500ms, 5s, 2m)");
       }
       options.max_out_of_orderness_ms = *ms;
+    } else if (arg == "--max-partial-matches") {
+      std::string text;
+      size_t limit = 0;
+      if (!value(&text) || !ParsePositive(text, &limit)) {
+        return UsageError(kReplayUsage, "--max-partial-matches needs a positive integer");
+      }
+      options.max_partial_matches_per_key = limit;
     } else {
       return UsageError(kReplayUsage, "unknown argument '" + std::string(arg) + "'");
     }

@@ -104,6 +104,7 @@ int RunReplay(const ReplayOptions& options, std::FILE* out, std::FILE* err) {
   NdjsonMatchWriter writer(out, err, events_name);
   nfa::MatcherOptions matcher_options;
   matcher_options.max_out_of_orderness_ms = options.max_out_of_orderness_ms;
+  matcher_options.max_partial_matches_per_key = options.max_partial_matches_per_key;
   nfa::Matcher matcher(std::move(loaded.nfas), matcher_options, &writer);
 
   LineReader reader(fd);
@@ -135,6 +136,13 @@ int RunReplay(const ReplayOptions& options, std::FILE* out, std::FILE* err) {
   }
   matcher.Finish();
   writer.Flush();
+  if (const uint64_t dropped = matcher.stats().dropped_partial_matches; dropped > 0) {
+    std::fprintf(err,
+                 "%s: %llu partial matches dropped: a key held more than %zu for one pattern "
+                 "(--max-partial-matches)\n",
+                 events_name.c_str(), static_cast<unsigned long long>(dropped),
+                 options.max_partial_matches_per_key);
+  }
   if (!from_stdin) ::close(fd);
   if (!reader.status().ok()) {
     std::fprintf(err, "%s: %s\n", events_name.c_str(), reader.status().message().c_str());

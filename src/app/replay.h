@@ -2,6 +2,7 @@
 // `vigil replay`: runs patterns over a bounded NDJSON stream and writes matches as NDJSON
 // (contract: "vigil replay").
 
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -14,6 +15,8 @@ struct ReplayOptions {
   std::string events_path;  // "-" for standard input
   std::string time_field = "ts";
   int64_t max_out_of_orderness_ms = 0;
+  // Partial matches kept per key and pattern; the oldest beyond it are dropped and reported.
+  size_t max_partial_matches_per_key = 10000;
 };
 
 // Returns the process exit status: 0 on success (also when some event lines were bad: each

@@ -185,4 +185,26 @@ TEST_CASE("Replay: the key keeps its JSON type and RFC 3339 times are read") {
                    "\"ts\":\"2024-05-01T12:00:00.250Z\"}]}}\n");
 }
 
+TEST_CASE("Replay: a pattern that explodes is held to its limit and the drop is reported") {
+  TempDir dir;
+  const std::string pattern = dir.Write(
+      "boom.yaml",
+      "id: boom\nsequence:\n  - begin: a\n    one_or_more: true\n    allow_combinations: true\n"
+      "  - followed_by_any: b\n    where: kind == 'b'\n");
+  std::string events;
+  for (int i = 0; i < 30; ++i) events += "{\"ts\":" + std::to_string(i) + ",\"kind\":\"a\"}\n";
+  events += "{\"ts\":100,\"kind\":\"b\"}\n";
+  vigil::app::ReplayOptions options;
+  options.pattern_paths = {pattern};
+  options.events_path = dir.Write("e.ndjson", events);
+  options.max_partial_matches_per_key = 100;
+  ReplayRun run = Replay(options);
+  CHECK(run.exit_code == 0);
+  // At most the limit of runs (plus the final event's own run) can complete on the b event.
+  CHECK(SortedLines(run.out).size() <= 101);
+  CHECK(!run.out.empty());
+  CHECK(run.err.find("partial matches dropped: a key held more than 100 for one pattern") !=
+        std::string::npos);
+}
+
 TEST_SUITE_END();
