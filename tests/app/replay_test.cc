@@ -39,6 +39,13 @@ ReplayRun Replay(const vigil::app::ReplayOptions& options) {
   return run;
 }
 
+ReplayRun Replay(const std::string& patterns, const std::string& events) {
+  vigil::app::ReplayOptions options;
+  options.pattern_paths = {patterns};
+  options.events_path = events;
+  return Replay(options);
+}
+
 std::vector<std::string> SortedLines(const std::string& text) {
   std::vector<std::string> lines;
   std::istringstream in(text);
@@ -88,10 +95,7 @@ TEST_CASE("Replay: every shipped rule finds exactly its expected matches") {
     const fs::path expected = kPatterns / (stem + ".expected.ndjson");
     REQUIRE(fs::exists(events));
     REQUIRE(fs::exists(expected));
-    vigil::app::ReplayOptions options;
-    options.pattern_paths = {entry.path().string()};
-    options.events_path = events.string();
-    ReplayRun run = Replay(options);
+    ReplayRun run = Replay(entry.path().string(), events.string());
     CHECK(run.exit_code == 0);
     CHECK(run.err == "");
     const auto want = SortedLines(ReadFile(expected));
@@ -122,10 +126,7 @@ TEST_CASE("Replay: all rules at once over all samples find the union of their ma
   std::string merged;
   for (const auto& e : events) merged += e.second + "\n";
   std::sort(want.begin(), want.end());
-  vigil::app::ReplayOptions options;
-  options.pattern_paths = {kPatterns.string()};
-  options.events_path = dir.Write("all.ndjson", merged);
-  ReplayRun run = Replay(options);
+  ReplayRun run = Replay(kPatterns.string(), dir.Write("all.ndjson", merged));
   CHECK(run.exit_code == 0);
   CHECK(SortedLines(run.out) == want);
 }
@@ -144,10 +145,7 @@ TEST_CASE("Replay: bad event lines are reported with their line number and skipp
                                        "{\"ts\":3,\"v\":\"b\"}\n"
                                        "{\"k\":1,\"ts\":5,\"v\":\"b\"}\n"
                                        "{\"k\":1,\"ts\":4,\"v\":\"b\"}\n");
-  vigil::app::ReplayOptions options;
-  options.pattern_paths = {pattern};
-  options.events_path = events;
-  ReplayRun run = Replay(options);
+  ReplayRun run = Replay(pattern, events);
   CHECK(run.exit_code == 0);
   CHECK(run.out == "{\"pattern\":\"ab\",\"key\":1,\"match\":{\"a\":[{\"k\":1,\"ts\":1,\"v\":\"a\"}],"
                    "\"b\":[{\"k\":1,\"ts\":5,\"v\":\"b\"}]}}\n");
@@ -162,10 +160,7 @@ TEST_CASE("Replay: an invalid pattern stops the run with exit status 2") {
   TempDir dir;
   const std::string pattern = dir.Write("bad.yaml", "id: p\nsequence:\n  - begin: a\n    where: x >\n");
   const std::string events = dir.Write("e.ndjson", "{\"ts\":1}\n");
-  vigil::app::ReplayOptions options;
-  options.pattern_paths = {pattern};
-  options.events_path = events;
-  ReplayRun run = Replay(options);
+  ReplayRun run = Replay(pattern, events);
   CHECK(run.exit_code == 2);
   CHECK(run.out.empty());
   CHECK(run.err == pattern + ":4:15: unexpected end of expression\n");
@@ -176,10 +171,7 @@ TEST_CASE("Replay: the key keeps its JSON type and RFC 3339 times are read") {
   const std::string pattern = dir.Write("p.yaml", "id: one\nkey: user.id\nsequence:\n  - begin: a\n");
   const std::string events = dir.Write(
       "e.ndjson", "{\"user\":{\"id\":\"u\\\"1\"},\"ts\":\"2024-05-01T12:00:00.250Z\"}\n");
-  vigil::app::ReplayOptions options;
-  options.pattern_paths = {pattern};
-  options.events_path = events;
-  ReplayRun run = Replay(options);
+  ReplayRun run = Replay(pattern, events);
   CHECK(run.exit_code == 0);
   CHECK(run.out == "{\"pattern\":\"one\",\"key\":\"u\\\"1\",\"match\":{\"a\":[{\"user\":{\"id\":\"u\\\"1\"},"
                    "\"ts\":\"2024-05-01T12:00:00.250Z\"}]}}\n");
