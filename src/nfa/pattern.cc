@@ -83,6 +83,9 @@ int64_t IntOf(const YAML::Node& node, const char* what) {
 // size of a compiled pattern (a hostile `times: 1000000` is refused, not compiled).
 constexpr int64_t kMaxTimes = 1000;
 
+// Groups may nest this deep; each level is a recursion of the parser and the compiler.
+constexpr int kMaxGroupDepth = 32;
+
 constexpr std::string_view kContiguityKeys[] = {"begin", "next", "followed_by", "followed_by_any",
                                                 "not_next", "not_followed_by"};
 
@@ -136,7 +139,7 @@ class DocumentParser {
     }
     if (p.id.empty()) Fail(root, "missing required key 'id'");
     if (!sequence) Fail(root, "missing required key 'sequence'");
-    p.stages = ParseSequence(*sequence, /*in_group=*/false, &p);
+    p.stages = ParseSequence(*sequence, /*depth=*/0, &p);
     if (!p.stages.empty() && p.stages.back().contiguity == Contiguity::kNotFollowedBy &&
         p.within_ms == 0) {
       throw DocumentError{p.stages.back().position,
@@ -214,14 +217,18 @@ class DocumentParser {
     p->skip.stage = found->second;
   }
 
-  std::vector<Stage> ParseSequence(const YAML::Node& seq, bool in_group, Pattern* p) {
+  std::vector<Stage> ParseSequence(const YAML::Node& seq, int depth, Pattern* p) {
+    const bool in_group = depth > 0;
+    if (depth > kMaxGroupDepth) {
+      Fail(seq, "groups nest more than " + std::to_string(kMaxGroupDepth) + " deep");
+    }
     if (!seq.IsSequence() || seq.size() == 0) {
       Fail(seq, in_group ? "group must be a non-empty list of stages"
                          : "sequence must be a non-empty list of stages");
     }
     std::vector<Stage> stages;
     for (size_t i = 0; i < seq.size(); ++i) {
-      stages.push_back(ParseStage(seq[i], i == 0, p));
+      stages.push_back(ParseStage(seq[i], i == 0, depth, p));
       const Stage& s = stages.back();
       if (i > 0 && s.is_negated() && stages[i - 1].optional) {
         Fail(seq[i], "a negated stage cannot follow an optional stage ('" + stages[i - 1].name +
@@ -238,7 +245,7 @@ class DocumentParser {
     return stages;
   }
 
-  Stage ParseStage(const YAML::Node& node, bool first, Pattern* p) {
+  Stage ParseStage(const YAML::Node& node, bool first, int depth, Pattern* p) {
     if (!node.IsMap()) Fail(node, "a stage must be a mapping");
     Stage s;
     s.position = PositionOf(node.Mark());
@@ -349,7 +356,7 @@ class DocumentParser {
     }
     if (group && where) Fail(*where, "a group stage takes 'group' instead of 'where'");
     if (group) {
-      s.group = ParseSequence(*group, /*in_group=*/true, p);
+      s.group = ParseSequence(*group, depth + 1, p);
     } else {
       leaf_stages_[s.name] = s.index;
       if (where) pending_.push_back({s.index, *where, false});

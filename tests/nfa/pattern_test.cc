@@ -112,6 +112,22 @@ TEST_CASE("Pattern: errors name the line, the column and what is wrong") {
         "6:12: a group stage takes 'group' instead of 'where'");
 }
 
+TEST_CASE("Pattern: groups nest at most 32 deep") {
+  auto nested = [](int levels) {
+    std::string s = "id: deep\nsequence:\n  - begin: a\n";
+    std::string indent;
+    for (int i = 0; i < levels; ++i) {
+      s += indent + "  - followed_by: g" + std::to_string(i) + "\n" + indent + "    group:\n" +
+           indent + "      - begin: b" + std::to_string(i) + "\n";
+      indent += "    ";
+    }
+    return s;
+  };
+  FieldSchema schema;
+  CHECK(ParsePatterns(nested(32), "p.yaml", &schema).errors.empty());
+  CHECK(ErrorOf(nested(33)).find("groups nest more than 32 deep") != std::string::npos);
+}
+
 TEST_CASE("Pattern: a rejected document does not stop the others in the file") {
   FieldSchema schema;
   auto parsed = ParsePatterns("id: ok\nsequence:\n  - begin: a\n---\nid: bad\nsequence: []\n", "p.yaml", &schema);
