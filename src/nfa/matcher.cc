@@ -65,6 +65,11 @@ size_t Matcher::active_keys() const {
 }
 
 void Matcher::Add(Event* event) {
+  Accept(event);
+  FireTimers(watermark_ms_);
+}
+
+void Matcher::Accept(Event* event) {
   ++stats_.events;
   if (event->time_ms() < watermark_ms_) {
     ++stats_.late_events;
@@ -88,10 +93,7 @@ void Matcher::Add(Event* event) {
       Dispatch(&current, ready.get());
     }
   }
-  if (watermark > watermark_ms_) {
-    watermark_ms_ = watermark;
-    FireTimers(watermark_ms_);
-  }
+  watermark_ms_ = std::max(watermark_ms_, watermark);
 }
 
 void Matcher::AddBatch(std::span<Event* const> events) {
@@ -121,7 +123,11 @@ void Matcher::AddBatch(std::span<Event* const> events) {
       __builtin_prefetch(slot.records[r].state.partial.data());
     }
   }
-  for (Event* event : events) Add(event);
+  for (Event* event : events) Accept(event);
+  // Timers fire once for the whole batch. Firing them later than the watermark allowed is
+  // safe: a key's own next event first advances that key to its event time (DispatchTo),
+  // which closes the same windows, and the batch lets the due keys' state be prefetched.
+  FireTimers(watermark_ms_);
 }
 
 void Matcher::Dispatch(CurrentEvent* current, Event* event) {
@@ -199,9 +205,18 @@ void Matcher::AfterStep(PatternSlot& slot, uint32_t record_index) {
 
 void Matcher::FireTimers(int64_t watermark_ms) {
   for (PatternSlot& slot : slots_) {
+    due_.clear();
     while (!slot.timers.empty() && slot.timers.top().deadline_ms <= watermark_ms) {
-      const Timer timer = slot.timers.top();
+      due_.push_back(slot.timers.top());
       slot.timers.pop();
+    }
+    // As in AddBatch: load the due keys' records, then their runs, before working on any.
+    for (const Timer& t : due_) __builtin_prefetch(&slot.records[t.record]);
+    for (const Timer& t : due_) {
+      const KeyRecord& record = slot.records[t.record];
+      if (record.live && !record.state.partial.empty()) __builtin_prefetch(record.state.partial.data());
+    }
+    for (const Timer& timer : due_) {
       KeyRecord& record = slot.records[timer.record];
       if (!record.live || record.generation != timer.generation ||
           record.timer_ms != timer.deadline_ms) {

@@ -67,7 +67,8 @@ class Matcher {
 
   // Adds events in order, as Add() would, after loading the state of all their keys into the
   // cache at once: a key's state is a few dependent memory reads, and overlapping them across
-  // a batch hides most of their latency.
+  // a batch hides most of their latency. Timers due within the batch fire at its end (the
+  // matches are the same; only their order on the sink may differ).
   void AddBatch(std::span<Event* const> events);
 
   // End of input: event time advances to the end of time; every window closes.
@@ -111,6 +112,8 @@ class Matcher {
     }
   };
 
+  // Add() without firing timers.
+  void Accept(Event* event);
   void Dispatch(CurrentEvent* current, Event* event);
   void DispatchTo(PatternSlot& slot, CurrentEvent* current);
   void AfterStep(PatternSlot& slot, uint32_t record_index);
@@ -132,6 +135,7 @@ class Matcher {
   KeyNfaState scratch_state_;
   std::string key_buffer_;
   std::vector<uint64_t> batch_hashes_;
+  std::vector<Timer> due_;
 };
 
 }  // namespace vigil::nfa
