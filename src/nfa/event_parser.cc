@@ -16,7 +16,6 @@ namespace {
 // The schema's paths as a trie, so one pass over the object finds every wanted field.
 struct FieldNode {
   std::string name;
-  bool plain = true;  // no quote or backslash: comparable to raw key text
   int slot = -1;
   std::vector<FieldNode> children;
 
@@ -27,17 +26,17 @@ struct FieldNode {
     return nullptr;
   }
 
-  // Compares the key as written in the JSON text, without unescaping it first: most events
-  // are a few plain keys, and unescaping every key of every event costs more than matching.
-  // A key written with escape sequences falls back to the unescaped comparison.
+  // Reads the key as written in the JSON text, without unescaping it: most events are a few
+  // plain keys, and unescaping every key of every event costs more than matching it. Only a
+  // key written with an escape sequence takes the unescaping path.
   FieldNode* Child(od::field& field) {
-    od::raw_json_string raw = field.key();
-    for (FieldNode& c : children) {
-      if (c.plain && raw.unsafe_is_equal(c.name)) return &c;
-    }
-    std::string_view key;
-    if (field.unescaped_key().get(key) || key.size() == 0) return nullptr;
-    return Child(key);
+    const char* key = field.key().raw();
+    size_t length = 0;
+    while (key[length] != '"' && key[length] != '\\') ++length;
+    if (key[length] == '"') return Child(std::string_view(key, length));
+    std::string_view unescaped;
+    if (field.unescaped_key().get(unescaped)) return nullptr;
+    return Child(unescaped);
   }
 };
 
@@ -57,8 +56,7 @@ struct EventParser::Impl {
       for (const std::string& part : schema.path(slot)) {
         FieldNode* next = node->Child(part);
         if (!next) {
-          const bool plain = part.find_first_of("\"\\") == std::string::npos;
-          node->children.push_back(FieldNode{part, plain, -1, {}});
+          node->children.push_back(FieldNode{part, -1, {}});
           next = &node->children.back();
         }
         node = next;
