@@ -104,6 +104,43 @@ TEST_CASE("Looping: until ends the loop without taking its event") {
   CHECK(RunPattern(p, Stream("a1 b1 b2 x1 b3 c1")).matches == Sorted({"a1 b1 c1", "a1 b1 b2 c1"}));
 }
 
+TEST_CASE("Looping: consecutive times dies at a gap") {
+  const std::string p =
+      "id: t\nsequence:\n  - begin: a\n    where: name == 'a'\n"
+      "  - followed_by: b\n    where: name == 'b'\n    times: 2\n    consecutive: true\n"
+      "  - followed_by: c\n    where: name == 'c'\n";
+  CHECK(RunPattern(p, Stream("a1 b1 x1 b2 b3 c1")).matches.empty());
+  CHECK(RunPattern(p, Stream("a1 x1 b1 b2 x2 c1")).matches == Matches{"a1 b1 b2 c1"});
+}
+
+TEST_CASE("Looping: followed_by_any before times picks any start, then the next ones") {
+  const std::string p =
+      "id: t\nsequence:\n  - begin: a\n    where: name == 'a'\n"
+      "  - followed_by_any: b\n    where: name == 'b'\n    times: 2\n"
+      "  - followed_by: c\n    where: name == 'c'\n";
+  CHECK(RunPattern(p, Stream("a1 b1 b2 b3 c1")).matches == Sorted({"a1 b1 b2 c1", "a1 b2 b3 c1"}));
+}
+
+TEST_CASE("Optional: a strict optional stage cannot be skipped over a non-matching event") {
+  const std::string p =
+      "id: o\nsequence:\n  - begin: a\n    where: name == 'a'\n"
+      "  - next: b\n    where: name == 'b'\n    optional: true\n"
+      "  - next: c\n    where: name == 'c'\n";
+  CHECK(RunPattern(p, Stream("a1 c1")).matches == Matches{"a1 c1"});
+  CHECK(RunPattern(p, Stream("a1 b1 c1")).matches == Matches{"a1 b1 c1"});
+}
+
+TEST_CASE("Optional: an optional group can be skipped as a whole") {
+  const std::string p =
+      "id: og\nsequence:\n  - begin: a\n    where: name == 'a'\n"
+      "  - followed_by: g\n    optional: true\n    group:\n"
+      "      - begin: b\n        where: name == 'b'\n"
+      "      - next: c\n        where: name == 'c'\n"
+      "  - followed_by: d\n    where: name == 'd'\n";
+  CHECK(RunPattern(p, Stream("a1 d1")).matches == Matches{"a1 d1"});
+  CHECK(RunPattern(p, Stream("a1 b1 c1 d1")).matches == Sorted({"a1 b1 c1 d1", "a1 d1"}));
+}
+
 TEST_CASE("Optional: a match with and one without the optional stage") {
   const std::string p =
       "id: o\nsequence:\n  - begin: a\n    where: name == 'a'\n"

@@ -121,11 +121,23 @@ TEST_CASE("Skip: the strategies of Flink's documentation table") {
 }
 
 TEST_CASE("Skip: skip_to_next drops runs that started with the match's first event") {
-  // a+ (relaxed) then b: without skipping, a1 starts several matches.
+  // followed_by_any keeps a1's run waiting after it takes b1; skipping to the event after a1
+  // drops it, so a1 b2 is not reported.
   const std::string p =
       "id: s\nskip: skip_to_next\nsequence:\n  - begin: a\n    where: name == 'a'\n"
-      "    one_or_more: true\n  - followed_by: b\n    where: name == 'b'\n";
-  CHECK(RunPattern(p, Stream("a1 a2 b1")).matches == Sorted({"a1 a2 b1", "a2 b1"}));
+      "  - followed_by_any: b\n    where: name == 'b'\n";
+  CHECK(RunPattern(p, Stream("a1 b1 b2")).matches == Matches{"a1 b1"});
+  const std::string no_skip =
+      "id: s\nsequence:\n  - begin: a\n    where: name == 'a'\n"
+      "  - followed_by_any: b\n    where: name == 'b'\n";
+  CHECK(RunPattern(no_skip, Stream("a1 b1 b2")).matches == Sorted({"a1 b1", "a1 b2"}));
+}
+
+TEST_CASE("Skip: skip_past_last_event drops runs that started before the match ended") {
+  const std::string p =
+      "id: s\nskip: skip_past_last_event\nsequence:\n  - begin: a\n    where: name == 'a'\n"
+      "  - followed_by: b\n    where: name == 'b'\n";
+  CHECK(RunPattern(p, Stream("a1 a2 b1 a3 b2")).matches == Sorted({"a1 b1", "a3 b2"}));
 }
 
 TEST_CASE("Skip: a finished match waits for an earlier run, then prunes it") {

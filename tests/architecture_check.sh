@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Dependencies point one way: common <- nfa <- (state, server) <- app. Fails on any include
+# that points the other way. usage: architecture_check.sh SOURCE_DIR
+set -u
+src=$1/src
+failures=0
+passed=0
+check() {  # check MODULE FORBIDDEN_MODULE...
+  local module=$1
+  shift
+  [[ -d "$src/$module" ]] || return
+  for forbidden in "$@"; do
+    if grep -rnE "#include \"$forbidden/" "$src/$module" >/tmp/arch.$$ 2>/dev/null; then
+      echo "FAIL: $module must not include $forbidden:"; cat /tmp/arch.$$
+      failures=$((failures + 1))
+    else
+      echo "ok: $module does not include $forbidden"
+      passed=$((passed + 1))
+    fi
+  done
+  rm -f /tmp/arch.$$
+}
+check common nfa state server app
+check nfa state server app
+check state server app
+check server app
+if grep -rnE "#include <(boost|rocksdb|librdkafka)" "$src/nfa" "$src/common" >/dev/null 2>&1; then
+  echo "FAIL: nfa and common use no Boost, RocksDB or librdkafka"; failures=$((failures + 1))
+else
+  passed=$((passed + 1))
+fi
+echo "$passed passed, $failures failed"
+[[ $failures -eq 0 ]]
