@@ -20,10 +20,10 @@ bool EncodeKey(const Value& v, std::string* identity) {
       AppendJsonNumber(identity, v.number);
       return true;
     case Value::Kind::kBool:
-      identity->append(v.boolean ? "true" : "false");
+      identity->push_back(v.boolean ? 't' : 'f');
       return true;
     case Value::Kind::kNull:
-      identity->append("null");
+      identity->push_back('z');
       return true;
     default:
       return false;
@@ -33,12 +33,21 @@ bool EncodeKey(const Value& v, std::string* identity) {
 // The key as JSON, from its identity.
 std::string KeyJson(std::string_view identity) {
   std::string out;
-  if (identity.front() == 's') {
-    AppendJsonString(&out, identity.substr(1));
-  } else if (identity.front() == 'n') {
-    out = identity.substr(1);
-  } else {
-    out = identity;
+  switch (identity.front()) {
+    case 's':
+      AppendJsonString(&out, identity.substr(1));
+      break;
+    case 'n':
+      out = identity.substr(1);
+      break;
+    case 't':
+      out = "true";
+      break;
+    case 'f':
+      out = "false";
+      break;
+    default:
+      out = "null";
   }
   return out;
 }

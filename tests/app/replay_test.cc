@@ -177,6 +177,19 @@ TEST_CASE("Replay: the key keeps its JSON type and RFC 3339 times are read") {
                    "\"ts\":\"2024-05-01T12:00:00.250Z\"}]}}\n");
 }
 
+TEST_CASE("Replay: a timed-out partial match is a match line with \"timeout\":true") {
+  TempDir dir;
+  const std::string pattern = dir.Write(
+      "t.yaml",
+      "id: t\nwithin: 5ms\ntimeouts: true\nsequence:\n  - begin: a\n    where: v == 'a'\n"
+      "  - followed_by: b\n    where: v == 'b'\n");
+  const std::string events = dir.Write("e.ndjson", "{\"ts\":1,\"v\":\"a\"}\n{\"ts\":9,\"v\":\"c\"}\n");
+  ReplayRun run = Replay(pattern, events);
+  CHECK(run.exit_code == 0);
+  CHECK(run.out ==
+        "{\"pattern\":\"t\",\"key\":null,\"match\":{\"a\":[{\"ts\":1,\"v\":\"a\"}]},\"timeout\":true}\n");
+}
+
 TEST_CASE("Replay: a pattern that explodes is held to its limit and the drop is reported") {
   TempDir dir;
   const std::string pattern = dir.Write(

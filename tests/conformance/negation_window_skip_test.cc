@@ -155,6 +155,51 @@ TEST_CASE("Skip: a finished match waits for an earlier run, then prunes it") {
   CHECK(RunPattern(p, events).matches == Matches{"a1 c2"});
 }
 
+TEST_CASE("Skip: skipping to a stage that took nothing, or to the match's own start, skips nothing") {
+  const std::string stages =
+      "sequence:\n  - begin: a\n    where: name == 'a'\n"
+      "  - followed_by: b\n    where: name == 'b'\n    optional: true\n"
+      "  - followed_by: c\n    where: name == 'c'\n";
+  CHECK(RunPattern("id: s\nskip: {skip_to_last: b}\n" + stages, Stream("a1 a2 c1")).matches ==
+        Sorted({"a1 c1", "a2 c1"}));
+  CHECK(RunPattern("id: s\nskip: {skip_to_first: a}\n" + stages, Stream("a1 a2 c1")).matches ==
+        Sorted({"a1 c1", "a2 c1"}));
+  CHECK(RunPattern("id: s\nskip: skip_past_last_event\n" + stages, Stream("a1 a2 c1")).matches ==
+        Matches{"a1 c1"});
+}
+
+TEST_CASE("Skip: matches held for an earlier run are released at the end of input") {
+  // b1 c1 completes while a1's run (earlier) waits for a c of its price; at the end of input
+  // a1's run is discarded and b1 c1 comes out.
+  const std::string p =
+      "id: s\nskip: skip_past_last_event\nsequence:\n"
+      "  - begin: ab\n    where: name == 'a' || name == 'b'\n"
+      "  - followed_by: c\n    where: name == 'c' && price == $ab[0].price\n";
+  std::vector<std::string> events = {vigil::testing::Ev("a1", 1, "a", 1),
+                                     vigil::testing::Ev("b1", 2, "b", 2),
+                                     vigil::testing::Ev("c1", 3, "c", 2)};
+  CHECK(RunPattern(p, events).matches == Matches{"b1 c1"});
+}
+
+TEST_CASE("Groups: groups nest") {
+  const std::string p =
+      "id: nest\nsequence:\n  - begin: a\n    where: name == 'a'\n"
+      "  - followed_by: outer\n    group:\n"
+      "      - begin: b\n        where: name == 'b'\n"
+      "      - followed_by: inner\n        times: 2\n        group:\n"
+      "          - begin: c\n            where: name == 'c'\n"
+      "          - next: d\n            where: name == 'd'\n"
+      "  - followed_by: e\n    where: name == 'e'\n";
+  CHECK(RunPattern(p, Stream("a1 b1 c1 d1 x1 c2 d2 e1")).matches == Matches{"a1 b1 c1 d1 c2 d2 e1"});
+}
+
+TEST_CASE("Within: a bare integer is milliseconds") {
+  const std::string p =
+      "id: w\nwithin: 10\nsequence:\n  - begin: a\n    where: name == 'a'\n"
+      "  - followed_by: b\n    where: name == 'b'\n";
+  CHECK(RunPattern(p, Stream("a1@0 b1@9 a2@20 b2@30")).matches == Matches{"a1 b1"});
+}
+
 TEST_CASE("Groups: a group's quantifier applies to the whole group") {
   const std::string p =
       "id: grp\nsequence:\n  - begin: a\n    where: name == 'a'\n"
