@@ -21,7 +21,7 @@ namespace vigil::nfa {
 
 // A boolean combination of stage conditions, evaluated for one event in one partial match.
 struct EdgeCondition {
-  enum class Op : uint8_t { kTrue, kPredicate, kNot, kAnd, kOr };
+  enum class Op : uint8_t { kTrue, kPredicate, kNot, kAnd };
   Op op = Op::kTrue;
   int predicate = -1;  // index into Nfa::predicates() for kPredicate
   std::shared_ptr<const EdgeCondition> lhs, rhs;

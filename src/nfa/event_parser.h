@@ -31,7 +31,6 @@ class EventParser {
   Status Parse(std::string_view text, size_t readable_size, Event* out);
 
   int time_slot() const { return time_slot_; }
-  const std::string& time_field() const { return time_field_; }
 
  private:
   struct Impl;

@@ -78,6 +78,8 @@ class Matcher {
   const Stats& stats() const { return stats_; }
   // Keys that hold state, over all patterns.
   size_t active_keys() const;
+  // Events held by partial matches (shared-buffer nodes), over all patterns.
+  size_t stored_nodes() const { return runtime_.buffer().live_nodes(); }
 
  private:
   struct KeyRecord {

@@ -60,8 +60,6 @@ bool NfaRuntime::Evaluate(const Nfa& nfa, const EdgeCondition& c, const Event& e
       return !Evaluate(nfa, *c.lhs, event);
     case EdgeCondition::Op::kAnd:
       return Evaluate(nfa, *c.lhs, event) && Evaluate(nfa, *c.rhs, event);
-    case EdgeCondition::Op::kOr:
-      return Evaluate(nfa, *c.lhs, event) || Evaluate(nfa, *c.rhs, event);
     case EdgeCondition::Op::kPredicate:
       break;
   }

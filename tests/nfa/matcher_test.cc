@@ -59,8 +59,10 @@ TEST_CASE("Matcher: a key holds state only while it has runs") {
   CHECK(f.matcher->active_keys() == 2);  // x and y have runs; z started nothing
   f.Add({Ev("b1", 3, "b", 0, "x")});
   CHECK(f.matcher->active_keys() == 1);  // x completed: its record is gone
+  CHECK(f.matcher->stored_nodes() == 1);  // y's a2
   f.Add({Ev("c2", 20, "c", 0, "z")});      // the watermark passes y's window: its timer fires
   CHECK(f.matcher->active_keys() == 0);
+  CHECK(f.matcher->stored_nodes() == 0);
   CHECK(f.sink.matches == std::vector<std::string>{"a1 b1"});
 }
 
@@ -76,8 +78,10 @@ TEST_CASE("Matcher: an exploding pattern stays within its per-key limit") {
   f.Add(events);
   CHECK(f.matcher->stats().dropped_partial_matches > 0);
   CHECK(f.matcher->active_keys() == 1);
+  CHECK(f.matcher->stored_nodes() > 0);
   f.matcher->Finish();
   CHECK(f.matcher->active_keys() == 0);
+  CHECK(f.matcher->stored_nodes() == 0);  // every shared node released: no leak of runs
 }
 
 TEST_CASE("Matcher: a batch matches exactly as the same events one at a time") {
@@ -94,6 +98,8 @@ TEST_CASE("Matcher: a batch matches exactly as the same events one at a time") {
   batched.matcher->AddBatch(batched.Parse(events));
   batched.matcher->Finish();
   CHECK(!one.sink.matches.empty());
+  CHECK(one.matcher->stored_nodes() == 0);
+  CHECK(batched.matcher->stored_nodes() == 0);
   CHECK(vigil::testing::Sorted(batched.sink.matches) == vigil::testing::Sorted(one.sink.matches));
 }
 
