@@ -6,7 +6,7 @@ set -euo pipefail
 
 BUILD_PACKAGES=(
   build-essential cmake ninja-build pkg-config ccache
-  libyaml-cpp-dev libsimdjson-dev libre2-dev
+  libyaml-cpp-dev libsimdjson-dev libre2-dev libboost-dev
   doctest-dev libbenchmark-dev
   time
 )

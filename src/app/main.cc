@@ -7,9 +7,11 @@
 #include <string_view>
 #include <vector>
 
+#include "app/config_loader.h"
 #include "app/pattern_loader.h"
 #include "app/replay.h"
 #include "common/time_util.h"
+#include "server/server.h"
 
 namespace {
 
@@ -19,6 +21,7 @@ constexpr char kUsage[] =
     "usage: vigil COMMAND [OPTIONS]\n"
     "\n"
     "commands:\n"
+    "  serve      run the service: REST API for patterns, HTTP event ingest, alerts\n"
     "  replay     run patterns over an NDJSON file and print the matches\n"
     "  validate   check pattern files and report every error\n"
     "\n"
@@ -129,6 +132,33 @@ int Validate(int argc, char** argv) {
   return 0;
 }
 
+int Serve(int argc, char** argv) {
+  const std::vector<std::string> args(argv, argv + argc);
+  if (vigil::app::HasHelpFlag(args)) {
+    std::fputs(vigil::app::ServeUsage().c_str(), stdout);
+    return 0;
+  }
+  auto options = vigil::app::LoadServerOptions("", vigil::app::SnapshotVigilEnvironment(), args);
+  if (!options.ok()) {
+    std::fprintf(stderr, "vigil serve: %s\n", options.status().message().c_str());
+    return 2;
+  }
+  vigil::server::Server server(*options);
+  std::vector<std::string> warnings;
+  vigil::Status started = server.Start(&warnings);
+  for (const std::string& w : warnings) std::fprintf(stderr, "vigil serve: %s\n", w.c_str());
+  if (!started.ok()) {
+    std::fprintf(stderr, "vigil serve: %s\n", started.message().c_str());
+    return 2;
+  }
+  // The first line on standard output says where the API is (tests read the port from it).
+  std::printf("vigil: listening on http://%s:%u\n", options->listen_address.c_str(),
+              static_cast<unsigned>(server.port()));
+  std::fflush(stdout);
+  server.Run();
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -141,6 +171,7 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, stdout);
     return 0;
   }
+  if (command == "serve") return Serve(argc - 2, argv + 2);
   if (command == "replay") return Replay(argc - 2, argv + 2);
   if (command == "validate") return Validate(argc - 2, argv + 2);
   return UsageError(kUsage, "unknown command '" + std::string(command) + "'");

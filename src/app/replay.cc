@@ -10,8 +10,8 @@
 
 #include "app/line_reader.h"
 #include "app/pattern_loader.h"
-#include "common/json_text.h"
 #include "nfa/event_parser.h"
+#include "nfa/match_json.h"
 #include "nfa/matcher.h"
 
 namespace vigil::app {
@@ -25,33 +25,8 @@ class NdjsonMatchWriter : public nfa::MatchSink {
   ~NdjsonMatchWriter() override { Flush(); }
 
   void OnMatch(const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match) override {
-    const nfa::Pattern& pattern = nfa.pattern();
-    buffer_.append("{\"pattern\":");
-    AppendJsonString(&buffer_, pattern.id);
-    buffer_.append(",\"key\":");
-    buffer_.append(key_json);
-    buffer_.append(",\"match\":{");
-    // Stages in pattern order, each with its events in match order.
-    bool first_stage = true;
-    for (size_t stage = 0; stage < pattern.stage_names.size(); ++stage) {
-      bool open = false;
-      for (const nfa::MatchedEvent& e : match.events) {
-        if (e.stage != static_cast<int>(stage)) continue;
-        if (!open) {
-          if (!first_stage) buffer_.push_back(',');
-          first_stage = false;
-          AppendJsonString(&buffer_, pattern.stage_names[stage]);
-          buffer_.append(":[");
-          open = true;
-        } else {
-          buffer_.push_back(',');
-        }
-        buffer_.append(e.event->raw());
-      }
-      if (open) buffer_.push_back(']');
-    }
-    buffer_.push_back('}');
-    if (match.timed_out) buffer_.append(",\"timeout\":true");
+    buffer_.push_back('{');
+    nfa::AppendMatchFields(&buffer_, nfa, key_json, match);
     buffer_.append("}\n");
     if (buffer_.size() > (size_t{1} << 20)) Flush();
   }

@@ -3,6 +3,8 @@
 #include "common/json_text.h"
 #include "common/time_util.h"
 
+#include <algorithm>
+
 namespace vigil::nfa {
 namespace {
 
@@ -52,6 +54,18 @@ std::string KeyJson(std::string_view identity) {
   return out;
 }
 
+// Marks the Matcher as matching for a scope (see Matcher::CheckNotMatching).
+class MatchingScope {
+ public:
+  explicit MatchingScope(bool* flag) : flag_(flag) { *flag_ = true; }
+  ~MatchingScope() { *flag_ = false; }
+  MatchingScope(const MatchingScope&) = delete;
+  MatchingScope& operator=(const MatchingScope&) = delete;
+
+ private:
+  bool* flag_;
+};
+
 }  // namespace
 
 Matcher::Matcher(std::vector<std::shared_ptr<const Nfa>> patterns, MatcherOptions options,
@@ -74,6 +88,7 @@ size_t Matcher::active_keys() const {
 }
 
 void Matcher::Add(Event* event) {
+  const MatchingScope scope(&matching_);
   Accept(event);
   FireTimers(watermark_ms_);
 }
@@ -109,6 +124,9 @@ void Matcher::AddBatch(std::span<Event* const> events) {
   // Three passes, each issuing the loads the next one needs: index slots, then the records
   // they name, then each record's runs. Prefetches are hints: matching below looks every key
   // up again, so keys that appear or disappear within the batch stay correct.
+  // batch_hashes_ is indexed by slot position: valid only within this call, during which the
+  // patterns cannot change (CheckNotMatching).
+  const MatchingScope scope(&matching_);
   const size_t patterns = slots_.size();
   batch_hashes_.resize(events.size() * patterns);
   for (size_t i = 0; i < events.size(); ++i) {
@@ -240,6 +258,7 @@ void Matcher::FireTimers(int64_t watermark_ms) {
 }
 
 void Matcher::Finish() {
+  const MatchingScope scope(&matching_);
   while (!waiting_.empty()) {
     EventRef ready = waiting_.top().event;
     waiting_.pop();
@@ -271,6 +290,92 @@ void Matcher::Emit(const PatternSlot& slot, std::string_view identity) {
     sink_->OnMatch(*slot.nfa, key_json, m);
   }
   matches_.clear();
+}
+
+std::vector<Matcher::PatternSlot>::iterator Matcher::FindSlot(std::string_view id) {
+  return std::find_if(slots_.begin(), slots_.end(),
+                      [id](const PatternSlot& slot) { return slot.nfa->pattern().id == id; });
+}
+
+std::vector<Matcher::PatternSlot>::const_iterator Matcher::FindSlot(std::string_view id) const {
+  return std::find_if(slots_.begin(), slots_.end(),
+                      [id](const PatternSlot& slot) { return slot.nfa->pattern().id == id; });
+}
+
+Status Matcher::CheckNotMatching() const {
+  // A sink callback runs while slots_ is being iterated and a key's record is being worked
+  // on; changing the patterns there would pull both from under the caller.
+  if (matching_) {
+    return Status::FailedPrecondition("patterns cannot change from a match sink callback");
+  }
+  return Status::Ok();
+}
+
+size_t Matcher::DropState(PatternSlot& slot) {
+  size_t dropped = 0;
+  for (KeyRecord& record : slot.records) {
+    if (!record.live) continue;  // a freed record holds nothing (AfterStep)
+    dropped += record.state.partial.size() + record.state.completed.size();
+    runtime_.Clear(&record.state);
+  }
+  // The timers go with the records they name; nothing else refers to this slot's records.
+  slot.index.Clear();
+  slot.records.clear();
+  slot.free_records.clear();
+  slot.timers = {};
+  return dropped;
+}
+
+Status Matcher::AddPattern(std::shared_ptr<const Nfa> nfa) {
+  if (Status s = CheckNotMatching(); !s.ok()) return s;
+  const std::string& id = nfa->pattern().id;
+  if (FindSlot(id) != slots_.end()) {
+    return Status::AlreadyExists("pattern '" + id + "' already exists");
+  }
+  slots_.emplace_back().nfa = std::move(nfa);
+  return Status::Ok();
+}
+
+Result<size_t> Matcher::ReplacePattern(std::shared_ptr<const Nfa> nfa) {
+  if (Status s = CheckNotMatching(); !s.ok()) return s;
+  const std::string& id = nfa->pattern().id;
+  const auto slot = FindSlot(id);
+  if (slot == slots_.end()) return Status::NotFound("pattern '" + id + "' not found");
+  // The runs are states of the old graph and mean nothing in the new one: drop them.
+  const size_t dropped = DropState(*slot);
+  slot->nfa = std::move(nfa);
+  return dropped;
+}
+
+Result<size_t> Matcher::RemovePattern(std::string_view id) {
+  if (Status s = CheckNotMatching(); !s.ok()) return s;
+  const auto slot = FindSlot(id);
+  if (slot == slots_.end()) return Status::NotFound("pattern '" + std::string(id) + "' not found");
+  const size_t dropped = DropState(*slot);
+  slots_.erase(slot);
+  return dropped;
+}
+
+std::vector<std::string> Matcher::pattern_ids() const {
+  std::vector<std::string> ids;
+  ids.reserve(slots_.size());
+  for (const PatternSlot& slot : slots_) ids.push_back(slot.nfa->pattern().id);
+  return ids;
+}
+
+std::shared_ptr<const Nfa> Matcher::pattern(std::string_view id) const {
+  const auto slot = FindSlot(id);
+  return slot == slots_.end() ? nullptr : slot->nfa;
+}
+
+size_t Matcher::partial_matches(std::string_view id) const {
+  const auto slot = FindSlot(id);
+  if (slot == slots_.end()) return 0;
+  size_t n = 0;
+  for (const KeyRecord& record : slot->records) {
+    if (record.live) n += record.state.partial.size() + record.state.completed.size();
+  }
+  return n;
 }
 
 }  // namespace vigil::nfa

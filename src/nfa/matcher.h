@@ -11,6 +11,16 @@
 //  4. keeps no state for a key whose runs are all gone.
 // The event is parsed once; every pattern reads the same Event. Not thread-safe: a Matcher is
 // one matching thread's.
+//
+// Patterns can be added, replaced and removed while events flow (hot reload). Each pattern's
+// state (its keys' runs, held matches and timers) is its own, so:
+//  1. changing one pattern never touches another's runs, timers or pending matches;
+//  2. replacing or removing a pattern drops all of its state; nothing of the old version
+//     completes, times out or reaches the sink afterwards;
+//  3. a change takes effect for the next event matched, at the current watermark: events
+//     still held back for the watermark (max_out_of_orderness_ms > 0) are matched by the
+//     patterns present when the watermark releases them, so a new pattern sees every event
+//     from the watermark on, in event-time order, and none before.
 
 #include <cstdint>
 #include <memory>
@@ -20,6 +30,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/status.h"
 #include "nfa/key_index.h"
 #include "nfa/nfa.h"
 
@@ -56,6 +67,7 @@ class Matcher {
     uint64_t dropped_partial_matches = 0;
   };
 
+  // Starts with `patterns`, matched in that order. REQUIRES: their ids are distinct.
   Matcher(std::vector<std::shared_ptr<const Nfa>> patterns, MatcherOptions options,
           MatchSink* sink);
   ~Matcher();
@@ -73,6 +85,36 @@ class Matcher {
 
   // End of input: event time advances to the end of time; every window closes.
   void Finish();
+
+  // Hot reload (see the class comment for what a change promises). Patterns are identified by
+  // Pattern::id. Disabling a pattern is RemovePattern here; its definition is the caller's to
+  // keep. An event held back for the watermark was parsed with the schema of its time: call
+  // EventParser::Refresh() after adding a pattern that reads new fields, and expect such
+  // fields to be missing from events parsed before it.
+  // Every call returns kFailedPrecondition when made from a MatchSink callback (the patterns
+  // must not change under the event being matched).
+
+  // Adds `nfa`, with no state, after the patterns present. REQUIRES: nfa != nullptr.
+  // Errors: kAlreadyExists when a pattern with its id is present.
+  Status AddPattern(std::shared_ptr<const Nfa> nfa);
+
+  // Drops all state of the pattern with nfa's id and puts `nfa` in its place (same position in
+  // the matching order), with no state. Returns the partial matches dropped (as counted by
+  // partial_matches()). REQUIRES: nfa != nullptr. Errors: kNotFound when the id is absent.
+  Result<size_t> ReplacePattern(std::shared_ptr<const Nfa> nfa);
+
+  // Drops all state of the pattern `id` and removes it. Returns the partial matches dropped.
+  // Errors: kNotFound when the id is absent.
+  Result<size_t> RemovePattern(std::string_view id);
+
+  // The ids of the patterns present, in matching order.
+  std::vector<std::string> pattern_ids() const;
+  // The pattern `id`; nullptr when absent.
+  std::shared_ptr<const Nfa> pattern(std::string_view id) const;
+  // Partial matches that pattern `id` holds over all keys: runs in progress plus completed
+  // matches held back for an earlier run (skip strategies); 0 when absent. Walks the
+  // pattern's keys: for metrics scrapes, not per event.
+  size_t partial_matches(std::string_view id) const;
 
   int64_t watermark_ms() const { return watermark_ms_; }
   const Stats& stats() const { return stats_; }
@@ -122,7 +164,17 @@ class Matcher {
   void FireTimers(int64_t watermark_ms);
   // Hands the pending matches of `slot` for the key `identity` to the sink.
   void Emit(const PatternSlot& slot, std::string_view identity);
+  // The slot of pattern `id`, or slots_.end().
+  std::vector<PatternSlot>::iterator FindSlot(std::string_view id);
+  std::vector<PatternSlot>::const_iterator FindSlot(std::string_view id) const;
+  // Releases every key's state in `slot` (shared-buffer nodes included) and empties it;
+  // returns the partial matches dropped.
+  size_t DropState(PatternSlot& slot);
+  // Returns kFailedPrecondition while events are being matched (from a sink callback).
+  Status CheckNotMatching() const;
 
+  // In matching order. Nothing keeps a slot's index or address across public calls (timers
+  // name records within their own slot), so slots may be erased or moved between calls.
   std::vector<PatternSlot> slots_;
   MatcherOptions options_;
   MatchSink* sink_;
@@ -138,6 +190,7 @@ class Matcher {
   std::string key_buffer_;
   std::vector<uint64_t> batch_hashes_;
   std::vector<Timer> due_;
+  bool matching_ = false;  // inside Add, AddBatch or Finish (and so any sink callback)
 };
 
 }  // namespace vigil::nfa

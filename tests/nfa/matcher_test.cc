@@ -3,6 +3,8 @@
 
 #include <doctest/doctest.h>
 
+#include <functional>
+
 #include "support/nfa_harness.h"
 
 TEST_SUITE_BEGIN("nfa");
@@ -11,14 +13,42 @@ namespace {
 
 using namespace vigil::nfa;
 
+// Also records each match tagged with its pattern ("pa: a1 b1"), and can run a hook on match.
+struct TaggingSink : vigil::testing::CollectingSink {
+  void OnMatch(const Nfa& nfa, std::string_view key, const Match& m) override {
+    CollectingSink::OnMatch(nfa, key, m);
+    tagged.push_back(nfa.pattern().id + ": " + matches.back());
+    if (on_match) on_match();
+  }
+  std::vector<std::string> tagged;
+  std::function<void()> on_match;
+};
+
 struct Fixture {
+  // Starts a Matcher with every pattern in `yaml` (documents separated by ---).
   explicit Fixture(const std::string& yaml, MatcherOptions options = {}) {
     ParsedPatterns parsed = ParsePatterns(yaml, "m.yaml", &schema);
     REQUIRE(parsed.errors.empty());
-    auto nfa = NfaCompiler::Compile(std::make_shared<const Pattern>(std::move(parsed.patterns[0])));
-    REQUIRE(nfa.ok());
+    std::vector<std::shared_ptr<const Nfa>> nfas;
+    for (Pattern& p : parsed.patterns) {
+      auto nfa = NfaCompiler::Compile(std::make_shared<const Pattern>(std::move(p)));
+      REQUIRE(nfa.ok());
+      nfas.push_back(nfa.value());
+    }
     parser = std::make_unique<EventParser>(&schema, "ts");
-    matcher = std::make_unique<Matcher>(std::vector{nfa.value()}, options, &sink);
+    matcher = std::make_unique<Matcher>(std::move(nfas), options, &sink);
+  }
+
+  // Compiles the one pattern in `yaml`, as the server would before a hot reload.
+  std::shared_ptr<const Nfa> Compile(const std::string& yaml) {
+    ParsedPatterns parsed = ParsePatterns(yaml, "reload.yaml", &schema);
+    REQUIRE(parsed.errors.empty());
+    REQUIRE(parsed.patterns.size() == 1);
+    auto nfa =
+        NfaCompiler::Compile(std::make_shared<const Pattern>(std::move(parsed.patterns[0])));
+    REQUIRE(nfa.ok());
+    parser->Refresh();
+    return nfa.value();
   }
 
   // Parses `events` into their own Events (kept alive by the fixture).
@@ -39,7 +69,7 @@ struct Fixture {
   }
 
   FieldSchema schema;
-  vigil::testing::CollectingSink sink;
+  TaggingSink sink;
   std::unique_ptr<EventParser> parser;
   std::unique_ptr<Matcher> matcher;
   std::deque<std::string> texts;
@@ -49,6 +79,25 @@ struct Fixture {
 const char* const kWindowed =
     "id: w\nkey: k\nwithin: 10ms\nsequence:\n  - begin: a\n    where: name == 'a'\n"
     "  - followed_by: b\n    where: name == 'b'\n";
+
+// Two windowed patterns over the same events: "a then b" and "a then c", with timeouts.
+const char* const kPa =
+    "id: pa\nkey: k\nwithin: 10ms\ntimeouts: true\nsequence:\n"
+    "  - begin: a\n    where: name == 'a'\n"
+    "  - followed_by: b\n    where: name == 'b'\n";
+const char* const kPb =
+    "id: pb\nkey: k\nwithin: 10ms\ntimeouts: true\nsequence:\n"
+    "  - begin: a\n    where: name == 'a'\n"
+    "  - followed_by: c\n    where: name == 'c'\n";
+// A one-stage pattern: every b matches at once.
+const char* const kPc = "id: pc\nkey: k\nsequence:\n  - begin: b\n    where: name == 'b'\n";
+// A new version of pa: "a then c".
+const char* const kPaV2 =
+    "id: pa\nkey: k\nwithin: 10ms\ntimeouts: true\nsequence:\n"
+    "  - begin: a\n    where: name == 'a'\n"
+    "  - followed_by: c\n    where: name == 'c'\n";
+
+using Code = vigil::Status::Code;
 
 }  // namespace
 
@@ -101,6 +150,164 @@ TEST_CASE("Matcher: a batch matches exactly as the same events one at a time") {
   CHECK(one.matcher->stored_nodes() == 0);
   CHECK(batched.matcher->stored_nodes() == 0);
   CHECK(vigil::testing::Sorted(batched.sink.matches) == vigil::testing::Sorted(one.sink.matches));
+}
+
+TEST_CASE("Matcher: patterns are added, replaced and removed by id") {
+  Fixture f(kPa);
+  CHECK(f.matcher->pattern_ids() == std::vector<std::string>{"pa"});
+
+  CHECK(f.matcher->AddPattern(f.Compile(kPa)).code() == Code::kAlreadyExists);
+  CHECK(f.matcher->ReplacePattern(f.Compile(kPb)).status().code() == Code::kNotFound);
+  CHECK(f.matcher->RemovePattern("pb").status().code() == Code::kNotFound);
+  CHECK(f.matcher->pattern("pb") == nullptr);
+  CHECK(f.matcher->partial_matches("pb") == 0);
+  CHECK(f.matcher->pattern_ids() == std::vector<std::string>{"pa"});
+
+  REQUIRE(f.matcher->AddPattern(f.Compile(kPb)).ok());
+  REQUIRE(f.matcher->AddPattern(f.Compile(kPc)).ok());
+  CHECK(f.matcher->pattern_ids() == std::vector<std::string>{"pa", "pb", "pc"});
+
+  // A replacement takes its predecessor's place in the matching order.
+  const auto v2 = f.Compile(kPaV2);
+  const auto replaced = f.matcher->ReplacePattern(v2);
+  REQUIRE(replaced.ok());
+  CHECK(*replaced == 0);
+  CHECK(f.matcher->pattern("pa") == v2);
+  CHECK(f.matcher->pattern_ids() == std::vector<std::string>{"pa", "pb", "pc"});
+
+  const auto removed = f.matcher->RemovePattern("pb");
+  REQUIRE(removed.ok());
+  CHECK(*removed == 0);
+  CHECK(f.matcher->pattern_ids() == std::vector<std::string>{"pa", "pc"});
+  CHECK(f.matcher->RemovePattern("pb").status().code() == Code::kNotFound);
+}
+
+TEST_CASE("Matcher: a partial match survives changes to another pattern") {
+  using vigil::testing::Ev;
+  Fixture f(std::string(kPa) + "---\n" + kPb);
+  f.Add({Ev("a1", 0, "a", 0, "x")});
+  REQUIRE(f.matcher->partial_matches("pa") == 1);
+  REQUIRE(f.matcher->partial_matches("pb") == 1);
+  REQUIRE(f.matcher->stored_nodes() == 2);  // a1 once in each pattern's runs
+
+  std::vector<std::string> expected = {"pa: a1 b1"};
+  SUBCASE("replacing it") {
+    const auto dropped = f.matcher->ReplacePattern(f.Compile(kPb));
+    REQUIRE(dropped.ok());
+    CHECK(*dropped == 1);
+    CHECK(f.matcher->stored_nodes() == 1);
+  }
+  SUBCASE("removing it") {
+    const auto dropped = f.matcher->RemovePattern("pb");
+    REQUIRE(dropped.ok());
+    CHECK(*dropped == 1);
+    CHECK(f.matcher->stored_nodes() == 1);
+    CHECK(f.matcher->pattern_ids() == std::vector<std::string>{"pa"});
+  }
+  SUBCASE("adding one") {
+    REQUIRE(f.matcher->AddPattern(f.Compile(kPc)).ok());
+    CHECK(f.matcher->stored_nodes() == 2);
+    CHECK(f.matcher->partial_matches("pc") == 0);
+    expected = {"pa: a1 b1", "pb: a1 (timeout)", "pc: b1"};  // pc sees the next event
+  }
+  CHECK(f.matcher->partial_matches("pa") == 1);
+  f.Add({Ev("x1", 1, "x", 0, "other"), Ev("b1", 2, "b", 0, "x")});
+  f.matcher->Finish();
+  CHECK(vigil::testing::Sorted(f.sink.tagged) == expected);
+  CHECK(f.matcher->stored_nodes() == 0);
+}
+
+TEST_CASE("Matcher: replacing a pattern drops its runs and frees their nodes") {
+  using vigil::testing::Ev;
+  Fixture f(kPa);
+  f.Add({Ev("a1", 0, "a", 0, "x"), Ev("a2", 1, "a", 0, "y"), Ev("a3", 2, "a", 0, "y")});
+  REQUIRE(f.matcher->partial_matches("pa") == 3);
+  REQUIRE(f.matcher->stored_nodes() == 3);
+  REQUIRE(f.matcher->active_keys() == 2);
+
+  const auto dropped = f.matcher->ReplacePattern(f.Compile(kPaV2));
+  REQUIRE(dropped.ok());
+  CHECK(*dropped == 3);
+  CHECK(f.matcher->partial_matches("pa") == 0);
+  CHECK(f.matcher->stored_nodes() == 0);
+  CHECK(f.matcher->active_keys() == 0);
+
+  // The old runs neither complete (b would have ended them, c ends the new version's) nor time
+  // out when the watermark passes their windows; the new version matches from the next event.
+  f.Add({Ev("b1", 3, "b", 0, "x"), Ev("c1", 4, "c", 0, "y"), Ev("z1", 30, "z", 0, "z")});
+  CHECK(f.sink.tagged.empty());
+  f.Add({Ev("a4", 31, "a", 0, "x"), Ev("c2", 32, "c", 0, "x")});
+  f.matcher->Finish();
+  CHECK(f.sink.tagged == std::vector<std::string>{"pa: a4 c2"});
+  CHECK(f.matcher->stored_nodes() == 0);
+}
+
+TEST_CASE("Matcher: removing a pattern with timers pending leaves the others' timers working") {
+  using vigil::testing::Ev;
+  // pb comes first, so removing it moves pa's slot (and the timers inside it).
+  Fixture f(std::string(kPb) + "---\n" + kPa);
+  f.Add({Ev("a1", 0, "a", 0, "x"), Ev("a2", 1, "a", 0, "y"), Ev("a3", 2, "a", 0, "z")});
+  REQUIRE(f.matcher->active_keys() == 6);
+  const auto dropped = f.matcher->RemovePattern("pb");
+  REQUIRE(dropped.ok());
+  CHECK(*dropped == 3);
+  CHECK(f.matcher->active_keys() == 3);
+  CHECK(f.matcher->stored_nodes() == 3);
+
+  // The batch path too: its per-pattern scratch follows the new set of patterns.
+  f.matcher->AddBatch(f.Parse({Ev("c1", 3, "c", 0, "x"), Ev("q1", 50, "q", 0, "q")}));
+  CHECK(vigil::testing::Sorted(f.sink.tagged) ==
+        std::vector<std::string>{"pa: a1 (timeout)", "pa: a2 (timeout)", "pa: a3 (timeout)"});
+  CHECK(f.matcher->active_keys() == 0);
+  CHECK(f.matcher->stored_nodes() == 0);
+}
+
+TEST_CASE("Matcher: a removed pattern added again starts empty") {
+  using vigil::testing::Ev;
+  Fixture f(kPa);
+  f.Add({Ev("a1", 0, "a", 0, "x")});
+  const auto dropped = f.matcher->RemovePattern("pa");
+  REQUIRE(dropped.ok());
+  CHECK(*dropped == 1);
+  CHECK(f.matcher->pattern_ids().empty());
+  f.Add({Ev("b1", 1, "b", 0, "x")});  // no pattern: nothing happens
+
+  REQUIRE(f.matcher->AddPattern(f.Compile(kPa)).ok());
+  CHECK(f.matcher->partial_matches("pa") == 0);
+  CHECK(f.matcher->stored_nodes() == 0);
+  f.Add({Ev("b2", 2, "b", 0, "x")});  // a1's run is gone: no match
+  f.Add({Ev("a2", 3, "a", 0, "x"), Ev("b3", 4, "b", 0, "x")});
+  f.matcher->Finish();
+  CHECK(f.sink.tagged == std::vector<std::string>{"pa: a2 b3"});
+}
+
+TEST_CASE("Matcher: events held back for the watermark are matched by the patterns present then") {
+  using vigil::testing::Ev;
+  MatcherOptions options;
+  options.max_out_of_orderness_ms = 5;
+  Fixture f(kPa, options);
+  f.Add({Ev("a1", 10, "a", 0, "x")});  // held: the watermark is 5
+  REQUIRE(f.matcher->AddPattern(f.Compile(kPb)).ok());
+  f.Add({Ev("c1", 12, "c", 0, "x"), Ev("q1", 30, "q", 0, "q")});
+  f.matcher->Finish();
+  CHECK(vigil::testing::Sorted(f.sink.tagged) ==
+        std::vector<std::string>{"pa: a1 (timeout)", "pb: a1 c1"});
+}
+
+TEST_CASE("Matcher: patterns cannot change from a sink callback") {
+  using vigil::testing::Ev;
+  Fixture f(kPa);
+  std::vector<Code> codes;
+  f.sink.on_match = [&] {
+    codes.push_back(f.matcher->RemovePattern("pa").status().code());
+    codes.push_back(f.matcher->AddPattern(f.Compile(kPb)).code());
+    codes.push_back(f.matcher->ReplacePattern(f.Compile(kPaV2)).status().code());
+  };
+  f.Add({Ev("a1", 0, "a", 0, "x"), Ev("b1", 1, "b", 0, "x")});
+  CHECK(codes == std::vector<Code>(3, Code::kFailedPrecondition));
+  CHECK(f.matcher->pattern_ids() == std::vector<std::string>{"pa"});
+  f.sink.on_match = nullptr;
+  CHECK(f.matcher->RemovePattern("pa").ok());
 }
 
 TEST_SUITE_END();

@@ -1,0 +1,78 @@
+#include "server/alert_log.h"
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+
+#include "nfa/match_json.h"
+
+namespace vigil::server {
+
+AlertLog::AlertLog(size_t recent_limit, std::function<uint64_t(const std::string&)> version_of)
+    : recent_limit_(recent_limit), version_of_(std::move(version_of)) {}
+
+AlertLog::~AlertLog() {
+  Flush().IgnoreError();
+  if (file_) std::fclose(file_);
+}
+
+Status AlertLog::Open(const std::string& path) {
+  std::error_code ec;
+  const auto parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  file_ = std::fopen(path.c_str(), "ae");
+  if (!file_) return Status::IoError("cannot open alerts file " + path + ": " + std::strerror(errno));
+  return Status::Ok();
+}
+
+std::vector<std::string> AlertLog::Recent(size_t limit) const {
+  std::vector<std::string> out;
+  for (auto it = recent_.rbegin(); it != recent_.rend() && out.size() < limit; ++it) {
+    out.push_back(*it);
+  }
+  return out;
+}
+
+Status AlertLog::Flush() {
+  if (!file_ || pending_.empty()) return Status::Ok();
+  const size_t written = std::fwrite(pending_.data(), 1, pending_.size(), file_);
+  const bool ok = written == pending_.size() && std::fflush(file_) == 0;
+  pending_.clear();
+  if (!ok) return Status::IoError(std::string("writing the alerts file failed: ") + std::strerror(errno));
+  return Status::Ok();
+}
+
+void AlertLog::OnMatch(const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match) {
+  const std::string& id = nfa.pattern().id;
+  ++(match.timed_out ? timeouts_ : matches_)[id];
+  std::string alert = "{";
+  nfa::AppendMatchFields(&alert, nfa, key_json, match);
+  alert += ",\"version\":" + std::to_string(version_of_(id));
+  alert += ",\"first_event_time\":" + std::to_string(match.events.front().event->time_ms());
+  alert += ",\"last_event_time\":" + std::to_string(match.events.back().event->time_ms());
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
+  alert += ",\"detected_at\":" +
+           std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now).count());
+  alert += "}";
+  pending_ += alert;
+  pending_ += '\n';
+  recent_.push_back(std::move(alert));
+  if (recent_.size() > recent_limit_) recent_.pop_front();
+}
+
+void AlertLog::OnLate(const nfa::Event& event, int64_t watermark_ms) {
+  ++late_events_;
+  if (problems_) {
+    problems_->push_back({event.line() - 1, "late event: time " + std::to_string(event.time_ms()) +
+                                      " is below the watermark " + std::to_string(watermark_ms)});
+  }
+}
+
+void AlertLog::OnRejected(const nfa::Event&, const nfa::Nfa& nfa, std::string_view) {
+  // In a mixed stream most events lack the keys of most patterns: that is counted per
+  // pattern, not reported per event.
+  ++unkeyed_[nfa.pattern().id];
+}
+
+}  // namespace vigil::server

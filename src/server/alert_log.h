@@ -1,0 +1,67 @@
+#pragma once
+// AlertLog: where the server's matches go. Each match becomes an alert (the replay match
+// shape plus version, first and last event time and detection time), appended to the alerts
+// NDJSON file and kept in a bounded in-memory list for GET /alerts. Late events of the
+// request being ingested are collected for its response.
+// Not thread-safe: used on the server's one thread.
+
+#include <cstdint>
+#include <cstdio>
+#include <deque>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "nfa/matcher.h"
+
+namespace vigil::server {
+
+class AlertLog : public nfa::MatchSink {
+ public:
+  // `version_of` gives a pattern's current version for its alerts.
+  AlertLog(size_t recent_limit, std::function<uint64_t(const std::string&)> version_of);
+  ~AlertLog() override;
+
+  // Opens (creating if needed) the alerts file for appending.
+  Status Open(const std::string& path);
+
+  // The most recent alerts, newest first, at most `limit`.
+  std::vector<std::string> Recent(size_t limit) const;
+
+  // Writes buffered alerts to the file.
+  Status Flush();
+
+  // While set, late events are reported here, with the index of the event in its request
+  // (the event's line() - 1).
+  struct Problem {
+    size_t index;
+    std::string reason;
+  };
+  void CollectProblems(std::vector<Problem>* problems) { problems_ = problems; }
+
+  uint64_t late_events() const { return late_events_; }
+  const std::map<std::string, uint64_t>& matches_by_pattern() const { return matches_; }
+  const std::map<std::string, uint64_t>& timeouts_by_pattern() const { return timeouts_; }
+  // Events a pattern could not use because its key field was missing or not a scalar.
+  const std::map<std::string, uint64_t>& unkeyed_by_pattern() const { return unkeyed_; }
+
+  void OnMatch(const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match) override;
+  void OnLate(const nfa::Event& event, int64_t watermark_ms) override;
+  void OnRejected(const nfa::Event& event, const nfa::Nfa& nfa, std::string_view reason) override;
+
+ private:
+  size_t recent_limit_;
+  std::function<uint64_t(const std::string&)> version_of_;
+  std::FILE* file_ = nullptr;
+  std::string pending_;  // alerts not yet written to the file
+  std::deque<std::string> recent_;
+  std::vector<Problem>* problems_ = nullptr;
+  uint64_t late_events_ = 0;
+  std::map<std::string, uint64_t> matches_;
+  std::map<std::string, uint64_t> timeouts_;
+  std::map<std::string, uint64_t> unkeyed_;
+};
+
+}  // namespace vigil::server

@@ -1,0 +1,426 @@
+#include "server/api.h"
+
+#include <unistd.h>
+
+#include <charconv>
+#include <fstream>
+
+#include "common/json_text.h"
+
+namespace vigil::server {
+namespace http = boost::beast::http;
+
+namespace {
+
+// Beast (in Boost 1.74) has its own string_view.
+std::string_view View(boost::beast::string_view s) { return {s.data(), s.size()}; }
+
+// Path segments of a request target, without its query.
+std::vector<std::string> Segments(std::string_view target) {
+  target = target.substr(0, target.find('?'));
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos < target.size()) {
+    size_t slash = target.find('/', pos);
+    if (slash == std::string_view::npos) slash = target.size();
+    if (slash > pos) out.emplace_back(target.substr(pos, slash - pos));
+    pos = slash + 1;
+  }
+  return out;
+}
+
+// The value of query parameter `name`, or empty.
+std::string_view QueryParam(std::string_view target, std::string_view name) {
+  const size_t q = target.find('?');
+  if (q == std::string_view::npos) return {};
+  std::string_view query = target.substr(q + 1);
+  while (!query.empty()) {
+    const size_t amp = query.find('&');
+    std::string_view pair = query.substr(0, amp);
+    const size_t eq = pair.find('=');
+    if (pair.substr(0, eq) == name) return eq == std::string_view::npos ? "" : pair.substr(eq + 1);
+    if (amp == std::string_view::npos) break;
+    query = query.substr(amp + 1);
+  }
+  return {};
+}
+
+std::string_view MediaType(const HttpRequest& request) {
+  std::string_view type = View(request[http::field::content_type]);
+  type = type.substr(0, type.find(';'));
+  while (!type.empty() && type.back() == ' ') type.remove_suffix(1);
+  return type;
+}
+
+void AppendErrors(std::string* out, const std::vector<nfa::PatternError>& errors) {
+  out->append("\"errors\":[");
+  for (size_t i = 0; i < errors.size(); ++i) {
+    if (i) out->push_back(',');
+    out->append("{\"line\":" + std::to_string(errors[i].position.line) +
+                ",\"column\":" + std::to_string(errors[i].position.column) + ",\"message\":");
+    AppendJsonString(out, errors[i].message);
+    out->push_back('}');
+  }
+  out->push_back(']');
+}
+
+const char* KindName(nfa::NfaState::Kind kind) {
+  switch (kind) {
+    case nfa::NfaState::Kind::kFinal:
+      return "final";
+    case nfa::NfaState::Kind::kStop:
+      return "stop";
+    case nfa::NfaState::Kind::kPending:
+      return "pending";
+    default:
+      return "normal";
+  }
+}
+
+// The compiled NFA as JSON: each state with its kind and transitions (for GET /patterns/{id}).
+std::string DescribeNfa(const nfa::Nfa& nfa) {
+  static constexpr const char* kActions[] = {"take", "ignore", "proceed"};
+  std::string out = "{\"window_ms\":" + std::to_string(nfa.window_ms()) +
+                    ",\"gap_window_ms\":" + std::to_string(nfa.gap_window_ms()) +
+                    ",\"start_state\":" + std::to_string(nfa.start_state()) + ",\"states\":[";
+  for (size_t i = 0; i < nfa.states().size(); ++i) {
+    const nfa::NfaState& s = nfa.states()[i];
+    if (i) out.push_back(',');
+    out += "{\"id\":" + std::to_string(i) + ",\"stage\":";
+    AppendJsonString(&out, s.name);
+    out += ",\"kind\":\"" + std::string(KindName(s.kind)) + "\",\"transitions\":[";
+    for (size_t t = 0; t < s.transitions.size(); ++t) {
+      if (t) out.push_back(',');
+      out += "{\"action\":\"" + std::string(kActions[static_cast<int>(s.transitions[t].action)]) +
+             "\",\"target\":" + std::to_string(s.transitions[t].target) + "}";
+    }
+    out += "]}";
+  }
+  return out + "]}";
+}
+
+void AppendSummary(std::string* out, const StoredPattern& p) {
+  out->append("{\"id\":");
+  AppendJsonString(out, p.id);
+  out->append(",\"version\":" + std::to_string(p.version) + ",\"description\":");
+  AppendJsonString(out, p.nfa->pattern().description);
+  out->append(std::string(",\"enabled\":") + (p.enabled ? "true" : "false"));
+  out->append(",\"created_ms\":" + std::to_string(p.created_ms) +
+              ",\"updated_ms\":" + std::to_string(p.updated_ms));
+}
+
+uint64_t ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  uint64_t pages_total = 0, pages_resident = 0;
+  statm >> pages_total >> pages_resident;
+  return pages_resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+}  // namespace
+
+Api::Api(const ServerOptions& options, PatternRegistry* registry, Ingest* ingest, AlertLog* alerts,
+         nfa::Matcher* matcher)
+    : options_(options), registry_(registry), ingest_(ingest), alerts_(alerts), matcher_(matcher) {}
+
+HttpResponse Api::Handle(const HttpRequest& request) {
+  auto [route, response] = Route(request);
+  ++requests_[{route, response.result_int()}];
+  return std::move(response);
+}
+
+std::pair<std::string, HttpResponse> Api::Route(const HttpRequest& request) {
+  const std::vector<std::string> path = Segments(View(request.target()));
+  const http::verb verb = request.method();
+  auto wrong_method = [&](const char* allowed) {
+    HttpResponse r = ErrorResponse(request, http::status::method_not_allowed, "method_not_allowed",
+                                   "this route answers " + std::string(allowed));
+    r.set(http::field::allow, allowed);
+    return r;
+  };
+  if (path.size() == 1 && path[0] == "patterns") {
+    if (verb == http::verb::post) return {"/patterns", CreatePattern(request)};
+    if (verb == http::verb::get) return {"/patterns", ListPatterns(request)};
+    return {"/patterns", wrong_method("GET, POST")};
+  }
+  if (path.size() == 2 && path[0] == "patterns") {
+    if (verb == http::verb::put) return {"/patterns/{id}", PutPattern(request, path[1])};
+    if (verb == http::verb::get) return {"/patterns/{id}", GetPattern(request, path[1])};
+    if (verb == http::verb::delete_) return {"/patterns/{id}", DeletePattern(request, path[1])};
+    return {"/patterns/{id}", wrong_method("GET, PUT, DELETE")};
+  }
+  if (path.size() == 3 && path[0] == "patterns" && (path[2] == "enable" || path[2] == "disable")) {
+    const std::string route = "/patterns/{id}/" + path[2];
+    if (verb != http::verb::post) return {route, wrong_method("POST")};
+    return {route, SetEnabled(request, path[1], path[2] == "enable")};
+  }
+  if (path.size() == 1 && path[0] == "validate") {
+    if (verb != http::verb::post) return {"/validate", wrong_method("POST")};
+    return {"/validate", ValidatePattern(request)};
+  }
+  if (path.size() == 1 && path[0] == "events") {
+    if (verb != http::verb::post) return {"/events", wrong_method("POST")};
+    return {"/events", PostEvents(request)};
+  }
+  if (path.size() == 1 && path[0] == "alerts") {
+    if (verb != http::verb::get) return {"/alerts", wrong_method("GET")};
+    return {"/alerts", GetAlerts(request)};
+  }
+  if (path.size() == 1 && path[0] == "metrics") {
+    if (verb != http::verb::get) return {"/metrics", wrong_method("GET")};
+    return {"/metrics", Metrics(request)};
+  }
+  if (path.size() == 1 && path[0] == "healthz") {
+    return {"/healthz", JsonResponse(request, http::status::ok, "{\"status\":\"ok\"}")};
+  }
+  if (path.size() == 1 && path[0] == "readyz") {
+    return {"/readyz", JsonResponse(request, http::status::ok,
+                                    "{\"ready\":true,\"patterns\":" +
+                                        std::to_string(registry_->List().size()) + "}")};
+  }
+  return {"other", ErrorResponse(request, http::status::not_found, "not_found",
+                                 "no route " + std::string(request.target()))};
+}
+
+std::variant<std::string, HttpResponse> Api::PatternBody(const HttpRequest& request) {
+  const std::string_view type = MediaType(request);
+  std::string content_type;
+  if (type == "application/json") {
+    content_type = "application/json";
+  } else if (type == "application/yaml" || type == "application/x-yaml" || type == "text/yaml") {
+    content_type = "application/yaml";
+  } else {
+    return ErrorResponse(request, http::status::unsupported_media_type, "unsupported_media_type",
+                         "patterns are application/json or application/yaml, not '" +
+                             std::string(type) + "'");
+  }
+  if (request.body().size() > options_.max_pattern_bytes) {
+    return ErrorResponse(request, http::status::payload_too_large, "too_large",
+                         "a pattern document may have at most " +
+                             std::to_string(options_.max_pattern_bytes) + " bytes");
+  }
+  return content_type;
+}
+
+namespace {
+
+HttpResponse RefusalResponse(const HttpRequest& request, const PatternRegistry::Refusal& refusal) {
+  using Kind = PatternRegistry::Refusal::Kind;
+  switch (refusal.kind) {
+    case Kind::kAlreadyExists:
+      return ErrorResponse(request, http::status::conflict, "already_exists", refusal.message);
+    case Kind::kIdMismatch:
+      return ErrorResponse(request, http::status::bad_request, "id_mismatch", refusal.message);
+    case Kind::kNotFound:
+      return ErrorResponse(request, http::status::not_found, "not_found", refusal.message);
+    case Kind::kStorage:
+      return ErrorResponse(request, http::status::internal_server_error, "storage", refusal.message);
+    case Kind::kInvalid:
+      break;
+  }
+  std::string body = "{\"error\":{\"code\":\"invalid_pattern\",\"message\":";
+  AppendJsonString(&body, refusal.errors.empty() ? refusal.message : refusal.errors[0].message);
+  body += "},";
+  AppendErrors(&body, refusal.errors);
+  body += "}";
+  return JsonResponse(request, http::status::unprocessable_entity, std::move(body));
+}
+
+}  // namespace
+
+HttpResponse Api::CreatePattern(const HttpRequest& request) {
+  auto type = PatternBody(request);
+  if (auto* error = std::get_if<HttpResponse>(&type)) return std::move(*error);
+  auto outcome = registry_->Create(request.body(), std::get<std::string>(type));
+  if (auto* refusal = std::get_if<PatternRegistry::Refusal>(&outcome)) {
+    return RefusalResponse(request, *refusal);
+  }
+  const auto& change = std::get<PatternRegistry::Change>(outcome);
+  std::string body = "{\"id\":";
+  AppendJsonString(&body, change.pattern->id);
+  body += ",\"version\":" + std::to_string(change.pattern->version) + "}";
+  return JsonResponse(request, http::status::created, std::move(body));
+}
+
+HttpResponse Api::PutPattern(const HttpRequest& request, const std::string& id) {
+  auto type = PatternBody(request);
+  if (auto* error = std::get_if<HttpResponse>(&type)) return std::move(*error);
+  auto outcome = registry_->Put(id, request.body(), std::get<std::string>(type));
+  if (auto* refusal = std::get_if<PatternRegistry::Refusal>(&outcome)) {
+    return RefusalResponse(request, *refusal);
+  }
+  const auto& change = std::get<PatternRegistry::Change>(outcome);
+  std::string body = "{\"id\":";
+  AppendJsonString(&body, change.pattern->id);
+  body += ",\"version\":" + std::to_string(change.pattern->version) +
+          ",\"dropped_partial_matches\":" + std::to_string(change.dropped_partial_matches) + "}";
+  return JsonResponse(request, change.created ? http::status::created : http::status::ok,
+                      std::move(body));
+}
+
+HttpResponse Api::GetPattern(const HttpRequest& request, const std::string& id) {
+  const StoredPattern* p = registry_->Get(id);
+  if (!p) return ErrorResponse(request, http::status::not_found, "not_found", "no pattern '" + id + "'");
+  std::string body;
+  AppendSummary(&body, *p);
+  body += ",\"content_type\":";
+  AppendJsonString(&body, p->content_type);
+  body += ",\"source\":";
+  AppendJsonString(&body, p->source);
+  body += ",\"compiled\":" + DescribeNfa(*p->nfa) + "}";
+  return JsonResponse(request, http::status::ok, std::move(body));
+}
+
+HttpResponse Api::ListPatterns(const HttpRequest& request) {
+  std::string body = "{\"patterns\":[";
+  bool first = true;
+  for (const StoredPattern* p : registry_->List()) {
+    if (!first) body.push_back(',');
+    first = false;
+    AppendSummary(&body, *p);
+    body.push_back('}');
+  }
+  body += "]}";
+  return JsonResponse(request, http::status::ok, std::move(body));
+}
+
+HttpResponse Api::DeletePattern(const HttpRequest& request, const std::string& id) {
+  Status s = registry_->Delete(id);
+  if (s.code() == Status::Code::kNotFound) {
+    return ErrorResponse(request, http::status::not_found, "not_found", s.message());
+  }
+  if (!s.ok()) return ErrorResponse(request, http::status::internal_server_error, "storage", s.message());
+  HttpResponse r(http::status::no_content, request.version());
+  r.keep_alive(request.keep_alive());
+  r.prepare_payload();
+  return r;
+}
+
+HttpResponse Api::SetEnabled(const HttpRequest& request, const std::string& id, bool enabled) {
+  Status s = registry_->SetEnabled(id, enabled);
+  if (s.code() == Status::Code::kNotFound) {
+    return ErrorResponse(request, http::status::not_found, "not_found", s.message());
+  }
+  if (!s.ok()) return ErrorResponse(request, http::status::internal_server_error, "storage", s.message());
+  std::string body = "{\"id\":";
+  AppendJsonString(&body, id);
+  body += std::string(",\"enabled\":") + (enabled ? "true" : "false") + "}";
+  return JsonResponse(request, http::status::ok, std::move(body));
+}
+
+HttpResponse Api::ValidatePattern(const HttpRequest& request) {
+  auto type = PatternBody(request);
+  if (auto* error = std::get_if<HttpResponse>(&type)) return std::move(*error);
+  const auto errors = registry_->Validate(request.body());
+  if (errors.empty()) return JsonResponse(request, http::status::ok, "{\"valid\":true}");
+  std::string body = "{\"valid\":false,";
+  AppendErrors(&body, errors);
+  body += "}";
+  return JsonResponse(request, http::status::unprocessable_entity, std::move(body));
+}
+
+HttpResponse Api::PostEvents(const HttpRequest& request) {
+  const std::string_view type = MediaType(request);
+  if (type != "application/x-ndjson" && type != "application/json" && type != "application/jsonl") {
+    return ErrorResponse(request, http::status::unsupported_media_type, "unsupported_media_type",
+                         "events are application/x-ndjson or application/json, not '" +
+                             std::string(type) + "'");
+  }
+  IngestResult result = ingest_->Feed(request.body());
+  if (Status s = alerts_->Flush(); !s.ok()) {
+    return ErrorResponse(request, http::status::internal_server_error, "storage", s.message());
+  }
+  events_received_ += result.received;
+  events_accepted_ += result.accepted;
+  std::string body = "{\"accepted\":" + std::to_string(result.accepted) + ",\"rejected\":[";
+  for (size_t i = 0; i < result.rejected.size(); ++i) {
+    if (i) body.push_back(',');
+    body += "{\"index\":" + std::to_string(result.rejected[i].index) + ",\"reason\":";
+    AppendJsonString(&body, result.rejected[i].reason);
+    body.push_back('}');
+  }
+  body += "]}";
+  events_malformed_ += result.received - result.accepted;
+  return JsonResponse(request, http::status::accepted, std::move(body));
+}
+
+HttpResponse Api::GetAlerts(const HttpRequest& request) {
+  size_t limit = 100;
+  const std::string_view text = QueryParam(View(request.target()), "limit");
+  if (!text.empty()) {
+    auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), limit);
+    if (ec != std::errc() || ptr != text.data() + text.size() || limit == 0) {
+      return ErrorResponse(request, http::status::bad_request, "bad_request",
+                           "limit must be a positive integer");
+    }
+  }
+  std::string body = "{\"alerts\":[";
+  bool first = true;
+  for (const std::string& alert : alerts_->Recent(limit)) {
+    if (!first) body.push_back(',');
+    first = false;
+    body += alert;
+  }
+  body += "]}";
+  return JsonResponse(request, http::status::ok, std::move(body));
+}
+
+HttpResponse Api::Metrics(const HttpRequest& request) {
+  std::string out;
+  auto metric = [&](const char* name, const char* type, const char* help) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+  };
+  auto label = [](std::string_view value) {
+    std::string escaped;
+    for (char c : value) {
+      if (c == '"' || c == '\\') escaped.push_back('\\');
+      escaped.push_back(c == '\n' ? 'n' : c);
+    }
+    return escaped;
+  };
+  metric("vigil_server_events_received_total", "counter", "Events received by POST /events.");
+  out += "vigil_server_events_received_total " + std::to_string(events_received_) + "\n";
+  metric("vigil_server_events_accepted_total", "counter", "Events matched (received less malformed and late).");
+  out += "vigil_server_events_accepted_total " + std::to_string(events_accepted_) + "\n";
+  metric("vigil_server_events_rejected_total", "counter", "Events refused: malformed or late.");
+  out += "vigil_server_events_rejected_total " + std::to_string(events_malformed_) + "\n";
+  metric("vigil_nfa_late_events_total", "counter", "Events that arrived below the watermark.");
+  out += "vigil_nfa_late_events_total " + std::to_string(alerts_->late_events()) + "\n";
+  metric("vigil_nfa_matches_total", "counter", "Matches found, by pattern.");
+  for (const auto& [id, n] : alerts_->matches_by_pattern()) {
+    out += "vigil_nfa_matches_total{pattern=\"" + label(id) + "\"} " + std::to_string(n) + "\n";
+  }
+  metric("vigil_nfa_timeouts_total", "counter", "Timed-out partial matches reported, by pattern.");
+  for (const auto& [id, n] : alerts_->timeouts_by_pattern()) {
+    out += "vigil_nfa_timeouts_total{pattern=\"" + label(id) + "\"} " + std::to_string(n) + "\n";
+  }
+  metric("vigil_nfa_events_without_key_total", "counter",
+         "Events a pattern skipped because they lack its key field, by pattern.");
+  for (const auto& [id, n] : alerts_->unkeyed_by_pattern()) {
+    out += "vigil_nfa_events_without_key_total{pattern=\"" + label(id) + "\"} " + std::to_string(n) + "\n";
+  }
+  metric("vigil_nfa_partial_matches", "gauge", "Partial matches held, by pattern.");
+  for (const StoredPattern* p : registry_->List()) {
+    if (!p->enabled) continue;
+    out += "vigil_nfa_partial_matches{pattern=\"" + label(p->id) + "\"} " +
+           std::to_string(matcher_->partial_matches(p->id)) + "\n";
+  }
+  metric("vigil_nfa_keys", "gauge", "Keys holding partial matches, over all patterns.");
+  out += "vigil_nfa_keys " + std::to_string(matcher_->active_keys()) + "\n";
+  metric("vigil_server_patterns", "gauge", "Stored patterns.");
+  out += "vigil_server_patterns " + std::to_string(registry_->List().size()) + "\n";
+  metric("vigil_server_requests_total", "counter", "HTTP requests by route and status.");
+  for (const auto& [key, n] : requests_) {
+    out += "vigil_server_requests_total{route=\"" + label(key.first) + "\",code=\"" +
+           std::to_string(key.second) + "\"} " + std::to_string(n) + "\n";
+  }
+  metric("vigil_process_resident_memory_bytes", "gauge", "Resident memory of the process.");
+  out += "vigil_process_resident_memory_bytes " + std::to_string(ResidentBytes()) + "\n";
+  HttpResponse r(http::status::ok, request.version());
+  r.set(http::field::content_type, "text/plain; version=0.0.4");
+  r.keep_alive(request.keep_alive());
+  r.body() = std::move(out);
+  r.prepare_payload();
+  return r;
+}
+
+}  // namespace vigil::server

@@ -1,0 +1,57 @@
+#pragma once
+// Api: the REST routes of `vigil serve` (see openapi in the README and the issue tracker):
+// patterns (create, replace, list, get, delete, enable, disable, validate), events, alerts,
+// metrics, health. Maps every outcome to a status and a JSON body; errors are
+// {"error":{"code","message"}}, compile errors {"errors":[{"line","column","message"}]}.
+// Not thread-safe: used on the server's one thread.
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+
+#include "nfa/matcher.h"
+#include "server/alert_log.h"
+#include "server/http_server.h"
+#include "server/ingest.h"
+#include "server/pattern_registry.h"
+#include "server/server_options.h"
+
+namespace vigil::server {
+
+class Api {
+ public:
+  Api(const ServerOptions& options, PatternRegistry* registry, Ingest* ingest, AlertLog* alerts,
+      nfa::Matcher* matcher);
+
+  HttpResponse Handle(const HttpRequest& request);
+
+ private:
+  // The route template (a bounded metric label) and the response.
+  std::pair<std::string, HttpResponse> Route(const HttpRequest& request);
+  HttpResponse CreatePattern(const HttpRequest& request);
+  HttpResponse PutPattern(const HttpRequest& request, const std::string& id);
+  HttpResponse GetPattern(const HttpRequest& request, const std::string& id);
+  HttpResponse ListPatterns(const HttpRequest& request);
+  HttpResponse DeletePattern(const HttpRequest& request, const std::string& id);
+  HttpResponse SetEnabled(const HttpRequest& request, const std::string& id, bool enabled);
+  HttpResponse ValidatePattern(const HttpRequest& request);
+  HttpResponse PostEvents(const HttpRequest& request);
+  HttpResponse GetAlerts(const HttpRequest& request);
+  HttpResponse Metrics(const HttpRequest& request);
+
+  // The document's content type, or an error response (415, 413).
+  std::variant<std::string, HttpResponse> PatternBody(const HttpRequest& request);
+
+  const ServerOptions& options_;
+  PatternRegistry* registry_;
+  Ingest* ingest_;
+  AlertLog* alerts_;
+  nfa::Matcher* matcher_;
+  uint64_t events_received_ = 0;
+  uint64_t events_accepted_ = 0;
+  uint64_t events_malformed_ = 0;
+  std::map<std::pair<std::string, unsigned>, uint64_t> requests_;  // (route, status) -> count
+};
+
+}  // namespace vigil::server

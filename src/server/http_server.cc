@@ -1,0 +1,142 @@
+#include "server/http_server.h"
+
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+
+#include "common/json_text.h"
+
+namespace vigil::server {
+
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+HttpResponse JsonResponse(const HttpRequest& request, http::status status, std::string body) {
+  HttpResponse response(status, request.version());
+  response.set(http::field::content_type, "application/json");
+  response.keep_alive(request.keep_alive());
+  response.body() = std::move(body);
+  response.prepare_payload();
+  return response;
+}
+
+HttpResponse ErrorResponse(const HttpRequest& request, http::status status, std::string_view code,
+                           std::string_view message) {
+  std::string body = "{\"error\":{\"code\":";
+  AppendJsonString(&body, code);
+  body += ",\"message\":";
+  AppendJsonString(&body, message);
+  body += "}}";
+  return JsonResponse(request, status, std::move(body));
+}
+
+// One connection: read a request, answer it, repeat while the client keeps it alive.
+class HttpServer::Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, const Limits& limits, const Handler& handler)
+      : stream_(std::move(socket)), limits_(limits), handler_(handler) {}
+
+  void Start() { Read(); }
+
+ private:
+  void Read() {
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(limits_.max_header_bytes));
+    parser_->body_limit(limits_.max_body_bytes);
+    stream_.expires_after(std::chrono::seconds(30));
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+  }
+
+  void OnRead(beast::error_code ec) {
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+        ec == asio::error::connection_reset) {
+      Close();
+      return;
+    }
+    if (ec) {
+      // A request we cannot read gets one clear answer, then the connection closes.
+      HttpRequest bare;
+      bare.version(11);
+      bare.keep_alive(false);
+      const bool too_large = ec == http::error::body_limit || ec == http::error::header_limit;
+      Write(too_large ? ErrorResponse(bare, http::status::payload_too_large, "too_large",
+                                      ec == http::error::body_limit ? "request body too large"
+                                                                    : "request headers too large")
+                      : ErrorResponse(bare, http::status::bad_request, "bad_request",
+                                      "malformed HTTP request: " + ec.message()),
+            /*close=*/true);
+      return;
+    }
+    HttpRequest request = parser_->release();
+    HttpResponse response = handler_(request);
+    const bool close = !response.keep_alive();
+    Write(std::move(response), close);
+  }
+
+  void Write(HttpResponse response, bool close) {
+    auto shared = std::make_shared<HttpResponse>(std::move(response));
+    http::async_write(stream_, *shared,
+                      [self = shared_from_this(), shared, close](beast::error_code ec, size_t) {
+                        if (ec || close) {
+                          self->Close();
+                        } else {
+                          self->Read();
+                        }
+                      });
+  }
+
+  void Close() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  const Limits& limits_;
+  const Handler& handler_;
+};
+
+HttpServer::HttpServer(asio::io_context& io, Limits limits, Handler handler)
+    : io_(io), limits_(limits), handler_(std::move(handler)), acceptor_(io) {}
+
+HttpServer::~HttpServer() = default;
+
+Status HttpServer::Listen(const std::string& address, uint16_t port) {
+  beast::error_code ec;
+  const auto ip = asio::ip::make_address(address, ec);
+  if (ec) return Status::InvalidArgument("bad listen address '" + address + "': " + ec.message());
+  const tcp::endpoint endpoint(ip, port);
+  acceptor_.open(endpoint.protocol(), ec);
+  if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(endpoint, ec);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return Status::Unavailable("cannot listen on " + address + ":" + std::to_string(port) + ": " +
+                               ec.message());
+  }
+  Accept();
+  return Status::Ok();
+}
+
+uint16_t HttpServer::port() const {
+  beast::error_code ec;
+  return acceptor_.local_endpoint(ec).port();
+}
+
+void HttpServer::StopAccepting() {
+  beast::error_code ignored;
+  acceptor_.close(ignored);
+}
+
+void HttpServer::Accept() {
+  acceptor_.async_accept(io_, [this](beast::error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted) return;  // StopAccepting()
+    if (!ec) std::make_shared<Session>(std::move(socket), limits_, handler_)->Start();
+    Accept();
+  });
+}
+
+}  // namespace vigil::server

@@ -1,0 +1,61 @@
+#pragma once
+// HttpServer: HTTP/1.1 on Boost.Beast and Boost.Asio, for the REST API.
+//
+// Runs on the io_context it is given (vigil runs that context on one thread, so handlers
+// never race). Each connection reads one request at a time (keep-alive supported) with limits
+// on header and body size; a body over the limit is answered 413 and the connection closed,
+// a malformed request 400. The handler sees a complete request and returns the response.
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/http.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+
+namespace vigil::server {
+
+using HttpRequest = boost::beast::http::request<boost::beast::http::string_body>;
+using HttpResponse = boost::beast::http::response<boost::beast::http::string_body>;
+
+// A response with a JSON body (and the request's keep-alive and version).
+HttpResponse JsonResponse(const HttpRequest& request, boost::beast::http::status status,
+                          std::string body);
+// {"error":{"code":CODE,"message":MESSAGE}} with `status`.
+HttpResponse ErrorResponse(const HttpRequest& request, boost::beast::http::status status,
+                           std::string_view code, std::string_view message);
+
+class HttpServer {
+ public:
+  using Handler = std::function<HttpResponse(const HttpRequest&)>;
+
+  struct Limits {
+    size_t max_body_bytes = size_t{16} << 20;
+    size_t max_header_bytes = 16 << 10;
+  };
+
+  HttpServer(boost::asio::io_context& io, Limits limits, Handler handler);
+  ~HttpServer();
+
+  // Binds and starts accepting. Errors: kUnavailable when the address cannot be bound.
+  Status Listen(const std::string& address, uint16_t port);
+  // The bound port (useful after listening on port 0).
+  uint16_t port() const;
+  // Stops accepting new connections; open ones finish their current request.
+  void StopAccepting();
+
+ private:
+  class Session;
+  void Accept();
+
+  boost::asio::io_context& io_;
+  Limits limits_;
+  Handler handler_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+};
+
+}  // namespace vigil::server

@@ -1,0 +1,95 @@
+#include "server/ingest.h"
+
+#include <simdjson.h>
+
+#include <algorithm>
+
+namespace vigil::server {
+
+namespace {
+constexpr size_t kBatch = 32;
+}
+
+Ingest::Ingest(nfa::FieldSchema* schema, const std::string& time_field, nfa::Matcher* matcher,
+               AlertLog* alerts)
+    : parser_(schema, time_field), matcher_(matcher), alerts_(alerts), events_(kBatch) {}
+
+void Ingest::FlushBatch(IngestResult* result) {
+  if (batch_.empty()) return;
+  const uint64_t late_before = alerts_->late_events();
+  matcher_->AddBatch(batch_);
+  // Late events were reported to the sink while matching; they are not accepted.
+  result->accepted += batch_.size() - (alerts_->late_events() - late_before);
+  batch_.clear();
+}
+
+void Ingest::AddText(std::string_view text, size_t readable, size_t index, IngestResult* result) {
+  ++result->received;
+  nfa::Event* event = &events_[batch_.size()];
+  Status parsed = parser_.Parse(text, readable, event);
+  if (!parsed.ok()) {
+    result->rejected.push_back({index, parsed.message()});
+    return;
+  }
+  event->set_line(index + 1);  // the sink reports problems by line() - 1
+  batch_.push_back(event);
+  if (batch_.size() == kBatch) FlushBatch(result);
+}
+
+IngestResult Ingest::Feed(std::string_view body) {
+  IngestResult result;
+  parser_.Refresh();  // patterns may have added fields since the last request
+  padded_.assign(body);
+  padded_.append(simdjson::SIMDJSON_PADDING, '\0');
+  const std::string_view text(padded_.data(), body.size());
+  std::vector<AlertLog::Problem> problems;
+  alerts_->CollectProblems(&problems);
+
+  const size_t first = text.find_first_not_of(" \t\r\n");
+  if (first != std::string_view::npos && text[first] == '[') {
+    simdjson::ondemand::parser array_parser;
+    simdjson::ondemand::document doc;
+    simdjson::ondemand::array array;
+    if (auto err = array_parser.iterate(padded_.data(), body.size(), padded_.size()).get(doc);
+        err || doc.get_array().get(array)) {
+      result.rejected.push_back({0, "malformed JSON array"});
+    } else {
+      size_t index = 0;
+      for (auto element : array) {
+        simdjson::ondemand::object object;
+        std::string_view raw;
+        if (element.get_object().get(object) || object.raw_json().get(raw)) {
+          ++result.received;
+          result.rejected.push_back({index++, "element is not a JSON object"});
+          continue;
+        }
+        // raw_json() runs to the next token: drop the whitespace before it.
+        raw = raw.substr(0, raw.find_last_not_of(" \t\r\n") + 1);
+        const size_t offset = static_cast<size_t>(raw.data() - padded_.data());
+        AddText(raw, padded_.size() - offset, index++, &result);
+      }
+    }
+  } else {
+    size_t index = 0;
+    size_t pos = 0;
+    while (pos < text.size()) {
+      size_t end = text.find('\n', pos);
+      if (end == std::string_view::npos) end = text.size();
+      std::string_view line = text.substr(pos, end - pos);
+      const size_t start = pos;
+      pos = end + 1;
+      const size_t lead = line.find_first_not_of(" \t\r");
+      if (lead == std::string_view::npos) continue;  // blank lines are not events
+      line = line.substr(lead, line.find_last_not_of(" \t\r") + 1 - lead);
+      AddText(line, padded_.size() - start - lead, index++, &result);
+    }
+  }
+  FlushBatch(&result);
+  alerts_->CollectProblems(nullptr);
+  result.rejected.insert(result.rejected.end(), problems.begin(), problems.end());
+  std::stable_sort(result.rejected.begin(), result.rejected.end(),
+                   [](const auto& a, const auto& b) { return a.index < b.index; });
+  return result;
+}
+
+}  // namespace vigil::server

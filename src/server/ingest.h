@@ -1,0 +1,49 @@
+#pragma once
+// Ingest: the body of POST /events -> events in the Matcher, with a verdict per event.
+//
+// A body is NDJSON (one object per line) or a JSON array of objects. Each event is parsed
+// once (simdjson), keeps its exact bytes, and is matched in batches as `vigil replay` does;
+// an event that is malformed, has no usable time, or is late is reported with its index and
+// the reason.
+// Not thread-safe: used on the server's one thread.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "nfa/event_parser.h"
+#include "nfa/matcher.h"
+#include "server/alert_log.h"
+
+namespace vigil::server {
+
+struct IngestResult {
+  size_t received = 0;
+  // Events matched: received less the malformed and the late.
+  size_t accepted = 0;
+  // The malformed and the late events, by index in order, each with its reason.
+  std::vector<AlertLog::Problem> rejected;
+};
+
+class Ingest {
+ public:
+  Ingest(nfa::FieldSchema* schema, const std::string& time_field, nfa::Matcher* matcher,
+         AlertLog* alerts);
+
+  // Feeds every event of `body`. `body` is NDJSON unless its first non-blank byte is '['.
+  IngestResult Feed(std::string_view body);
+
+ private:
+  void AddText(std::string_view text, size_t readable, size_t index, IngestResult* result);
+  void FlushBatch(IngestResult* result);
+
+  nfa::EventParser parser_;
+  nfa::Matcher* matcher_;
+  AlertLog* alerts_;
+  std::string padded_;  // the body with simdjson's padding after it
+  std::vector<nfa::Event> events_;
+  std::vector<nfa::Event*> batch_;
+};
+
+}  // namespace vigil::server

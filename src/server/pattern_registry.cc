@@ -1,0 +1,231 @@
+#include "server/pattern_registry.h"
+
+#include <simdjson.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "common/json_text.h"
+
+namespace vigil::server {
+namespace fs = std::filesystem;
+
+namespace {
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+PatternRegistry::PatternRegistry(std::string directory, nfa::FieldSchema* schema,
+                                 nfa::Matcher* matcher)
+    : directory_(std::move(directory)), schema_(schema), matcher_(matcher) {}
+
+std::string PatternRegistry::PathOf(const std::string& id) const {
+  return (fs::path(directory_) / (id + ".json")).string();
+}
+
+std::variant<std::shared_ptr<const nfa::Nfa>, PatternRegistry::Refusal> PatternRegistry::Compile(
+    const std::string& text) {
+  nfa::ParsedPatterns parsed = nfa::ParsePatterns(text, "<request>", schema_);
+  if (!parsed.errors.empty()) return Refusal{Refusal::Kind::kInvalid, parsed.errors, "invalid pattern"};
+  if (parsed.patterns.size() != 1) {
+    return Refusal{Refusal::Kind::kInvalid,
+                   {{"<request>", {}, "a request holds exactly one pattern document, not " +
+                                          std::to_string(parsed.patterns.size())}},
+                   "invalid pattern"};
+  }
+  auto compiled =
+      nfa::NfaCompiler::Compile(std::make_shared<const nfa::Pattern>(std::move(parsed.patterns[0])));
+  if (!compiled.ok()) {
+    return Refusal{Refusal::Kind::kInvalid, {{"<request>", {}, compiled.status().message()}},
+                   "invalid pattern"};
+  }
+  return std::move(compiled).value();
+}
+
+std::vector<nfa::PatternError> PatternRegistry::Validate(const std::string& text) {
+  auto compiled = Compile(text);
+  if (auto* refusal = std::get_if<Refusal>(&compiled)) return refusal->errors;
+  return {};
+}
+
+std::variant<PatternRegistry::Change, PatternRegistry::Refusal> PatternRegistry::Create(
+    const std::string& text, const std::string& content_type) {
+  auto compiled = Compile(text);
+  if (auto* refusal = std::get_if<Refusal>(&compiled)) return std::move(*refusal);
+  auto nfa = std::get<std::shared_ptr<const nfa::Nfa>>(std::move(compiled));
+  const std::string id = nfa->pattern().id;
+  if (patterns_.count(id)) {
+    return Refusal{Refusal::Kind::kAlreadyExists, {}, "pattern '" + id + "' already exists"};
+  }
+  return Put(id, text, content_type);
+}
+
+std::variant<PatternRegistry::Change, PatternRegistry::Refusal> PatternRegistry::Put(
+    const std::string& id, const std::string& text, const std::string& content_type) {
+  auto compiled = Compile(text);
+  if (auto* refusal = std::get_if<Refusal>(&compiled)) return std::move(*refusal);
+  auto nfa = std::get<std::shared_ptr<const nfa::Nfa>>(std::move(compiled));
+  if (nfa->pattern().id != id) {
+    return Refusal{Refusal::Kind::kIdMismatch, {},
+                   "the document's id '" + nfa->pattern().id + "' differs from '" + id + "' in the path"};
+  }
+  Change change;
+  auto it = patterns_.find(id);
+  StoredPattern next = it == patterns_.end() ? StoredPattern{} : it->second;
+  change.created = it == patterns_.end();
+  next.id = id;
+  ++next.version;
+  next.updated_ms = NowMs();
+  if (change.created) next.created_ms = next.updated_ms;
+  next.source = text;
+  next.content_type = content_type;
+  next.nfa = nfa;
+  if (Status s = Persist(next); !s.ok()) {
+    return Refusal{Refusal::Kind::kStorage, {}, s.message()};
+  }
+  if (next.enabled) {
+    if (change.created || !it->second.enabled) {
+      matcher_->AddPattern(nfa).IgnoreError();  // absent from the matcher: cannot collide
+    } else {
+      auto dropped = matcher_->ReplacePattern(nfa);
+      if (dropped.ok()) change.dropped_partial_matches = *dropped;
+    }
+  }
+  StoredPattern& stored = patterns_[id];
+  stored = std::move(next);
+  change.pattern = &stored;
+  return change;
+}
+
+Status PatternRegistry::Delete(const std::string& id) {
+  auto it = patterns_.find(id);
+  if (it == patterns_.end()) return Status::NotFound("no pattern '" + id + "'");
+  std::error_code ec;
+  fs::remove(PathOf(id), ec);
+  if (ec) return Status::IoError("cannot delete " + PathOf(id) + ": " + ec.message());
+  if (it->second.enabled) matcher_->RemovePattern(id).status().IgnoreError();
+  patterns_.erase(it);
+  return Status::Ok();
+}
+
+Status PatternRegistry::SetEnabled(const std::string& id, bool enabled) {
+  auto it = patterns_.find(id);
+  if (it == patterns_.end()) return Status::NotFound("no pattern '" + id + "'");
+  StoredPattern& p = it->second;
+  if (p.enabled == enabled) return Status::Ok();
+  p.enabled = enabled;
+  p.updated_ms = NowMs();
+  if (Status s = Persist(p); !s.ok()) return s;
+  if (enabled) {
+    matcher_->AddPattern(p.nfa).IgnoreError();
+  } else {
+    matcher_->RemovePattern(id).status().IgnoreError();
+  }
+  return Status::Ok();
+}
+
+const StoredPattern* PatternRegistry::Get(const std::string& id) const {
+  auto it = patterns_.find(id);
+  return it == patterns_.end() ? nullptr : &it->second;
+}
+
+std::vector<const StoredPattern*> PatternRegistry::List() const {
+  std::vector<const StoredPattern*> out;
+  for (const auto& [id, p] : patterns_) out.push_back(&p);
+  return out;
+}
+
+uint64_t PatternRegistry::VersionOf(const std::string& id) const {
+  const StoredPattern* p = Get(id);
+  return p ? p->version : 0;
+}
+
+// One JSON file per pattern, written to a temporary name and renamed over the old one, so a
+// crash leaves either the old or the new document, never half of one.
+Status PatternRegistry::Persist(const StoredPattern& p) const {
+  std::error_code ec;
+  fs::create_directories(directory_, ec);
+  if (ec) return Status::IoError("cannot create " + directory_ + ": " + ec.message());
+  std::string json = "{\"id\":";
+  AppendJsonString(&json, p.id);
+  json += ",\"version\":" + std::to_string(p.version);
+  json += std::string(",\"enabled\":") + (p.enabled ? "true" : "false");
+  json += ",\"created_ms\":" + std::to_string(p.created_ms);
+  json += ",\"updated_ms\":" + std::to_string(p.updated_ms);
+  json += ",\"content_type\":";
+  AppendJsonString(&json, p.content_type);
+  json += ",\"source\":";
+  AppendJsonString(&json, p.source);
+  json += "}\n";
+  const std::string path = PathOf(p.id);
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << json;
+    out.flush();
+    if (!out) return Status::IoError("cannot write " + tmp);
+  }
+  fs::rename(tmp, path, ec);
+  if (ec) return Status::IoError("cannot rename " + tmp + ": " + ec.message());
+  return Status::Ok();
+}
+
+std::vector<std::string> PatternRegistry::Load() {
+  std::vector<std::string> errors;
+  std::error_code ec;
+  if (!fs::is_directory(directory_, ec)) return errors;
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(directory_, ec)) {
+    if (entry.path().extension() == ".json") files.push_back(entry.path());
+  }
+  std::sort(files.begin(), files.end());
+  simdjson::dom::parser parser;
+  for (const fs::path& file : files) {
+    simdjson::dom::element doc;
+    if (auto err = parser.load(file.string()).get(doc)) {
+      errors.push_back(file.string() + ": " + simdjson::error_message(err));
+      continue;
+    }
+    StoredPattern p;
+    std::string_view id, source, content_type;
+    bool enabled = true;
+    uint64_t version = 0;
+    int64_t created = 0, updated = 0;
+    if (doc["id"].get(id) || doc["source"].get(source) || doc["version"].get(version) ||
+        doc["enabled"].get(enabled) || doc["created_ms"].get(created) ||
+        doc["updated_ms"].get(updated) || doc["content_type"].get(content_type)) {
+      errors.push_back(file.string() + ": not a stored pattern");
+      continue;
+    }
+    auto compiled = Compile(std::string(source));
+    if (auto* refusal = std::get_if<Refusal>(&compiled)) {
+      errors.push_back(file.string() + ": " +
+                       (refusal->errors.empty() ? refusal->message : refusal->errors[0].ToString()));
+      continue;
+    }
+    p.id = id;
+    p.source = source;
+    p.content_type = content_type;
+    p.enabled = enabled;
+    p.version = version;
+    p.created_ms = created;
+    p.updated_ms = updated;
+    p.nfa = std::get<std::shared_ptr<const nfa::Nfa>>(std::move(compiled));
+    if (p.nfa->pattern().id != p.id) {
+      errors.push_back(file.string() + ": id differs from its document's");
+      continue;
+    }
+    if (p.enabled) matcher_->AddPattern(p.nfa).IgnoreError();
+    patterns_[p.id] = std::move(p);
+  }
+  return errors;
+}
+
+}  // namespace vigil::server

@@ -1,0 +1,83 @@
+#pragma once
+// PatternRegistry: the server's patterns, their versions and sources, kept in the data
+// directory and applied to the Matcher as they change (hot reload).
+//
+// Every change is validated and compiled first, written to disk (one JSON file per pattern,
+// replaced atomically), then applied to the Matcher, so a pattern that is reported stored is
+// both durable and live. Replacing a pattern drops that pattern's partial matches only.
+// Not thread-safe: used on the server's one thread.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "common/status.h"
+#include "nfa/compiler.h"
+#include "nfa/field_schema.h"
+#include "nfa/matcher.h"
+#include "nfa/pattern.h"
+
+namespace vigil::server {
+
+struct StoredPattern {
+  std::string id;
+  uint64_t version = 0;
+  bool enabled = true;
+  int64_t created_ms = 0;
+  int64_t updated_ms = 0;
+  std::string source;        // the document as uploaded
+  std::string content_type;  // application/json or application/yaml
+  std::shared_ptr<const nfa::Nfa> nfa;
+};
+
+class PatternRegistry {
+ public:
+  // Why a document was refused: the errors of its compilation (422) or a conflict of ids.
+  struct Refusal {
+    enum class Kind { kInvalid, kAlreadyExists, kIdMismatch, kNotFound, kStorage } kind;
+    std::vector<nfa::PatternError> errors;
+    std::string message;
+  };
+
+  struct Change {
+    const StoredPattern* pattern = nullptr;
+    bool created = false;
+    size_t dropped_partial_matches = 0;
+  };
+
+  PatternRegistry(std::string directory, nfa::FieldSchema* schema, nfa::Matcher* matcher);
+
+  // Loads the stored patterns (at start-up). A stored file that no longer compiles is
+  // reported in the returned errors and skipped; the others load.
+  std::vector<std::string> Load();
+
+  // Compiles `text` without storing it. Empty when valid.
+  std::vector<nfa::PatternError> Validate(const std::string& text);
+
+  // Adds a new pattern; refused if its id exists.
+  std::variant<Change, Refusal> Create(const std::string& text, const std::string& content_type);
+  // Creates or replaces pattern `id` (the document's id must be `id`).
+  std::variant<Change, Refusal> Put(const std::string& id, const std::string& text,
+                                    const std::string& content_type);
+  Status Delete(const std::string& id);
+  Status SetEnabled(const std::string& id, bool enabled);
+
+  const StoredPattern* Get(const std::string& id) const;
+  std::vector<const StoredPattern*> List() const;
+  uint64_t VersionOf(const std::string& id) const;
+
+ private:
+  std::variant<std::shared_ptr<const nfa::Nfa>, Refusal> Compile(const std::string& text);
+  Status Persist(const StoredPattern& p) const;
+  std::string PathOf(const std::string& id) const;
+
+  std::string directory_;
+  nfa::FieldSchema* schema_;
+  nfa::Matcher* matcher_;
+  std::map<std::string, StoredPattern> patterns_;
+};
+
+}  // namespace vigil::server

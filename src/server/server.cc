@@ -1,0 +1,93 @@
+#include "server/server.h"
+
+#include <algorithm>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace vigil::server {
+namespace fs = std::filesystem;
+
+Server::Server(ServerOptions options)
+    : options_(std::move(options)), signals_(io_, SIGINT, SIGTERM), grace_(io_) {
+  nfa::MatcherOptions matcher_options;
+  matcher_options.max_out_of_orderness_ms = options_.max_out_of_orderness_ms;
+  matcher_options.max_partial_matches_per_key = options_.max_partial_matches_per_key;
+  alerts_ = std::make_unique<AlertLog>(
+      options_.recent_alerts, [this](const std::string& id) { return registry_->VersionOf(id); });
+  matcher_ = std::make_unique<nfa::Matcher>(std::vector<std::shared_ptr<const nfa::Nfa>>{},
+                                            matcher_options, alerts_.get());
+  registry_ = std::make_unique<PatternRegistry>((fs::path(options_.data_dir) / "patterns").string(),
+                                                &schema_, matcher_.get());
+  ingest_ = std::make_unique<Ingest>(&schema_, options_.time_field, matcher_.get(), alerts_.get());
+  api_ = std::make_unique<Api>(options_, registry_.get(), ingest_.get(), alerts_.get(), matcher_.get());
+  HttpServer::Limits limits;
+  limits.max_body_bytes = options_.max_body_bytes;
+  http_ = std::make_unique<HttpServer>(io_, limits,
+                                       [this](const HttpRequest& r) { return api_->Handle(r); });
+}
+
+Server::~Server() = default;
+
+// Files in the patterns directory are applied at start-up as PUTs; a document whose stored
+// source is the same keeps its version (and its partial matches).
+Status Server::LoadPatternsDirectory(std::vector<std::string>* warnings) {
+  if (options_.patterns_dir.empty()) return Status::Ok();
+  std::error_code ec;
+  if (!fs::is_directory(options_.patterns_dir, ec)) {
+    return Status::InvalidArgument("patterns_dir '" + options_.patterns_dir + "' is not a directory");
+  }
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(options_.patterns_dir, ec)) {
+    const std::string ext = entry.path().extension().string();
+    if (ext == ".yaml" || ext == ".yml" || ext == ".json") files.push_back(entry.path());
+  }
+  std::sort(files.begin(), files.end());
+  for (const fs::path& file : files) {
+    std::ifstream in(file, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    nfa::FieldSchema scratch_schema;  // only to split the file into its documents
+    nfa::ParsedPatterns parsed = nfa::ParsePatterns(text.str(), file.string(), &scratch_schema);
+    for (const nfa::PatternError& e : parsed.errors) warnings->push_back(e.ToString());
+    const std::string type = file.extension() == ".json" ? "application/json" : "application/yaml";
+    for (const nfa::Pattern& p : parsed.patterns) {
+      const StoredPattern* stored = registry_->Get(p.id);
+      if (stored && stored->source == p.source) continue;
+      auto outcome = registry_->Put(p.id, p.source, type);
+      if (auto* refusal = std::get_if<PatternRegistry::Refusal>(&outcome)) {
+        warnings->push_back(file.string() + ": pattern " + p.id + ": " + refusal->message);
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+Status Server::Start(std::vector<std::string>* warnings) {
+  for (std::string& e : registry_->Load()) warnings->push_back(std::move(e));
+  if (Status s = LoadPatternsDirectory(warnings); !s.ok()) return s;
+  if (Status s = alerts_->Open(options_.alerts_file); !s.ok()) return s;
+  if (Status s = http_->Listen(options_.listen_address, options_.port); !s.ok()) return s;
+  signals_.async_wait([this](const boost::system::error_code& ec, int) {
+    if (!ec) Stop();
+  });
+  return Status::Ok();
+}
+
+void Server::Run() {
+  io_.run();
+  alerts_->Flush().IgnoreError();
+}
+
+void Server::Stop() {
+  http_->StopAccepting();
+  boost::system::error_code ignored;
+  signals_.cancel(ignored);
+  // Requests are handled whole on this thread, so none is half-handled here; responses being
+  // written get a short grace period, idle keep-alive connections do not hold the exit.
+  grace_.expires_after(std::chrono::milliseconds(500));
+  grace_.async_wait([this](const boost::system::error_code&) { io_.stop(); });
+}
+
+}  // namespace vigil::server

@@ -1,0 +1,58 @@
+#pragma once
+// Server: `vigil serve` assembled: patterns (stored and from the patterns directory), the
+// Matcher, HTTP ingest, alerts and the REST API, on one io_context thread.
+//
+// Lifetime: construct, Start() (loads and listens), Run() until Stop() or SIGINT/SIGTERM;
+// stopping closes the listener, finishes the request in flight, flushes the alerts file.
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "nfa/field_schema.h"
+#include "nfa/matcher.h"
+#include "server/alert_log.h"
+#include "server/api.h"
+#include "server/http_server.h"
+#include "server/ingest.h"
+#include "server/pattern_registry.h"
+#include "server/server_options.h"
+
+namespace vigil::server {
+
+class Server {
+ public:
+  explicit Server(ServerOptions options);
+  ~Server();
+
+  // Loads the stored patterns and the patterns directory, opens the alerts file and starts
+  // listening. Returns warnings (patterns that failed to load) through `warnings`.
+  Status Start(std::vector<std::string>* warnings);
+  uint16_t port() const { return http_->port(); }
+
+  // Serves until Stop() or a SIGINT/SIGTERM.
+  void Run();
+  void Stop();
+
+ private:
+  Status LoadPatternsDirectory(std::vector<std::string>* warnings);
+
+  ServerOptions options_;
+  boost::asio::io_context io_;
+  boost::asio::signal_set signals_;
+  boost::asio::steady_timer grace_;
+  nfa::FieldSchema schema_;
+  std::unique_ptr<nfa::Matcher> matcher_;
+  std::unique_ptr<PatternRegistry> registry_;
+  std::unique_ptr<AlertLog> alerts_;
+  std::unique_ptr<Ingest> ingest_;
+  std::unique_ptr<Api> api_;
+  std::unique_ptr<HttpServer> http_;
+};
+
+}  // namespace vigil::server

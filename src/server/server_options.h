@@ -1,0 +1,41 @@
+#pragma once
+// ServerOptions: everything `vigil serve` can be configured with. Filled by app's config
+// loader from the YAML file, VIGIL_* environment variables and flags (in rising precedence).
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace vigil::server {
+
+struct ServerOptions {
+  // Address and port the HTTP API listens on. Default: 127.0.0.1:8080 (config key
+  // server.listen, "HOST:PORT" or "[IPV6]:PORT"; port 0 picks a free port). An IPv6 address
+  // is kept without its brackets.
+  std::string listen_address = "127.0.0.1";
+  uint16_t port = 8080;
+  // Largest request body accepted, in bytes; larger ones get 413. Default: 16 MiB
+  // (server.max_body_bytes).
+  size_t max_body_bytes = size_t{16} << 20;
+  // Largest pattern document accepted, in bytes. Default: 256 KiB (server.max_pattern_bytes).
+  size_t max_pattern_bytes = size_t{256} << 10;
+  // Where patterns and alerts are kept. Default: ./vigil-data (data_dir).
+  std::string data_dir = "vigil-data";
+  // Directory of pattern files loaded at start-up; empty: none (patterns_dir).
+  std::string patterns_dir;
+  // Alerts NDJSON file. Default: <data_dir>/alerts.ndjson (alerts.file); empty here, the
+  // config loader fills it in once data_dir is known.
+  std::string alerts_file;
+  // Alerts kept in memory for GET /alerts. Default: 1000 (alerts.recent).
+  size_t recent_alerts = 1000;
+  // Event time field: epoch milliseconds or RFC 3339. Default: ts (events.time_field).
+  std::string time_field = "ts";
+  // Allowed lateness before an event is late, in milliseconds of event time. Default: 0
+  // (events.max_out_of_orderness).
+  int64_t max_out_of_orderness_ms = 0;
+  // Partial matches kept per key and pattern. Default: 10000
+  // (events.max_partial_matches_per_key).
+  size_t max_partial_matches_per_key = 10000;
+};
+
+}  // namespace vigil::server

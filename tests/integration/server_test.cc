@@ -1,0 +1,196 @@
+// `vigil serve` end to end: the real binary, real HTTP, a temporary data directory.
+#include <doctest/doctest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <string>
+
+#include "support/server_process.h"
+
+TEST_SUITE_BEGIN("integration");
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace http = boost::beast::http;
+using vigil::testing::ServerProcess;
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "vigil-serve-XXXXXX").string();
+    path_ = mkdtemp(tmpl.data());
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  std::string path() const { return path_.string(); }
+
+ private:
+  fs::path path_;
+};
+
+const char* const kYaml = "application/yaml";
+const char* const kNdjson = "application/x-ndjson";
+
+const std::string kAb =
+    "id: ab\nkey: k\nsequence:\n  - begin: a\n    where: v == 'a'\n"
+    "  - followed_by: b\n    where: v == 'b'\n";
+const std::string kCd =
+    "id: cd\nkey: k\nsequence:\n  - begin: c\n    where: v == 'c'\n"
+    "  - followed_by: d\n    where: v == 'd'\n";
+
+std::string Event(int ts, const std::string& key, const std::string& v) {
+  return "{\"ts\":" + std::to_string(ts) + ",\"k\":\"" + key + "\",\"v\":\"" + v + "\"}\n";
+}
+
+bool Has(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("Serve: patterns are created, listed, read, replaced, disabled and deleted") {
+  TempDir dir;
+  ServerProcess server(dir.path());
+  REQUIRE(server.started());
+  CHECK(server.Request(http::verb::get, "/healthz").status == 200);
+  CHECK(Has(server.Request(http::verb::get, "/readyz").body, "\"patterns\":0"));
+
+  auto created = server.Request(http::verb::post, "/patterns", kAb, kYaml);
+  CHECK(created.status == 201);
+  CHECK(created.body == "{\"id\":\"ab\",\"version\":1}");
+  CHECK(server.Request(http::verb::post, "/patterns", kAb, kYaml).status == 409);
+
+  auto list = server.Request(http::verb::get, "/patterns");
+  CHECK(list.status == 200);
+  CHECK(Has(list.body, "\"id\":\"ab\",\"version\":1"));
+
+  auto one = server.Request(http::verb::get, "/patterns/ab");
+  CHECK(one.status == 200);
+  CHECK(Has(one.body, "\"source\":\"id: ab\\nkey: k"));
+  CHECK(Has(one.body, "\"compiled\":{"));
+
+  auto replaced = server.Request(http::verb::put, "/patterns/ab", kAb, kYaml);
+  CHECK(replaced.status == 200);
+  CHECK(Has(replaced.body, "\"version\":2"));
+  CHECK(server.Request(http::verb::put, "/patterns/cd", kCd, kYaml).status == 201);
+  CHECK(server.Request(http::verb::put, "/patterns/zz", kCd, kYaml).status == 400);  // id differs
+
+  CHECK(server.Request(http::verb::post, "/patterns/ab/disable").status == 200);
+  CHECK(Has(server.Request(http::verb::get, "/patterns/ab").body, "\"enabled\":false"));
+  CHECK(server.Request(http::verb::post, "/patterns/ab/enable").status == 200);
+  CHECK(server.Request(http::verb::post, "/patterns/nope/enable").status == 404);
+
+  CHECK(server.Request(http::verb::delete_, "/patterns/cd").status == 204);
+  CHECK(server.Request(http::verb::delete_, "/patterns/cd").status == 404);
+  CHECK(server.Request(http::verb::get, "/patterns/cd").status == 404);
+}
+
+TEST_CASE("Serve: bad requests get the right status and a JSON error") {
+  TempDir dir;
+  ServerProcess server(dir.path(), {"--max-pattern-bytes", "2048"});
+  REQUIRE(server.started());
+  auto invalid = server.Request(http::verb::post, "/patterns",
+                                "id: p\nsequence:\n  - begin: a\n    where: x >\n", kYaml);
+  CHECK(invalid.status == 422);
+  CHECK(Has(invalid.body, "\"errors\":[{\"line\":4,\"column\":15,\"message\":\"unexpected end of expression\"}]"));
+  auto validated = server.Request(http::verb::post, "/validate", "{\"id\":\"j\",\"sequence\":[{\"begin\":\"a\"}]}",
+                                  "application/json");
+  CHECK(validated.status == 200);
+  CHECK(validated.body == "{\"valid\":true}");
+  CHECK(server.Request(http::verb::post, "/validate", "x: [", kYaml).status == 422);
+  auto media = server.Request(http::verb::post, "/patterns", kAb, "text/plain");
+  CHECK(media.status == 415);
+  CHECK(Has(media.body, "{\"error\":{\"code\":\"unsupported_media_type\""));
+  CHECK(server.Request(http::verb::post, "/patterns", kAb + "# " + std::string(3000, 'x') + "\n", kYaml)
+            .status == 413);
+  CHECK(server.Request(http::verb::post, "/events", "{}", "text/csv").status == 415);
+  CHECK(server.Request(http::verb::get, "/nowhere").status == 404);
+  CHECK(server.Request(http::verb::delete_, "/events").status == 405);
+  CHECK(server.Request(http::verb::get, "/alerts?limit=zero").status == 400);
+  // A request that is not HTTP gets a 400 and the server keeps serving.
+  CHECK(Has(server.Raw("NOT HTTP AT ALL\r\n\r\n"), "400"));
+  CHECK(server.Request(http::verb::get, "/healthz").status == 200);
+}
+
+TEST_CASE("Serve: events in, alerts out, bad events reported by index") {
+  TempDir dir;
+  ServerProcess server(dir.path());
+  REQUIRE(server.started());
+  REQUIRE(server.Request(http::verb::post, "/patterns", kAb, kYaml).status == 201);
+  auto posted = server.Request(http::verb::post, "/events",
+                               Event(1, "x", "a") + "not json\n" + Event(2, "y", "a") + Event(3, "x", "b"),
+                               kNdjson);
+  CHECK(posted.status == 202);
+  CHECK(Has(posted.body, "\"accepted\":3"));
+  CHECK(Has(posted.body, "{\"index\":1,\"reason\":\"event is not a JSON object\"}"));
+  // A JSON array, with a late event (time 1 is below the watermark 3).
+  auto array = server.Request(http::verb::post, "/events",
+                              "[" + Event(1, "y", "b") + "," + Event(4, "y", "b") + ", 7]",
+                              "application/json");
+  CHECK(array.status == 202);
+  CHECK(Has(array.body, "\"accepted\":1"));
+  CHECK(Has(array.body, "{\"index\":0,\"reason\":\"late event: time 1 is below the watermark 3\"}"));
+  CHECK(Has(array.body, "{\"index\":2,\"reason\":\"element is not a JSON object\"}"));
+
+  auto alerts = server.Request(http::verb::get, "/alerts?limit=10");
+  CHECK(alerts.status == 200);
+  // Newest first: y's match (completed by the array) before x's.
+  const size_t y = alerts.body.find("\"key\":\"y\"");
+  const size_t x = alerts.body.find("\"key\":\"x\"");
+  REQUIRE(y != std::string::npos);
+  REQUIRE(x != std::string::npos);
+  CHECK(y < x);
+  CHECK(Has(alerts.body, "\"match\":{\"a\":[{\"ts\":1,\"k\":\"x\",\"v\":\"a\"}],\"b\":[{\"ts\":3,\"k\":\"x\",\"v\":\"b\"}]},"
+                         "\"version\":1,\"first_event_time\":1,\"last_event_time\":3,\"detected_at\":"));
+  auto metrics = server.Request(http::verb::get, "/metrics");
+  CHECK(Has(metrics.body, "vigil_nfa_matches_total{pattern=\"ab\"} 2"));
+  CHECK(Has(metrics.body, "vigil_nfa_late_events_total 1"));
+  CHECK(Has(metrics.body, "vigil_server_requests_total{route=\"/events\",code=\"202\"} 2"));
+  // The alerts file holds the same alerts.
+  std::string file;
+  std::FILE* f = std::fopen((dir.path() + "/alerts.ndjson").c_str(), "r");
+  REQUIRE(f);
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) file.append(buf, n);
+  std::fclose(f);
+  CAPTURE(file);
+  CHECK(std::count(file.begin(), file.end(), '\n') == 2);
+}
+
+TEST_CASE("Serve: replacing one pattern keeps another pattern's partial matches") {
+  TempDir dir;
+  ServerProcess server(dir.path());
+  REQUIRE(server.started());
+  REQUIRE(server.Request(http::verb::post, "/patterns", kAb, kYaml).status == 201);
+  REQUIRE(server.Request(http::verb::post, "/patterns", kCd, kYaml).status == 201);
+  server.Request(http::verb::post, "/events", Event(1, "x", "a") + Event(2, "x", "c"), kNdjson);
+  // Replace cd while ab and cd each hold a partial match for x: only cd's is dropped.
+  auto replaced = server.Request(http::verb::put, "/patterns/cd", kCd, kYaml);
+  CHECK(Has(replaced.body, "\"dropped_partial_matches\":1"));
+  server.Request(http::verb::post, "/events", Event(3, "x", "b") + Event(4, "x", "d"), kNdjson);
+  auto alerts = server.Request(http::verb::get, "/alerts").body;
+  CHECK(Has(alerts, "\"pattern\":\"ab\""));
+  CHECK_FALSE(Has(alerts, "\"pattern\":\"cd\""));
+}
+
+TEST_CASE("Serve: patterns survive a restart, and SIGTERM exits cleanly") {
+  TempDir dir;
+  {
+    ServerProcess server(dir.path(), {"--patterns-dir", std::string(VIGIL_SOURCE_DIR) + "/patterns"});
+    REQUIRE(server.started());
+    CHECK(Has(server.Request(http::verb::get, "/readyz").body, "\"patterns\":5"));
+    REQUIRE(server.Request(http::verb::post, "/patterns", kAb, kYaml).status == 201);
+    REQUIRE(server.Request(http::verb::post, "/patterns/velocity/disable").status == 200);
+    CHECK(server.Stop() == 0);
+  }
+  ServerProcess again(dir.path());
+  REQUIRE(again.started());
+  auto list = again.Request(http::verb::get, "/patterns").body;
+  CHECK(Has(list, "\"id\":\"ab\",\"version\":1"));
+  CHECK(Has(list, "\"id\":\"card-testing\""));
+  CHECK(Has(list, "\"id\":\"velocity\",\"version\":1,\"description\""));
+  CHECK(Has(again.Request(http::verb::get, "/patterns/velocity").body, "\"enabled\":false"));
+  CHECK(again.Stop() == 0);
+}
+
+TEST_SUITE_END();
