@@ -180,10 +180,19 @@ const Setting kSettings[] = {
      [](const std::string& v, ServerOptions* o) {
        return ParseDuration(v, &o->max_out_of_orderness_ms);
      }},
+    {"events.idle_timeout", "VIGIL_EVENTS_IDLE_TIMEOUT", "--idle-timeout", "DURATION",
+     "with no event for this long, the watermark follows the wall clock; 0: never", "10s",
+     [](const std::string& v, ServerOptions* o) { return ParseDuration(v, &o->idle_timeout_ms); }},
     {"events.max_partial_matches_per_key", "VIGIL_EVENTS_MAX_PARTIAL_MATCHES_PER_KEY",
      "--max-partial-matches", "N", "partial matches kept per key and pattern", "10000",
      [](const std::string& v, ServerOptions* o) {
        return ParseCount(v, 1, SIZE_MAX, &o->max_partial_matches_per_key);
+     }},
+    {"api.token", "VIGIL_API_TOKEN", "--api-token", "TOKEN",
+     "bearer token required by every endpoint but /healthz, /readyz, /metrics; empty: none", "none",
+     [](const std::string& v, ServerOptions* o) -> ParseError {
+       o->api_token = v;
+       return std::nullopt;
      }},
 };
 constexpr size_t kSettingCount = std::size(kSettings);

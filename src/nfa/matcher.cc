@@ -101,7 +101,8 @@ void Matcher::Accept(Event* event) {
     return;
   }
   max_time_ms_ = std::max(max_time_ms_, event->time_ms());
-  const int64_t watermark = SaturatingSub(max_time_ms_, options_.max_out_of_orderness_ms);
+  const int64_t watermark =
+      std::max(watermark_ms_, SaturatingSub(max_time_ms_, options_.max_out_of_orderness_ms));
 
   if (options_.max_out_of_orderness_ms == 0 && waiting_.empty()) {
     // In order: the event is at the watermark and can be matched at once, uncopied.
@@ -109,15 +110,27 @@ void Matcher::Accept(Event* event) {
     Dispatch(&current, event);
   } else {
     waiting_.push({event->Retain(), next_arrival_++});
-    while (!waiting_.empty() && waiting_.top().event->time_ms() <= watermark) {
-      EventRef ready = waiting_.top().event;
-      waiting_.pop();
-      CurrentEvent current(ready.get());
-      current.Adopt(ready);
-      Dispatch(&current, ready.get());
-    }
+    ReleaseWaiting(watermark);
   }
-  watermark_ms_ = std::max(watermark_ms_, watermark);
+  watermark_ms_ = watermark;
+}
+
+void Matcher::ReleaseWaiting(int64_t watermark_ms) {
+  while (!waiting_.empty() && waiting_.top().event->time_ms() <= watermark_ms) {
+    EventRef ready = waiting_.top().event;
+    waiting_.pop();
+    CurrentEvent current(ready.get());
+    current.Adopt(ready);
+    Dispatch(&current, ready.get());
+  }
+}
+
+void Matcher::AdvanceWatermark(int64_t watermark_ms) {
+  if (watermark_ms <= watermark_ms_) return;
+  const MatchingScope scope(&matching_);
+  watermark_ms_ = watermark_ms;
+  ReleaseWaiting(watermark_ms);
+  FireTimers(watermark_ms);
 }
 
 void Matcher::AddBatch(std::span<Event* const> events) {
@@ -259,13 +272,7 @@ void Matcher::FireTimers(int64_t watermark_ms) {
 
 void Matcher::Finish() {
   const MatchingScope scope(&matching_);
-  while (!waiting_.empty()) {
-    EventRef ready = waiting_.top().event;
-    waiting_.pop();
-    CurrentEvent current(ready.get());
-    current.Adopt(ready);
-    Dispatch(&current, ready.get());
-  }
+  ReleaseWaiting(INT64_MAX);
   watermark_ms_ = INT64_MAX;
   for (PatternSlot& slot : slots_) {
     for (KeyRecord& record : slot.records) {

@@ -83,6 +83,14 @@ class Matcher {
   // matches are the same; only their order on the sink may differ).
   void AddBatch(std::span<Event* const> events);
 
+  // Advances the watermark without an event (a quiet live stream): events held back that it
+  // passes are matched and timers due by it fire. Later events below it are late. No effect
+  // when not beyond the current watermark.
+  void AdvanceWatermark(int64_t watermark_ms);
+
+  // The largest event time seen (INT64_MIN before the first event).
+  int64_t max_event_time_ms() const { return max_time_ms_; }
+
   // End of input: event time advances to the end of time; every window closes.
   void Finish();
 
@@ -158,6 +166,8 @@ class Matcher {
 
   // Add() without firing timers.
   void Accept(Event* event);
+  // Matches the held-back events with time <= `watermark_ms`, in event-time order.
+  void ReleaseWaiting(int64_t watermark_ms);
   void Dispatch(CurrentEvent* current, Event* event);
   void DispatchTo(PatternSlot& slot, CurrentEvent* current);
   void AfterStep(PatternSlot& slot, uint32_t record_index);

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "common/json_text.h"
 #include "nfa/match_json.h"
 
 namespace vigil::server {
@@ -15,15 +16,34 @@ AlertLog::AlertLog(size_t recent_limit, std::function<uint64_t(const std::string
 AlertLog::~AlertLog() {
   Flush().IgnoreError();
   if (file_) std::fclose(file_);
+  if (late_file_) std::fclose(late_file_);
 }
 
-Status AlertLog::Open(const std::string& path) {
+namespace {
+
+Status OpenForAppend(const std::string& path, std::FILE** file) {
   std::error_code ec;
   const auto parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-  file_ = std::fopen(path.c_str(), "ae");
-  if (!file_) return Status::IoError("cannot open alerts file " + path + ": " + std::strerror(errno));
+  *file = std::fopen(path.c_str(), "ae");
+  if (!*file) return Status::IoError("cannot open " + path + ": " + std::strerror(errno));
   return Status::Ok();
+}
+
+Status Append(std::FILE* file, std::string* pending) {
+  if (!file || pending->empty()) return Status::Ok();
+  const size_t written = std::fwrite(pending->data(), 1, pending->size(), file);
+  const bool ok = written == pending->size() && std::fflush(file) == 0;
+  pending->clear();
+  if (!ok) return Status::IoError(std::string("writing failed: ") + std::strerror(errno));
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status AlertLog::Open(const std::string& alerts_path, const std::string& late_events_path) {
+  if (Status s = OpenForAppend(alerts_path, &file_); !s.ok()) return s;
+  return OpenForAppend(late_events_path, &late_file_);
 }
 
 std::vector<std::string> AlertLog::Recent(size_t limit) const {
@@ -35,12 +55,9 @@ std::vector<std::string> AlertLog::Recent(size_t limit) const {
 }
 
 Status AlertLog::Flush() {
-  if (!file_ || pending_.empty()) return Status::Ok();
-  const size_t written = std::fwrite(pending_.data(), 1, pending_.size(), file_);
-  const bool ok = written == pending_.size() && std::fflush(file_) == 0;
-  pending_.clear();
-  if (!ok) return Status::IoError(std::string("writing the alerts file failed: ") + std::strerror(errno));
-  return Status::Ok();
+  Status alerts = Append(file_, &pending_);
+  Status late = Append(late_file_, &pending_late_);
+  return alerts.ok() ? late : alerts;
 }
 
 void AlertLog::OnMatch(const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match) {
@@ -63,10 +80,14 @@ void AlertLog::OnMatch(const nfa::Nfa& nfa, std::string_view key_json, const nfa
 
 void AlertLog::OnLate(const nfa::Event& event, int64_t watermark_ms) {
   ++late_events_;
-  if (problems_) {
-    problems_->push_back({event.line() - 1, "late event: time " + std::to_string(event.time_ms()) +
-                                      " is below the watermark " + std::to_string(watermark_ms)});
-  }
+  std::string reason = "late event: time " + std::to_string(event.time_ms()) +
+                       " is below the watermark " + std::to_string(watermark_ms);
+  pending_late_ += "{\"reason\":";
+  AppendJsonString(&pending_late_, reason);
+  pending_late_ += ",\"event\":";
+  pending_late_ += event.raw();
+  pending_late_ += "}\n";
+  if (problems_) problems_->push_back({event.line() - 1, std::move(reason)});
 }
 
 void AlertLog::OnRejected(const nfa::Event&, const nfa::Nfa& nfa, std::string_view) {

@@ -24,13 +24,13 @@ class AlertLog : public nfa::MatchSink {
   AlertLog(size_t recent_limit, std::function<uint64_t(const std::string&)> version_of);
   ~AlertLog() override;
 
-  // Opens (creating if needed) the alerts file for appending.
-  Status Open(const std::string& path);
+  // Opens (creating if needed) the alerts file and the late-events file for appending.
+  Status Open(const std::string& alerts_path, const std::string& late_events_path);
 
   // The most recent alerts, newest first, at most `limit`.
   std::vector<std::string> Recent(size_t limit) const;
 
-  // Writes buffered alerts to the file.
+  // Writes buffered alerts and late events to their files.
   Status Flush();
 
   // While set, late events are reported here, with the index of the event in its request
@@ -55,7 +55,9 @@ class AlertLog : public nfa::MatchSink {
   size_t recent_limit_;
   std::function<uint64_t(const std::string&)> version_of_;
   std::FILE* file_ = nullptr;
-  std::string pending_;  // alerts not yet written to the file
+  std::FILE* late_file_ = nullptr;
+  std::string pending_;       // alerts not yet written to the file
+  std::string pending_late_;  // late events not yet written to theirs
   std::deque<std::string> recent_;
   std::vector<Problem>* problems_ = nullptr;
   uint64_t late_events_ = 0;

@@ -122,7 +122,33 @@ Api::Api(const ServerOptions& options, PatternRegistry* registry, Ingest* ingest
          nfa::Matcher* matcher)
     : options_(options), registry_(registry), ingest_(ingest), alerts_(alerts), matcher_(matcher) {}
 
+// Compares without an early exit, so the time taken says nothing about the token.
+bool ConstantTimeEquals(std::string_view a, std::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i) diff |= a[i] ^ b[i % (b.empty() ? 1 : b.size())];
+  return diff == 0 && !b.empty();
+}
+
+bool Api::Authorized(const HttpRequest& request) const {
+  if (options_.api_token.empty()) return true;
+  const std::vector<std::string> path = Segments(View(request.target()));
+  if (path.size() == 1 && (path[0] == "healthz" || path[0] == "readyz" || path[0] == "metrics")) {
+    return true;
+  }
+  const std::string_view header = View(request[http::field::authorization]);
+  constexpr std::string_view kBearer = "Bearer ";
+  if (header.substr(0, kBearer.size()) != kBearer) return false;
+  return ConstantTimeEquals(header.substr(kBearer.size()), options_.api_token);
+}
+
 HttpResponse Api::Handle(const HttpRequest& request) {
+  if (!Authorized(request)) {
+    HttpResponse r = ErrorResponse(request, http::status::unauthorized, "unauthorized",
+                                   "missing or wrong bearer token");
+    r.set(http::field::www_authenticate, "Bearer");
+    ++requests_[{"unauthorized", r.result_int()}];
+    return r;
+  }
   auto [route, response] = Route(request);
   ++requests_[{route, response.result_int()}];
   return std::move(response);

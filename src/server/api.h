@@ -27,6 +27,8 @@ class Api {
   HttpResponse Handle(const HttpRequest& request);
 
  private:
+  // With api.token set: whether the request carries it (or needs none).
+  bool Authorized(const HttpRequest& request) const;
   // The route template (a bounded metric label) and the response.
   std::pair<std::string, HttpResponse> Route(const HttpRequest& request);
   HttpResponse CreatePattern(const HttpRequest& request);

@@ -3,6 +3,7 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <chrono>
 
 namespace vigil::server {
 
@@ -86,6 +87,11 @@ IngestResult Ingest::Feed(std::string_view body) {
   }
   FlushBatch(&result);
   alerts_->CollectProblems(nullptr);
+  if (result.accepted > 0) {
+    last_event_steady_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::steady_clock::now().time_since_epoch())
+                                .count();
+  }
   result.rejected.insert(result.rejected.end(), problems.begin(), problems.end());
   std::stable_sort(result.rejected.begin(), result.rejected.end(),
                    [](const auto& a, const auto& b) { return a.index < b.index; });

@@ -34,6 +34,9 @@ class Ingest {
   // Feeds every event of `body`. `body` is NDJSON unless its first non-blank byte is '['.
   IngestResult Feed(std::string_view body);
 
+  // Wall-clock time (steady clock, ms) when the last event was accepted; 0 before any.
+  int64_t last_event_steady_ms() const { return last_event_steady_ms_; }
+
  private:
   void AddText(std::string_view text, size_t readable, size_t index, IngestResult* result);
   void FlushBatch(IngestResult* result);
@@ -44,6 +47,7 @@ class Ingest {
   std::string padded_;  // the body with simdjson's padding after it
   std::vector<nfa::Event> events_;
   std::vector<nfa::Event*> batch_;
+  int64_t last_event_steady_ms_ = 0;
 };
 
 }  // namespace vigil::server

@@ -6,11 +6,13 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/time_util.h"
+
 namespace vigil::server {
 namespace fs = std::filesystem;
 
 Server::Server(ServerOptions options)
-    : options_(std::move(options)), signals_(io_, SIGINT, SIGTERM), grace_(io_) {
+    : options_(std::move(options)), signals_(io_, SIGINT, SIGTERM), grace_(io_), idle_(io_) {
   nfa::MatcherOptions matcher_options;
   matcher_options.max_out_of_orderness_ms = options_.max_out_of_orderness_ms;
   matcher_options.max_partial_matches_per_key = options_.max_partial_matches_per_key;
@@ -67,12 +69,38 @@ Status Server::LoadPatternsDirectory(std::vector<std::string>* warnings) {
 Status Server::Start(std::vector<std::string>* warnings) {
   for (std::string& e : registry_->Load()) warnings->push_back(std::move(e));
   if (Status s = LoadPatternsDirectory(warnings); !s.ok()) return s;
-  if (Status s = alerts_->Open(options_.alerts_file); !s.ok()) return s;
+  if (Status s = alerts_->Open(options_.alerts_file,
+                               (fs::path(options_.data_dir) / "late-events.ndjson").string());
+      !s.ok()) {
+    return s;
+  }
   if (Status s = http_->Listen(options_.listen_address, options_.port); !s.ok()) return s;
   signals_.async_wait([this](const boost::system::error_code& ec, int) {
     if (!ec) Stop();
   });
+  if (options_.idle_timeout_ms > 0) ScheduleIdleCheck();
   return Status::Ok();
+}
+
+// A live stream can go quiet; its last windows would then never close. Once no event has come
+// for idle_timeout, event time is taken to follow the wall clock from the last event on: the
+// watermark becomes (largest event time + wall time since the last event - allowed lateness).
+void Server::ScheduleIdleCheck() {
+  idle_.expires_after(std::chrono::milliseconds(std::min<int64_t>(options_.idle_timeout_ms, 1000)));
+  idle_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;
+    const int64_t last = ingest_->last_event_steady_ms();
+    const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::steady_clock::now().time_since_epoch())
+                            .count();
+    if (last > 0 && now - last >= options_.idle_timeout_ms) {
+      const int64_t quiet_for = now - last;
+      matcher_->AdvanceWatermark(SaturatingSub(SaturatingAdd(matcher_->max_event_time_ms(), quiet_for),
+                                               options_.max_out_of_orderness_ms));
+      alerts_->Flush().IgnoreError();
+    }
+    ScheduleIdleCheck();
+  });
 }
 
 void Server::Run() {
@@ -84,6 +112,7 @@ void Server::Stop() {
   http_->StopAccepting();
   boost::system::error_code ignored;
   signals_.cancel(ignored);
+  idle_.cancel(ignored);
   // Requests are handled whole on this thread, so none is half-handled here; responses being
   // written get a short grace period, idle keep-alive connections do not hold the exit.
   grace_.expires_after(std::chrono::milliseconds(500));

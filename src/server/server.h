@@ -41,11 +41,13 @@ class Server {
 
  private:
   Status LoadPatternsDirectory(std::vector<std::string>* warnings);
+  void ScheduleIdleCheck();
 
   ServerOptions options_;
   boost::asio::io_context io_;
   boost::asio::signal_set signals_;
   boost::asio::steady_timer grace_;
+  boost::asio::steady_timer idle_;
   nfa::FieldSchema schema_;
   std::unique_ptr<nfa::Matcher> matcher_;
   std::unique_ptr<PatternRegistry> registry_;

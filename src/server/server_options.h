@@ -33,6 +33,13 @@ struct ServerOptions {
   // Allowed lateness before an event is late, in milliseconds of event time. Default: 0
   // (events.max_out_of_orderness).
   int64_t max_out_of_orderness_ms = 0;
+  // With no event for this long (wall clock), the watermark advances with wall-clock time, so
+  // windows close and timeouts fire on a quiet stream; 0 turns it off. Default: 10 s
+  // (events.idle_timeout).
+  int64_t idle_timeout_ms = 10000;
+  // Bearer token every endpoint but /healthz, /readyz and /metrics requires; empty: no
+  // authentication (api.token). Never logged.
+  std::string api_token;
   // Partial matches kept per key and pattern. Default: 10000
   // (events.max_partial_matches_per_key).
   size_t max_partial_matches_per_key = 10000;

@@ -193,4 +193,52 @@ TEST_CASE("Serve: patterns survive a restart, and SIGTERM exits cleanly") {
   CHECK(again.Stop() == 0);
 }
 
+TEST_CASE("Serve: with a token, every endpoint but health and metrics needs it") {
+  TempDir dir;
+  ServerProcess server(dir.path(), {"--api-token", "s3cret"});
+  REQUIRE(server.started());
+  auto missing = server.Request(http::verb::get, "/patterns");
+  CHECK(missing.status == 401);
+  CHECK(Has(missing.body, "\"code\":\"unauthorized\""));
+  CHECK(server.Request(http::verb::get, "/patterns", "", "", "Bearer wrong").status == 401);
+  CHECK(server.Request(http::verb::get, "/patterns", "", "", "Basic s3cret").status == 401);
+  CHECK(server.Request(http::verb::get, "/patterns", "", "", "Bearer s3cret").status == 200);
+  CHECK(server.Request(http::verb::post, "/patterns", kAb, kYaml, "Bearer s3cret").status == 201);
+  CHECK(server.Request(http::verb::get, "/healthz").status == 200);
+  CHECK(server.Request(http::verb::get, "/readyz").status == 200);
+  auto metrics = server.Request(http::verb::get, "/metrics");
+  CHECK(metrics.status == 200);
+  CHECK_FALSE(Has(metrics.body, "s3cret"));
+}
+
+TEST_CASE("Serve: on a quiet stream the watermark follows the wall clock and windows close") {
+  TempDir dir;
+  ServerProcess server(dir.path(), {"--idle-timeout", "200ms"});
+  REQUIRE(server.started());
+  const std::string quiet =
+      "id: quiet\nkey: k\nwithin: 1s\nsequence:\n  - begin: a\n    where: v == 'a'\n"
+      "  - not_followed_by: b\n    where: v == 'b'\n";
+  REQUIRE(server.Request(http::verb::post, "/patterns", quiet, kYaml).status == 201);
+  REQUIRE(server.Request(http::verb::post, "/events", Event(1000, "x", "a"), kNdjson).status == 202);
+  CHECK(!Has(server.Request(http::verb::get, "/alerts").body, "\"pattern\":\"quiet\""));
+  // No more events: after the idle timeout the watermark moves with the wall clock, passes
+  // the window (1 s after the event) and the trailing not_followed_by completes.
+  std::string alerts;
+  for (int i = 0; i < 40 && !Has(alerts, "\"pattern\":\"quiet\""); ++i) {
+    ::usleep(100 * 1000);
+    alerts = server.Request(http::verb::get, "/alerts").body;
+  }
+  CHECK(Has(alerts, "\"pattern\":\"quiet\",\"key\":\"x\""));
+  // The watermark has moved on: an event from before it is late and kept with its reason.
+  auto late = server.Request(http::verb::post, "/events", Event(1500, "x", "b"), kNdjson);
+  CHECK(Has(late.body, "\"accepted\":0"));
+  std::FILE* f = std::fopen((dir.path() + "/late-events.ndjson").c_str(), "r");
+  REQUIRE(f);
+  char line[512] = {};
+  CHECK(std::fgets(line, sizeof line, f) != nullptr);
+  std::fclose(f);
+  CHECK(Has(line, "{\"reason\":\"late event: time 1500 is below the watermark"));
+  CHECK(Has(line, "\"event\":{\"ts\":1500,\"k\":\"x\",\"v\":\"b\"}}"));
+}
+
 TEST_SUITE_END();

@@ -30,6 +30,10 @@ void* CountedAlloc(std::size_t size) noexcept {
 }
 }  // namespace
 
+// GCC 12 warns that memory from a replaced operator new reaches free(); both sides here are
+// malloc/free, so the pairing is right.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+
 void* operator new(std::size_t size) {
   if (void* p = CountedAlloc(size)) return p;
   throw std::bad_alloc();

@@ -78,7 +78,8 @@ class ServerProcess {
   bool Alive() const { return ::kill(pid_, 0) == 0 && ::waitpid(pid_, nullptr, WNOHANG) == 0; }
 
   HttpResult Request(boost::beast::http::verb verb, const std::string& target,
-                     const std::string& body = "", const std::string& content_type = "") const {
+                     const std::string& body = "", const std::string& content_type = "",
+                     const std::string& authorization = "") const {
     namespace http = boost::beast::http;
     boost::asio::io_context io;
     boost::asio::ip::tcp::resolver resolver(io);
@@ -87,6 +88,7 @@ class ServerProcess {
     http::request<http::string_body> req(verb, target, 11);
     req.set(http::field::host, "127.0.0.1");
     if (!content_type.empty()) req.set(http::field::content_type, content_type);
+    if (!authorization.empty()) req.set(http::field::authorization, authorization);
     req.body() = body;
     req.prepare_payload();
     http::write(stream, req);
