@@ -49,6 +49,10 @@ namespace http = boost::beast::http;
 using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
 
+// A connection idle for longer is reopened before its next request (vigil drops idle
+// connections after 30 s).
+constexpr auto kMaxIdle = std::chrono::seconds(20);
+
 constexpr const char* kUsage =
     "usage: vigil-http-load --port P --events FILE [options]\n"
     "  --host H            server address (default 127.0.0.1)\n"
@@ -263,7 +267,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
       return false;
     }
     stream_.socket().set_option(tcp::no_delay(true), ec);
+    last_used_ = Clock::now();
     return true;
+  }
+
+  // Closes the connection and opens a new one.
+  bool Reconnect() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.socket().close(ignored);
+    buffer_.clear();
+    return Connect();
   }
 
   void Next() {
@@ -300,6 +314,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void Send() {
     if (run_.failed) return;
+    // vigil closes a keep-alive connection after 30 s without a request; at low rates a
+    // connection can wait that long, so it is reopened instead of failing on a closed socket.
+    if (Clock::now() - last_used_ > kMaxIdle && !Reconnect()) {
+      io_.stop();
+      return;
+    }
     char stamp[24];
     auto [end, ec] = std::to_chars(stamp, stamp + sizeof stamp, EpochMs());
     request_ = {};
@@ -357,15 +377,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     if (!response_.keep_alive()) {
       // The server closed the connection (it does after an unreadable request): reopen it.
-      beast::error_code ignored;
-      stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-      stream_.socket().close(ignored);
-      buffer_.clear();
-      if (!Connect()) {
+      if (!Reconnect()) {
         io_.stop();
         return;
       }
     }
+    last_used_ = Clock::now();
     Next();
   }
 
@@ -385,6 +402,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   http::request<http::string_body> request_;
   http::response<http::string_body> response_;
   Clock::time_point sent_;
+  Clock::time_point last_used_;  // when the connection last finished a request (or opened)
 };
 
 double Percentile(std::vector<double>& sorted, double p) {

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <fstream>
 
@@ -154,57 +155,155 @@ HttpResponse Api::Handle(const HttpRequest& request) {
   return std::move(response);
 }
 
+// Every route, once: the router matches against it and /openapi.json is generated from it, so
+// the document always lists exactly the routes the server answers.
+const std::vector<Api::RouteSpec>& Api::Routes() {
+  using V = http::verb;
+  static const std::vector<RouteSpec> kRoutes = {
+      {V::post, "/patterns", "Add a pattern (its id comes from the document)", kPatternTypes,
+       {{201, "created: {id, version}"}, {409, "the id exists"}, {413, "document too large"},
+        {415, "unknown content type"}, {422, "does not compile: {errors:[{line,column,message}]}"}},
+       &Api::CreatePattern},
+      {V::get, "/patterns", "List patterns: id, version, description, enabled, times", "",
+       {{200, "{patterns:[...]}"}}, &Api::ListPatterns},
+      {V::put, "/patterns/{id}",
+       "Create or replace a pattern; the version increments and only this pattern's partial "
+       "matches are dropped (reported as dropped_partial_matches)",
+       kPatternTypes,
+       {{200, "replaced"}, {201, "created"}, {400, "the document's id differs from the path"},
+        {413, "document too large"}, {415, "unknown content type"}, {422, "does not compile"}},
+       &Api::PutPattern},
+      {V::get, "/patterns/{id}", "One pattern with its source as uploaded and its compiled NFA", "",
+       {{200, "the pattern"}, {404, "no such pattern"}}, &Api::GetPattern},
+      {V::delete_, "/patterns/{id}", "Remove a pattern and its partial matches", "",
+       {{204, "removed"}, {404, "no such pattern"}}, &Api::DeletePattern},
+      {V::post, "/patterns/{id}/disable", "Stop matching a pattern without deleting it", "",
+       {{200, "{id, enabled:false}"}, {404, "no such pattern"}}, &Api::DisablePattern},
+      {V::post, "/patterns/{id}/enable", "Resume matching a disabled pattern", "",
+       {{200, "{id, enabled:true}"}, {404, "no such pattern"}}, &Api::EnablePattern},
+      {V::post, "/validate", "Compile a pattern without storing it", kPatternTypes,
+       {{200, "{valid:true}"}, {413, "document too large"}, {415, "unknown content type"},
+        {422, "{valid:false, errors:[{line,column,message}]}"}},
+       &Api::ValidatePattern},
+      {V::post, "/events", "Ingest events: NDJSON or a JSON array of objects",
+       "application/x-ndjson,application/json",
+       {{202, "{accepted, rejected:[{index, reason}]} (malformed and late events)"},
+        {413, "body too large"}, {415, "unknown content type"}},
+       &Api::PostEvents},
+      {V::get, "/alerts", "The most recent alerts, newest first (query: limit, default 100)", "",
+       {{200, "{alerts:[...]}"}, {400, "bad limit"}}, &Api::GetAlerts},
+      {V::get, "/metrics", "Prometheus text format", "", {{200, "metrics"}}, &Api::Metrics},
+      {V::get, "/healthz", "Liveness", "", {{200, "{status:ok}"}}, &Api::Health},
+      {V::get, "/readyz", "Readiness: patterns loaded, state open", "", {{200, "{ready, patterns}"}},
+       &Api::Ready},
+      {V::get, "/openapi.json", "This document", "", {{200, "OpenAPI 3"}}, &Api::OpenApi},
+  };
+  return kRoutes;
+}
+
 std::pair<std::string, HttpResponse> Api::Route(const HttpRequest& request) {
   const std::vector<std::string> path = Segments(View(request.target()));
-  const http::verb verb = request.method();
-  auto wrong_method = [&](const char* allowed) {
+  std::string allowed;
+  for (const RouteSpec& spec : Routes()) {
+    const std::vector<std::string> pattern = Segments(spec.path);
+    if (pattern.size() != path.size()) continue;
+    std::string id;
+    bool same = true;
+    for (size_t i = 0; i < path.size() && same; ++i) {
+      if (pattern[i] == "{id}") {
+        id = path[i];
+      } else {
+        same = pattern[i] == path[i];
+      }
+    }
+    if (!same) continue;
+    if (spec.verb == request.method()) return {std::string(spec.path), (this->*spec.handler)(request, id)};
+    if (!allowed.empty()) allowed += ", ";
+    allowed += std::string(http::to_string(spec.verb));
+  }
+  if (!allowed.empty()) {
     HttpResponse r = ErrorResponse(request, http::status::method_not_allowed, "method_not_allowed",
-                                   "this route answers " + std::string(allowed));
+                                   "this route answers " + allowed);
     r.set(http::field::allow, allowed);
-    return r;
-  };
-  if (path.size() == 1 && path[0] == "patterns") {
-    if (verb == http::verb::post) return {"/patterns", CreatePattern(request)};
-    if (verb == http::verb::get) return {"/patterns", ListPatterns(request)};
-    return {"/patterns", wrong_method("GET, POST")};
+    return {"method_not_allowed", std::move(r)};
   }
-  if (path.size() == 2 && path[0] == "patterns") {
-    if (verb == http::verb::put) return {"/patterns/{id}", PutPattern(request, path[1])};
-    if (verb == http::verb::get) return {"/patterns/{id}", GetPattern(request, path[1])};
-    if (verb == http::verb::delete_) return {"/patterns/{id}", DeletePattern(request, path[1])};
-    return {"/patterns/{id}", wrong_method("GET, PUT, DELETE")};
+  return {"not_found", ErrorResponse(request, http::status::not_found, "not_found",
+                                     "no route " + std::string(View(request.target())))};
+}
+
+HttpResponse Api::Health(const HttpRequest& request, const std::string&) {
+  return JsonResponse(request, http::status::ok, "{\"status\":\"ok\"}");
+}
+
+HttpResponse Api::Ready(const HttpRequest& request, const std::string&) {
+  return JsonResponse(request, http::status::ok,
+                      "{\"ready\":true,\"patterns\":" + std::to_string(registry_->List().size()) + "}");
+}
+
+HttpResponse Api::EnablePattern(const HttpRequest& request, const std::string& id) {
+  return SetEnabled(request, id, true);
+}
+
+HttpResponse Api::DisablePattern(const HttpRequest& request, const std::string& id) {
+  return SetEnabled(request, id, false);
+}
+
+HttpResponse Api::OpenApi(const HttpRequest& request, const std::string&) {
+  std::string doc =
+      "{\"openapi\":\"3.0.3\",\"info\":{\"title\":\"vigil\",\"version\":\"0.1.0\","
+      "\"description\":\"Complex event processing: patterns, events, alerts.\"},"
+      "\"components\":{\"securitySchemes\":{\"bearer\":{\"type\":\"http\",\"scheme\":\"bearer\"}},"
+      "\"schemas\":{\"Error\":{\"type\":\"object\",\"properties\":{\"error\":{\"type\":\"object\","
+      "\"properties\":{\"code\":{\"type\":\"string\"},\"message\":{\"type\":\"string\"}}}}}}},"
+      "\"paths\":{";
+  std::vector<std::string_view> paths;
+  for (const RouteSpec& spec : Routes()) {
+    if (std::find(paths.begin(), paths.end(), spec.path) == paths.end()) paths.push_back(spec.path);
   }
-  if (path.size() == 3 && path[0] == "patterns" && (path[2] == "enable" || path[2] == "disable")) {
-    const std::string route = "/patterns/{id}/" + path[2];
-    if (verb != http::verb::post) return {route, wrong_method("POST")};
-    return {route, SetEnabled(request, path[1], path[2] == "enable")};
+  for (size_t p = 0; p < paths.size(); ++p) {
+    if (p) doc += ',';
+    AppendJsonString(&doc, paths[p]);
+    doc += ":{";
+    bool first = true;
+    for (const RouteSpec& spec : Routes()) {
+      if (spec.path != paths[p]) continue;
+      if (!first) doc += ',';
+      first = false;
+      std::string method(http::to_string(spec.verb));
+      std::transform(method.begin(), method.end(), method.begin(), ::tolower);
+      doc += "\"" + method + "\":{\"summary\":";
+      AppendJsonString(&doc, spec.summary);
+      if (spec.path.find("{id}") != std::string_view::npos) {
+        doc += ",\"parameters\":[{\"name\":\"id\",\"in\":\"path\",\"required\":true,"
+               "\"schema\":{\"type\":\"string\"}}]";
+      }
+      if (!spec.request_types.empty()) {
+        doc += ",\"requestBody\":{\"required\":true,\"content\":{";
+        std::string_view types = spec.request_types;
+        bool first_type = true;
+        while (!types.empty()) {
+          const size_t comma = types.find(',');
+          if (!first_type) doc += ',';
+          first_type = false;
+          AppendJsonString(&doc, types.substr(0, comma));
+          doc += ":{}";
+          types = comma == std::string_view::npos ? std::string_view() : types.substr(comma + 1);
+        }
+        doc += "}}";
+      }
+      doc += ",\"responses\":{";
+      for (size_t r = 0; r < spec.responses.size(); ++r) {
+        if (r) doc += ',';
+        doc += "\"" + std::to_string(spec.responses[r].first) + "\":{\"description\":";
+        AppendJsonString(&doc, spec.responses[r].second);
+        doc += "}";
+      }
+      doc += "}}";
+    }
+    doc += "}";
   }
-  if (path.size() == 1 && path[0] == "validate") {
-    if (verb != http::verb::post) return {"/validate", wrong_method("POST")};
-    return {"/validate", ValidatePattern(request)};
-  }
-  if (path.size() == 1 && path[0] == "events") {
-    if (verb != http::verb::post) return {"/events", wrong_method("POST")};
-    return {"/events", PostEvents(request)};
-  }
-  if (path.size() == 1 && path[0] == "alerts") {
-    if (verb != http::verb::get) return {"/alerts", wrong_method("GET")};
-    return {"/alerts", GetAlerts(request)};
-  }
-  if (path.size() == 1 && path[0] == "metrics") {
-    if (verb != http::verb::get) return {"/metrics", wrong_method("GET")};
-    return {"/metrics", Metrics(request)};
-  }
-  if (path.size() == 1 && path[0] == "healthz") {
-    return {"/healthz", JsonResponse(request, http::status::ok, "{\"status\":\"ok\"}")};
-  }
-  if (path.size() == 1 && path[0] == "readyz") {
-    return {"/readyz", JsonResponse(request, http::status::ok,
-                                    "{\"ready\":true,\"patterns\":" +
-                                        std::to_string(registry_->List().size()) + "}")};
-  }
-  return {"other", ErrorResponse(request, http::status::not_found, "not_found",
-                                 "no route " + std::string(request.target()))};
+  doc += "}}";
+  return JsonResponse(request, http::status::ok, std::move(doc));
 }
 
 std::variant<std::string, HttpResponse> Api::PatternBody(const HttpRequest& request) {
@@ -253,7 +352,7 @@ HttpResponse RefusalResponse(const HttpRequest& request, const PatternRegistry::
 
 }  // namespace
 
-HttpResponse Api::CreatePattern(const HttpRequest& request) {
+HttpResponse Api::CreatePattern(const HttpRequest& request, const std::string&) {
   auto type = PatternBody(request);
   if (auto* error = std::get_if<HttpResponse>(&type)) return std::move(*error);
   auto outcome = registry_->Create(request.body(), std::get<std::string>(type));
@@ -296,7 +395,7 @@ HttpResponse Api::GetPattern(const HttpRequest& request, const std::string& id) 
   return JsonResponse(request, http::status::ok, std::move(body));
 }
 
-HttpResponse Api::ListPatterns(const HttpRequest& request) {
+HttpResponse Api::ListPatterns(const HttpRequest& request, const std::string&) {
   std::string body = "{\"patterns\":[";
   bool first = true;
   for (const StoredPattern* p : registry_->List()) {
@@ -333,7 +432,7 @@ HttpResponse Api::SetEnabled(const HttpRequest& request, const std::string& id, 
   return JsonResponse(request, http::status::ok, std::move(body));
 }
 
-HttpResponse Api::ValidatePattern(const HttpRequest& request) {
+HttpResponse Api::ValidatePattern(const HttpRequest& request, const std::string&) {
   auto type = PatternBody(request);
   if (auto* error = std::get_if<HttpResponse>(&type)) return std::move(*error);
   const auto errors = registry_->Validate(request.body());
@@ -344,7 +443,7 @@ HttpResponse Api::ValidatePattern(const HttpRequest& request) {
   return JsonResponse(request, http::status::unprocessable_entity, std::move(body));
 }
 
-HttpResponse Api::PostEvents(const HttpRequest& request) {
+HttpResponse Api::PostEvents(const HttpRequest& request, const std::string&) {
   const std::string_view type = MediaType(request);
   if (type != "application/x-ndjson" && type != "application/json" && type != "application/jsonl") {
     return ErrorResponse(request, http::status::unsupported_media_type, "unsupported_media_type",
@@ -369,7 +468,7 @@ HttpResponse Api::PostEvents(const HttpRequest& request) {
   return JsonResponse(request, http::status::accepted, std::move(body));
 }
 
-HttpResponse Api::GetAlerts(const HttpRequest& request) {
+HttpResponse Api::GetAlerts(const HttpRequest& request, const std::string&) {
   size_t limit = 100;
   const std::string_view text = QueryParam(View(request.target()), "limit");
   if (!text.empty()) {
@@ -390,7 +489,7 @@ HttpResponse Api::GetAlerts(const HttpRequest& request) {
   return JsonResponse(request, http::status::ok, std::move(body));
 }
 
-HttpResponse Api::Metrics(const HttpRequest& request) {
+HttpResponse Api::Metrics(const HttpRequest& request, const std::string&) {
   std::string out;
   auto metric = [&](const char* name, const char* type, const char* help) {
     out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";

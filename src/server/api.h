@@ -8,7 +8,9 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include "nfa/matcher.h"
 #include "server/alert_log.h"
@@ -26,21 +28,42 @@ class Api {
 
   HttpResponse Handle(const HttpRequest& request);
 
+  // One route: its method and path template ({id} matches one segment), what it does, the
+  // body types it accepts (comma-separated; empty: no body) and its responses. The router and
+  // /openapi.json both read this table.
+  struct RouteSpec {
+    boost::beast::http::verb verb;
+    std::string_view path;
+    std::string_view summary;
+    std::string_view request_types;
+    std::vector<std::pair<unsigned, std::string_view>> responses;
+    HttpResponse (Api::*handler)(const HttpRequest&, const std::string& id);
+  };
+  static const std::vector<RouteSpec>& Routes();
+
  private:
+  static constexpr std::string_view kPatternTypes = "application/yaml,application/json";
+
   // With api.token set: whether the request carries it (or needs none).
   bool Authorized(const HttpRequest& request) const;
   // The route template (a bounded metric label) and the response.
   std::pair<std::string, HttpResponse> Route(const HttpRequest& request);
-  HttpResponse CreatePattern(const HttpRequest& request);
+  // Handlers; `id` is the {id} segment of the path, empty for routes without one.
+  HttpResponse CreatePattern(const HttpRequest& request, const std::string& id);
   HttpResponse PutPattern(const HttpRequest& request, const std::string& id);
   HttpResponse GetPattern(const HttpRequest& request, const std::string& id);
-  HttpResponse ListPatterns(const HttpRequest& request);
+  HttpResponse ListPatterns(const HttpRequest& request, const std::string& id);
   HttpResponse DeletePattern(const HttpRequest& request, const std::string& id);
+  HttpResponse EnablePattern(const HttpRequest& request, const std::string& id);
+  HttpResponse DisablePattern(const HttpRequest& request, const std::string& id);
   HttpResponse SetEnabled(const HttpRequest& request, const std::string& id, bool enabled);
-  HttpResponse ValidatePattern(const HttpRequest& request);
-  HttpResponse PostEvents(const HttpRequest& request);
-  HttpResponse GetAlerts(const HttpRequest& request);
-  HttpResponse Metrics(const HttpRequest& request);
+  HttpResponse ValidatePattern(const HttpRequest& request, const std::string& id);
+  HttpResponse PostEvents(const HttpRequest& request, const std::string& id);
+  HttpResponse GetAlerts(const HttpRequest& request, const std::string& id);
+  HttpResponse Metrics(const HttpRequest& request, const std::string& id);
+  HttpResponse Health(const HttpRequest& request, const std::string& id);
+  HttpResponse Ready(const HttpRequest& request, const std::string& id);
+  HttpResponse OpenApi(const HttpRequest& request, const std::string& id);
 
   // The document's content type, or an error response (415, 413).
   std::variant<std::string, HttpResponse> PatternBody(const HttpRequest& request);

@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <string>
 
+#include <simdjson.h>
+
 #include "support/server_process.h"
 
 TEST_SUITE_BEGIN("integration");
@@ -239,6 +241,46 @@ TEST_CASE("Serve: on a quiet stream the watermark follows the wall clock and win
   std::fclose(f);
   CHECK(Has(line, "{\"reason\":\"late event: time 1500 is below the watermark"));
   CHECK(Has(line, "\"event\":{\"ts\":1500,\"k\":\"x\",\"v\":\"b\"}}"));
+}
+
+TEST_CASE("Serve: /openapi.json describes exactly the routes the server answers") {
+  TempDir dir;
+  ServerProcess server(dir.path());
+  REQUIRE(server.started());
+  REQUIRE(server.Request(http::verb::post, "/patterns", kAb, kYaml).status == 201);
+  auto doc = server.Request(http::verb::get, "/openapi.json");
+  REQUIRE(doc.status == 200);
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  REQUIRE(parser.parse(doc.body).get(root) == simdjson::SUCCESS);
+  std::string_view version;
+  CHECK(root["openapi"].get(version) == simdjson::SUCCESS);
+  CHECK(version.substr(0, 2) == "3.");
+  simdjson::dom::object paths;
+  REQUIRE(root["paths"].get(paths) == simdjson::SUCCESS);
+  int operations = 0;
+  for (auto [path, methods] : paths) {
+    for (auto [method, operation] : methods.get_object()) {
+      std::string target(path);
+      const size_t id = target.find("{id}");
+      if (id != std::string::npos) target.replace(id, 4, "ab");
+      const auto verb = http::string_to_verb(std::string(method) == "delete" ? "DELETE"
+                                             : std::string(method) == "get"  ? "GET"
+                                             : std::string(method) == "put"  ? "PUT"
+                                                                              : "POST");
+      // Every documented operation is routed: no 405, and no "no route" 404.
+      auto answer = server.Request(verb, target, "", "application/json");
+      CAPTURE(target);
+      CAPTURE(method);
+      CHECK(answer.status != 405);
+      CHECK(!Has(answer.body, "no route"));
+      ++operations;
+    }
+  }
+  CHECK(operations == 14);
+  // And what is not documented is not routed.
+  CHECK(Has(server.Request(http::verb::get, "/patterns/ab/frobnicate").body, "no route"));
+  CHECK(server.Request(http::verb::patch, "/patterns/ab").status == 405);
 }
 
 TEST_SUITE_END();
