@@ -192,6 +192,14 @@ fi
 pinning="unpinned"
 [[ ${#server_pin[@]} -gt 0 ]] && pinning="server on CPU $server_cpu, client on CPU $client_cpu"
 
+# vigil serve reads VIGIL_* variables (VIGIL_CONFIG, VIGIL_API_TOKEN, ...): the servers run
+# without them, so only the flags below configure what is measured.
+vigil_vars="$(compgen -e | grep '^VIGIL_' || true)"
+if [[ -n "$vigil_vars" ]]; then
+  echo "bench_serve: ignoring for the server: $(echo $vigil_vars)" >&2
+  for v in $vigil_vars; do unset "$v"; done
+fi
+
 work="$(mktemp -d "${TMPDIR:-/tmp}/vigil-bench-serve.XXXXXX")"
 server_pid=""
 cleanup() {
@@ -379,11 +387,26 @@ if [[ -r /proc/cpuinfo ]]; then
 fi
 echo "server:  vigil serve --listen 127.0.0.1:0 --patterns-dir $patterns_dir --max-out-of-orderness $out_of_orderness"
 echo "client:  batches of $batch events over $connections keep-alive connections"
-echo "note:    the server runs with --max-out-of-orderness $out_of_orderness because batches posted over"
-echo "         $connections connections can reach it out of order; events that still arrive below the"
-echo "         watermark are rejected as late (counted below). The matcher holds every event until"
-echo "         the watermark passes it, so alert latency includes the wall time the stream takes to"
-echo "         advance $out_of_orderness of event time."
+# The allowed lateness in ms, for the hold-back estimate ("5s", "500ms", "2m", "1h", "1d"; a bare
+# number is taken as ms; anything else as unknown).
+ooo_ms="$(python3 -c 'import sys
+t = sys.argv[1]
+units = {"ms": 1, "s": 1000, "m": 60000, "h": 3600000, "d": 86400000}
+for u in ("ms", "s", "m", "h", "d"):
+    if t.endswith(u) and t[:-len(u)].isdigit():
+        print(int(t[:-len(u)]) * units[u]); break
+else:
+    print(int(t) if t.isdigit() else -1)' "$out_of_orderness")"
+if [[ "$ooo_ms" != 0 ]]; then
+  echo "note:    the server runs with --max-out-of-orderness $out_of_orderness because batches posted over"
+  echo "         $connections connections can reach it out of order; events that still arrive below the"
+  echo "         watermark are rejected as late (counted below). The matcher holds every event until"
+  echo "         the watermark passes it, so alert latency includes the wall time the stream takes to"
+  echo "         advance $out_of_orderness of event time."
+else
+  echo "note:    the server runs with --max-out-of-orderness 0: no hold-back, but with more than one"
+  echo "         connection, batches that arrive out of order are rejected as late (counted below)."
+fi
 
 if [[ $do_throughput -eq 1 ]]; then
   file="$(events_file "$events")"
@@ -393,18 +416,12 @@ fi
 if [[ $do_latency -eq 1 ]]; then
   file="$(events_file "$((rate * duration))")"
   density="$(events_per_event_second "$file")"
-  ooo_ms="$(python3 -c 'import sys
-t = sys.argv[1]
-units = {"ms": 1, "s": 1000, "m": 60000, "h": 3600000}
-for u in ("ms", "s", "m", "h"):
-    if t.endswith(u) and t[:-len(u)].isdigit():
-        print(int(t[:-len(u)]) * units[u]); break
-else:
-    print(int(t) if t.isdigit() else 0)' "$out_of_orderness")"
-  hold_ms="$(awk -v d="$density" -v o="$ooo_ms" -v r="$rate" 'BEGIN { printf "%.0f", d * o / 1000 / r * 1000 }')"
   echo "events:  $file ($(wc -c < "$file") bytes, $density events per second of event time)"
-  echo "         at $rate events/s, $out_of_orderness of event time pass in about $hold_ms ms of wall time:"
-  echo "         the expected least latency from the watermark hold-back alone"
+  if [[ "$ooo_ms" -gt 0 ]]; then
+    hold_ms="$(awk -v d="$density" -v o="$ooo_ms" -v r="$rate" 'BEGIN { printf "%.0f", d * o / r }')"
+    echo "         at $rate events/s, $out_of_orderness of event time pass in about $hold_ms ms of wall time:"
+    echo "         the expected least latency from the watermark hold-back alone"
+  fi
   run_one "latency @ $rate/s" "$file" "$rate" latency --rate "$rate" --duration "$duration"
 fi
 

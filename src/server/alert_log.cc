@@ -74,8 +74,21 @@ void AlertLog::OnMatch(const nfa::Nfa& nfa, std::string_view key_json, const nfa
   alert += "}";
   pending_ += alert;
   pending_ += '\n';
+  if (subscribers() > 0) {
+    const std::string message = "event: alert\ndata: " + alert + "\n\n";
+    for (const auto& stream : subscribers_) stream->Send(message);
+  }
   recent_.push_back(std::move(alert));
   if (recent_.size() > recent_limit_) recent_.pop_front();
+}
+
+void AlertLog::Subscribe(std::shared_ptr<EventStream> stream) {
+  subscribers_.push_back(std::move(stream));
+}
+
+size_t AlertLog::subscribers() {
+  std::erase_if(subscribers_, [](const auto& s) { return !s->open(); });
+  return subscribers_.size();
 }
 
 void AlertLog::OnLate(const nfa::Event& event, int64_t watermark_ms) {

@@ -10,11 +10,13 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
 #include "nfa/matcher.h"
+#include "server/http_server.h"
 
 namespace vigil::server {
 
@@ -29,6 +31,10 @@ class AlertLog : public nfa::MatchSink {
 
   // The most recent alerts, newest first, at most `limit`.
   std::vector<std::string> Recent(size_t limit) const;
+
+  // Streams every later alert to `stream` (GET /alerts/stream) while it is open.
+  void Subscribe(std::shared_ptr<EventStream> stream);
+  size_t subscribers();
 
   // Writes buffered alerts and late events to their files.
   Status Flush();
@@ -59,6 +65,7 @@ class AlertLog : public nfa::MatchSink {
   std::string pending_;       // alerts not yet written to the file
   std::string pending_late_;  // late events not yet written to theirs
   std::deque<std::string> recent_;
+  std::vector<std::shared_ptr<EventStream>> subscribers_;
   std::vector<Problem>* problems_ = nullptr;
   uint64_t late_events_ = 0;
   std::map<std::string, uint64_t> matches_;

@@ -192,6 +192,8 @@ const std::vector<Api::RouteSpec>& Api::Routes() {
        &Api::PostEvents},
       {V::get, "/alerts", "The most recent alerts, newest first (query: limit, default 100)", "",
        {{200, "{alerts:[...]}"}, {400, "bad limit"}}, &Api::GetAlerts},
+      {V::get, "/alerts/stream", "Alerts as Server-Sent Events (event: alert), live", "",
+       {{200, "text/event-stream"}, {503, "too many subscribers"}}, &Api::StreamAlerts},
       {V::get, "/metrics", "Prometheus text format", "", {{200, "metrics"}}, &Api::Metrics},
       {V::get, "/healthz", "Liveness", "", {{200, "{status:ok}"}}, &Api::Health},
       {V::get, "/readyz", "Readiness: patterns loaded, state open", "", {{200, "{ready, patterns}"}},
@@ -229,6 +231,18 @@ std::pair<std::string, HttpResponse> Api::Route(const HttpRequest& request) {
   }
   return {"not_found", ErrorResponse(request, http::status::not_found, "not_found",
                                      "no route " + std::string(View(request.target())))};
+}
+
+HttpResponse Api::StreamAlerts(const HttpRequest& request, const std::string&) {
+  if (alerts_->subscribers() >= kMaxSubscribers) {
+    return ErrorResponse(request, http::status::service_unavailable, "unavailable",
+                         "at most " + std::to_string(kMaxSubscribers) + " alert streams at once");
+  }
+  // The HTTP server turns a text/event-stream answer into a stream and hands it to AlertLog.
+  HttpResponse r(http::status::ok, request.version());
+  r.set(http::field::content_type, "text/event-stream");
+  r.set(http::field::cache_control, "no-cache");
+  return r;
 }
 
 HttpResponse Api::Health(const HttpRequest& request, const std::string&) {

@@ -43,6 +43,7 @@ class Api {
 
  private:
   static constexpr std::string_view kPatternTypes = "application/yaml,application/json";
+  static constexpr size_t kMaxSubscribers = 64;
 
   // With api.token set: whether the request carries it (or needs none).
   bool Authorized(const HttpRequest& request) const;
@@ -60,6 +61,7 @@ class Api {
   HttpResponse ValidatePattern(const HttpRequest& request, const std::string& id);
   HttpResponse PostEvents(const HttpRequest& request, const std::string& id);
   HttpResponse GetAlerts(const HttpRequest& request, const std::string& id);
+  HttpResponse StreamAlerts(const HttpRequest& request, const std::string& id);
   HttpResponse Metrics(const HttpRequest& request, const std::string& id);
   HttpResponse Health(const HttpRequest& request, const std::string& id);
   HttpResponse Ready(const HttpRequest& request, const std::string& id);

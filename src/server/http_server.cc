@@ -3,6 +3,8 @@
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 
+#include <deque>
+
 #include "common/json_text.h"
 
 namespace vigil::server {
@@ -32,14 +34,63 @@ HttpResponse ErrorResponse(const HttpRequest& request, http::status status, std:
 }
 
 // One connection: read a request, answer it, repeat while the client keeps it alive.
-class HttpServer::Session : public std::enable_shared_from_this<Session> {
+class HttpServer::Session : public std::enable_shared_from_this<Session>, public EventStream {
  public:
-  Session(tcp::socket socket, const Limits& limits, const Handler& handler)
-      : stream_(std::move(socket)), limits_(limits), handler_(handler) {}
+  Session(tcp::socket socket, const Limits& limits, const Handler& handler,
+          const StreamHandler& on_stream)
+      : stream_(std::move(socket)), limits_(limits), handler_(handler), on_stream_(on_stream) {}
 
   void Start() { Read(); }
 
+  void Send(std::string text) override {
+    if (!streaming_ || closed_) return;
+    backlog_bytes_ += text.size();
+    if (backlog_bytes_ > limits_.max_stream_backlog_bytes) {
+      Abort();  // too slow to keep up: disconnect rather than buffer without bound
+      return;
+    }
+    backlog_.push_back(std::move(text));
+    if (backlog_.size() == 1) WriteChunk();
+  }
+
+  bool open() const override { return streaming_ && !closed_; }
+
  private:
+  // Streaming: the header once (chunked, no end), then each Send() as a chunk, while a read
+  // watches for the client going away.
+  void StartStream(HttpResponse response) {
+    streaming_ = true;
+    stream_.expires_never();
+    auto header = std::make_shared<http::response<http::empty_body>>(response.result(), response.version());
+    for (const auto& field : response) header->set(field.name_string(), field.value());
+    header->chunked(true);
+    auto serializer = std::make_shared<http::response_serializer<http::empty_body>>(*header);
+    http::async_write_header(stream_, *serializer,
+                             [self = shared_from_this(), header, serializer](beast::error_code ec, size_t) {
+                               if (ec) return self->Abort();
+                               self->WatchForClose();
+                               self->on_stream_(self);
+                             });
+  }
+
+  void WatchForClose() {
+    stream_.async_read_some(asio::buffer(discard_),
+                            [self = shared_from_this()](beast::error_code ec, size_t) {
+                              if (ec) return self->Abort();
+                              self->WatchForClose();
+                            });
+  }
+
+  void WriteChunk() {
+    asio::async_write(stream_, http::make_chunk(asio::buffer(backlog_.front())),
+                      [self = shared_from_this()](beast::error_code ec, size_t) {
+                        if (ec) return self->Abort();
+                        self->backlog_bytes_ -= self->backlog_.front().size();
+                        self->backlog_.pop_front();
+                        if (!self->backlog_.empty()) self->WriteChunk();
+                      });
+  }
+
   void Read() {
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(limits_.max_header_bytes));
@@ -71,6 +122,10 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
     }
     HttpRequest request = parser_->release();
     HttpResponse response = handler_(request);
+    if (response[http::field::content_type] == "text/event-stream") {
+      StartStream(std::move(response));
+      return;
+    }
     const bool close = !response.keep_alive();
     Write(std::move(response), close);
   }
@@ -87,9 +142,19 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
                       });
   }
 
+  // Ends an HTTP exchange: our side is done sending; the client sees the response, then EOF.
   void Close() {
+    if (closed_) return;
+    closed_ = true;
     beast::error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+  // Ends a stream at once (client gone, or too slow).
+  void Abort() {
+    Close();
+    beast::error_code ignored;
+    stream_.socket().close(ignored);
   }
 
   beast::tcp_stream stream_;
@@ -97,10 +162,20 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
   std::optional<http::request_parser<http::string_body>> parser_;
   const Limits& limits_;
   const Handler& handler_;
+  const StreamHandler& on_stream_;
+  bool streaming_ = false;
+  bool closed_ = false;
+  std::deque<std::string> backlog_;
+  size_t backlog_bytes_ = 0;
+  char discard_[256];
 };
 
-HttpServer::HttpServer(asio::io_context& io, Limits limits, Handler handler)
-    : io_(io), limits_(limits), handler_(std::move(handler)), acceptor_(io) {}
+HttpServer::HttpServer(asio::io_context& io, Limits limits, Handler handler, StreamHandler on_stream)
+    : io_(io),
+      limits_(limits),
+      handler_(std::move(handler)),
+      on_stream_(std::move(on_stream)),
+      acceptor_(io) {}
 
 HttpServer::~HttpServer() = default;
 
@@ -134,7 +209,7 @@ void HttpServer::StopAccepting() {
 void HttpServer::Accept() {
   acceptor_.async_accept(io_, [this](beast::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted) return;  // StopAccepting()
-    if (!ec) std::make_shared<Session>(std::move(socket), limits_, handler_)->Start();
+    if (!ec) std::make_shared<Session>(std::move(socket), limits_, handler_, on_stream_)->Start();
     Accept();
   });
 }

@@ -29,16 +29,31 @@ HttpResponse JsonResponse(const HttpRequest& request, boost::beast::http::status
 HttpResponse ErrorResponse(const HttpRequest& request, boost::beast::http::status status,
                            std::string_view code, std::string_view message);
 
+// A server-sent-events stream to one client, open until the client goes away. Send() queues
+// text and returns at once; a client that falls too far behind is disconnected rather than
+// buffered without bound.
+class EventStream {
+ public:
+  virtual ~EventStream() = default;
+  virtual void Send(std::string text) = 0;
+  virtual bool open() const = 0;
+};
+
 class HttpServer {
  public:
   using Handler = std::function<HttpResponse(const HttpRequest&)>;
+  // A response whose Content-Type is text/event-stream turns its connection into an
+  // EventStream, handed to this callback.
+  using StreamHandler = std::function<void(std::shared_ptr<EventStream>)>;
 
   struct Limits {
     size_t max_body_bytes = size_t{16} << 20;
     size_t max_header_bytes = 16 << 10;
+    size_t max_stream_backlog_bytes = size_t{8} << 20;  // per EventStream
   };
 
-  HttpServer(boost::asio::io_context& io, Limits limits, Handler handler);
+  HttpServer(boost::asio::io_context& io, Limits limits, Handler handler,
+             StreamHandler on_stream);
   ~HttpServer();
 
   // Binds and starts accepting. Errors: kUnavailable when the address cannot be bound.
@@ -55,6 +70,7 @@ class HttpServer {
   boost::asio::io_context& io_;
   Limits limits_;
   Handler handler_;
+  StreamHandler on_stream_;
   boost::asio::ip::tcp::acceptor acceptor_;
 };
 

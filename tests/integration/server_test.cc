@@ -159,6 +159,27 @@ TEST_CASE("Serve: events in, alerts out, bad events reported by index") {
   CHECK(std::count(file.begin(), file.end(), '\n') == 2);
 }
 
+TEST_CASE("Serve: alerts stream live to Server-Sent Events subscribers") {
+  TempDir dir;
+  ServerProcess server(dir.path());
+  REQUIRE(server.started());
+  REQUIRE(server.Request(http::verb::post, "/patterns", kAb, kYaml).status == 201);
+  ServerProcess::Stream first(server.port(), "/alerts/stream");
+  ServerProcess::Stream second(server.port(), "/alerts/stream");
+  CHECK(first.status() == 200);
+  CHECK(first.content_type() == "text/event-stream");
+  server.Request(http::verb::post, "/events", Event(1, "x", "a") + Event(2, "x", "b"), kNdjson);
+  for (ServerProcess::Stream* s : {&first, &second}) {
+    const std::string got = s->ReadUntil("}\n\n");
+    CHECK(Has(got, "event: alert\ndata: {\"pattern\":\"ab\",\"key\":\"x\""));
+  }
+  // A subscriber that goes away does not disturb the others or the server.
+  { ServerProcess::Stream gone(server.port(), "/alerts/stream"); }
+  server.Request(http::verb::post, "/events", Event(3, "y", "a") + Event(4, "y", "b"), kNdjson);
+  CHECK(Has(first.ReadUntil("\"key\":\"y\""), "\"key\":\"y\""));
+  CHECK(server.Request(http::verb::get, "/healthz").status == 200);
+}
+
 TEST_CASE("Serve: replacing one pattern keeps another pattern's partial matches") {
   TempDir dir;
   ServerProcess server(dir.path());
@@ -268,16 +289,20 @@ TEST_CASE("Serve: /openapi.json describes exactly the routes the server answers"
                                              : std::string(method) == "get"  ? "GET"
                                              : std::string(method) == "put"  ? "PUT"
                                                                               : "POST");
-      // Every documented operation is routed: no 405, and no "no route" 404.
-      auto answer = server.Request(verb, target, "", "application/json");
       CAPTURE(target);
       CAPTURE(method);
+      ++operations;
+      if (target == "/alerts/stream") {  // never ends: check only that it opens
+        CHECK(ServerProcess::Stream(server.port(), target).status() == 200);
+        continue;
+      }
+      // Every documented operation is routed: no 405, and no "no route" 404.
+      auto answer = server.Request(verb, target, "", "application/json");
       CHECK(answer.status != 405);
       CHECK(!Has(answer.body, "no route"));
-      ++operations;
     }
   }
-  CHECK(operations == 14);
+  CHECK(operations == 15);
   // And what is not documented is not routed.
   CHECK(Has(server.Request(http::verb::get, "/patterns/ab/frobnicate").body, "no route"));
   CHECK(server.Request(http::verb::patch, "/patterns/ab").status == 405);

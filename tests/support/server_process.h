@@ -103,6 +103,44 @@ class ServerProcess {
     return {res.result_int(), res.body(), std::string(res[http::field::content_type])};
   }
 
+  // A GET of a text/event-stream route: the status, then the stream's bytes as they come.
+  class Stream {
+   public:
+    Stream(unsigned short port, const std::string& target) : socket_(io_) {
+      namespace http = boost::beast::http;
+      socket_.connect({boost::asio::ip::make_address("127.0.0.1"), port});
+      http::request<http::empty_body> req(http::verb::get, target, 11);
+      req.set(http::field::host, "127.0.0.1");
+      http::write(socket_, req);
+      http::response_parser<http::empty_body> parser;
+      http::read_header(socket_, buffer_, parser);
+      status_ = parser.get().result_int();
+      content_type_ = std::string(parser.get()[http::field::content_type]);
+    }
+    unsigned status() const { return status_; }
+    const std::string& content_type() const { return content_type_; }
+    // Reads until `needle` has arrived (or the stream ends); returns all bytes read so far.
+    std::string ReadUntil(const std::string& needle) {
+      std::string seen(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+      buffer_.consume(buffer_.size());
+      char buf[4096];
+      boost::beast::error_code ec;
+      while (seen.find(needle) == std::string::npos) {
+        const size_t n = socket_.read_some(boost::asio::buffer(buf), ec);
+        if (ec) break;
+        seen.append(buf, n);
+      }
+      return seen;
+    }
+
+   private:
+    boost::asio::io_context io_;
+    boost::asio::ip::tcp::socket socket_;
+    boost::beast::flat_buffer buffer_;
+    unsigned status_ = 0;
+    std::string content_type_;
+  };
+
   // Sends raw bytes and returns whatever the server answers before closing.
   std::string Raw(const std::string& bytes) const {
     boost::asio::io_context io;
