@@ -172,6 +172,16 @@ const Setting kSettings[] = {
      [](const std::string& v, ServerOptions* o) {
        return ParseCount(v, 1, kMaxRecentAlerts, &o->recent_alerts);
      }},
+    {"alerts.max_file_bytes", "VIGIL_ALERTS_MAX_FILE_BYTES", "--alerts-max-file-bytes", "N",
+     "rotate the alerts file past this size in bytes, at least 1024", "268435456",
+     [](const std::string& v, ServerOptions* o) {
+       return ParseCount(v, kMinBodyBytes, SIZE_MAX, &o->alerts_max_file_bytes);
+     }},
+    {"alerts.keep_files", "VIGIL_ALERTS_KEEP_FILES", "--alerts-keep-files", "N",
+     "rotated alerts files kept, 1..100", "5",
+     [](const std::string& v, ServerOptions* o) {
+       return ParseCount(v, 1, 100, &o->alerts_keep_files);
+     }},
     {"events.time_field", "VIGIL_EVENTS_TIME_FIELD", "--time-field", "NAME",
      "event time field: epoch milliseconds or RFC 3339", "ts",
      [](const std::string& v, ServerOptions* o) { return ParseNonEmpty(v, &o->time_field); }},

@@ -41,9 +41,33 @@ Status Append(std::FILE* file, std::string* pending) {
 
 }  // namespace
 
-Status AlertLog::Open(const std::string& alerts_path, const std::string& late_events_path) {
+Status AlertLog::Open(const std::string& alerts_path, const std::string& late_events_path,
+                      size_t max_file_bytes, size_t keep_files) {
+  alerts_path_ = alerts_path;
+  max_file_bytes_ = max_file_bytes;
+  keep_files_ = keep_files;
   if (Status s = OpenForAppend(alerts_path, &file_); !s.ok()) return s;
+  std::error_code ec;
+  file_bytes_ = static_cast<size_t>(std::filesystem::file_size(alerts_path, ec));
   return OpenForAppend(late_events_path, &late_file_);
+}
+
+// FILE.(N-1) -> FILE.N, ..., FILE -> FILE.1, then a new FILE. Whole alerts only: rotation
+// happens between flushes, never inside a line.
+Status AlertLog::RotateIfFull() {
+  if (!file_ || file_bytes_ < max_file_bytes_) return Status::Ok();
+  std::fclose(file_);
+  file_ = nullptr;
+  std::error_code ec;
+  namespace fs = std::filesystem;
+  fs::remove(alerts_path_ + "." + std::to_string(keep_files_), ec);
+  for (size_t i = keep_files_; i > 1; --i) {
+    fs::rename(alerts_path_ + "." + std::to_string(i - 1), alerts_path_ + "." + std::to_string(i), ec);
+  }
+  fs::rename(alerts_path_, alerts_path_ + ".1", ec);
+  if (ec) return Status::IoError("cannot rotate " + alerts_path_ + ": " + ec.message());
+  file_bytes_ = 0;
+  return OpenForAppend(alerts_path_, &file_);
 }
 
 std::vector<std::string> AlertLog::Recent(size_t limit) const {
@@ -55,7 +79,9 @@ std::vector<std::string> AlertLog::Recent(size_t limit) const {
 }
 
 Status AlertLog::Flush() {
+  file_bytes_ += pending_.size();
   Status alerts = Append(file_, &pending_);
+  if (alerts.ok()) alerts = RotateIfFull();
   Status late = Append(late_file_, &pending_late_);
   return alerts.ok() ? late : alerts;
 }
@@ -63,6 +89,15 @@ Status AlertLog::Flush() {
 void AlertLog::OnMatch(const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match) {
   const std::string& id = nfa.pattern().id;
   ++(match.timed_out ? timeouts_ : matches_)[id];
+  if (ingest_started_ns_ > 0) {
+    const double seconds =
+        (std::chrono::steady_clock::now().time_since_epoch().count() - ingest_started_ns_) / 1e9;
+    size_t bucket = 0;
+    while (bucket < std::size(kLatencyBuckets) && seconds > kLatencyBuckets[bucket]) ++bucket;
+    ++latency_counts_[bucket];
+    latency_sum_s_ += seconds;
+    ++latency_n_;
+  }
   std::string alert = "{";
   nfa::AppendMatchFields(&alert, nfa, key_json, match);
   alert += ",\"version\":" + std::to_string(version_of_(id));

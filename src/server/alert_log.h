@@ -26,8 +26,19 @@ class AlertLog : public nfa::MatchSink {
   AlertLog(size_t recent_limit, std::function<uint64_t(const std::string&)> version_of);
   ~AlertLog() override;
 
-  // Opens (creating if needed) the alerts file and the late-events file for appending.
-  Status Open(const std::string& alerts_path, const std::string& late_events_path);
+  // Opens (creating if needed) the alerts file and the late-events file for appending. The
+  // alerts file is rotated past `max_file_bytes`, keeping `keep_files` old ones.
+  Status Open(const std::string& alerts_path, const std::string& late_events_path,
+              size_t max_file_bytes, size_t keep_files);
+
+  // While set (steady-clock ns), each alert's delay since this ingest began is recorded.
+  void set_ingest_started_ns(int64_t ns) { ingest_started_ns_ = ns; }
+  // Ingest-to-alert delay: bucket upper bounds (s), counts per bucket (not cumulative), sum.
+  static constexpr double kLatencyBuckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                               0.01,   0.025,   0.05,   0.1,   0.25,   1.0};
+  const std::vector<uint64_t>& latency_counts() const { return latency_counts_; }
+  double latency_sum_seconds() const { return latency_sum_s_; }
+  uint64_t latency_observations() const { return latency_n_; }
 
   // The most recent alerts, newest first, at most `limit`.
   std::vector<std::string> Recent(size_t limit) const;
@@ -60,6 +71,16 @@ class AlertLog : public nfa::MatchSink {
  private:
   size_t recent_limit_;
   std::function<uint64_t(const std::string&)> version_of_;
+  Status RotateIfFull();
+
+  std::string alerts_path_;
+  size_t max_file_bytes_ = 0;
+  size_t keep_files_ = 0;
+  size_t file_bytes_ = 0;
+  int64_t ingest_started_ns_ = 0;
+  std::vector<uint64_t> latency_counts_ = std::vector<uint64_t>(std::size(kLatencyBuckets) + 1);
+  double latency_sum_s_ = 0;
+  uint64_t latency_n_ = 0;
   std::FILE* file_ = nullptr;
   std::FILE* late_file_ = nullptr;
   std::string pending_;       // alerts not yet written to the file

@@ -552,6 +552,24 @@ HttpResponse Api::Metrics(const HttpRequest& request, const std::string&) {
     out += "vigil_server_requests_total{route=\"" + label(key.first) + "\",code=\"" +
            std::to_string(key.second) + "\"} " + std::to_string(n) + "\n";
   }
+  metric("vigil_server_ingest_to_alert_seconds", "histogram",
+         "Time from the start of a POST /events to each alert it produced.");
+  uint64_t cumulative = 0;
+  const auto& counts = alerts_->latency_counts();
+  for (size_t b = 0; b < counts.size(); ++b) {
+    cumulative += counts[b];
+    std::string le = "+Inf";
+    if (b < std::size(AlertLog::kLatencyBuckets)) {
+      le.clear();
+      AppendJsonNumber(&le, AlertLog::kLatencyBuckets[b]);
+    }
+    out += "vigil_server_ingest_to_alert_seconds_bucket{le=\"" + le + "\"} " +
+           std::to_string(cumulative) + "\n";
+  }
+  out += "vigil_server_ingest_to_alert_seconds_sum ";
+  AppendJsonNumber(&out, alerts_->latency_sum_seconds());
+  out += "\nvigil_server_ingest_to_alert_seconds_count " +
+         std::to_string(alerts_->latency_observations()) + "\n";
   metric("vigil_process_resident_memory_bytes", "gauge", "Resident memory of the process.");
   out += "vigil_process_resident_memory_bytes " + std::to_string(ResidentBytes()) + "\n";
   HttpResponse r(http::status::ok, request.version());

@@ -45,6 +45,7 @@ IngestResult Ingest::Feed(std::string_view body) {
   const std::string_view text(padded_.data(), body.size());
   std::vector<AlertLog::Problem> problems;
   alerts_->CollectProblems(&problems);
+  alerts_->set_ingest_started_ns(std::chrono::steady_clock::now().time_since_epoch().count());
 
   const size_t first = text.find_first_not_of(" \t\r\n");
   if (first != std::string_view::npos && text[first] == '[') {
@@ -87,6 +88,7 @@ IngestResult Ingest::Feed(std::string_view body) {
   }
   FlushBatch(&result);
   alerts_->CollectProblems(nullptr);
+  alerts_->set_ingest_started_ns(0);
   if (result.accepted > 0) {
     last_event_steady_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(
                                 std::chrono::steady_clock::now().time_since_epoch())

@@ -71,7 +71,8 @@ Status Server::Start(std::vector<std::string>* warnings) {
   for (std::string& e : registry_->Load()) warnings->push_back(std::move(e));
   if (Status s = LoadPatternsDirectory(warnings); !s.ok()) return s;
   if (Status s = alerts_->Open(options_.alerts_file,
-                               (fs::path(options_.data_dir) / "late-events.ndjson").string());
+                               (fs::path(options_.data_dir) / "late-events.ndjson").string(),
+                               options_.alerts_max_file_bytes, options_.alerts_keep_files);
       !s.ok()) {
     return s;
   }

@@ -28,6 +28,11 @@ struct ServerOptions {
   std::string alerts_file;
   // Alerts kept in memory for GET /alerts. Default: 1000 (alerts.recent).
   size_t recent_alerts = 1000;
+  // The alerts file is rotated (alerts.ndjson -> alerts.ndjson.1 -> ...) when it grows past
+  // this many bytes. Default: 256 MiB (alerts.max_file_bytes).
+  size_t alerts_max_file_bytes = size_t{256} << 20;
+  // Rotated alerts files kept. Default: 5 (alerts.keep_files).
+  size_t alerts_keep_files = 5;
   // Event time field: epoch milliseconds or RFC 3339. Default: ts (events.time_field).
   std::string time_field = "ts";
   // Allowed lateness before an event is late, in milliseconds of event time. Default: 0

@@ -148,6 +148,8 @@ TEST_CASE("Serve: events in, alerts out, bad events reported by index") {
   CHECK(Has(metrics.body, "vigil_nfa_matches_total{pattern=\"ab\"} 2"));
   CHECK(Has(metrics.body, "vigil_nfa_late_events_total 1"));
   CHECK(Has(metrics.body, "vigil_server_requests_total{route=\"/events\",code=\"202\"} 2"));
+  CHECK(Has(metrics.body, "vigil_server_ingest_to_alert_seconds_count 2"));
+  CHECK(Has(metrics.body, "vigil_server_ingest_to_alert_seconds_bucket{le=\"+Inf\"} 2"));
   // The alerts file holds the same alerts.
   std::string file;
   std::FILE* f = std::fopen((dir.path() + "/alerts.ndjson").c_str(), "r");
@@ -178,6 +180,24 @@ TEST_CASE("Serve: alerts stream live to Server-Sent Events subscribers") {
   server.Request(http::verb::post, "/events", Event(3, "y", "a") + Event(4, "y", "b"), kNdjson);
   CHECK(Has(first.ReadUntil("\"key\":\"y\""), "\"key\":\"y\""));
   CHECK(server.Request(http::verb::get, "/healthz").status == 200);
+}
+
+TEST_CASE("Serve: the alerts file is rotated by size") {
+  TempDir dir;
+  ServerProcess server(dir.path(), {"--alerts-max-file-bytes", "1024", "--alerts-keep-files", "2"});
+  REQUIRE(server.started());
+  REQUIRE(server.Request(http::verb::post, "/patterns", kAb, kYaml).status == 201);
+  for (int i = 0; i < 30; ++i) {  // each alert is ~200 bytes: several rotations
+    const std::string key = "k" + std::to_string(i);
+    server.Request(http::verb::post, "/events", Event(2 * i, key, "a") + Event(2 * i + 1, key, "b"),
+                   kNdjson);
+  }
+  const std::string base = dir.path() + "/alerts.ndjson";
+  CHECK(fs::exists(base + ".1"));
+  CHECK(fs::exists(base + ".2"));
+  CHECK_FALSE(fs::exists(base + ".3"));
+  CHECK(fs::file_size(base + ".1") >= 1024);
+  CHECK(fs::file_size(base) < 1024 + 512);
 }
 
 TEST_CASE("Serve: replacing one pattern keeps another pattern's partial matches") {
