@@ -14,5 +14,7 @@ COPY scripts/install-deps.sh /usr/local/lib/vigil/install-deps.sh
 RUN /usr/local/lib/vigil/install-deps.sh --runtime && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/build/release/src/app/vigil /usr/local/bin/vigil
 COPY patterns /usr/share/vigil/patterns
+COPY config/vigil.example.yaml /etc/vigil/vigil.yaml
+EXPOSE 8080
 ENTRYPOINT ["vigil"]
-CMD ["--help"]
+CMD ["serve", "--listen", "0.0.0.0:8080", "--data-dir", "/var/lib/vigil", "--patterns-dir", "/usr/share/vigil/patterns"]

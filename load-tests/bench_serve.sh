@@ -257,7 +257,7 @@ stop_server() {
   local stat i
   stat="$(cat "/proc/$server_pid/stat" 2> /dev/null || true)"
   # Fields 14 and 15 (utime, stime) counted after the ") " that ends the command name.
-  server_cpu_s="$(awk -v t="$clk_tck" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / t }' <<< "$stat")"
+  server_cpu_s="$(awk -v t="$clk_tck" 'NF { sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / t }' <<< "$stat")"
   server_rss_mb="$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$server_pid/status" 2> /dev/null || echo "-")"
   kill -TERM "$server_pid" 2> /dev/null || true
   for ((i = 0; i < 200; i++)); do
@@ -277,18 +277,24 @@ client_value() {  # NAME FILE: a "name value" line of the client's summary
   awk -v k="$1" '$1 == k { print $2; found = 1 } END { if (!found) print "-" }' "$2"
 }
 
-# alert_latency ALERTS: "count p50 p99 max timeouts unstamped" in ms over the alerts file.
+# alert_latency ALERTS: "count p50 p99 max timeouts unstamped" in ms over the alerts file
+# (and its rotated predecessors ALERTS.1, ALERTS.2, ..., if the server rotated it).
 # An alert's latency is detected_at minus the sent_at of the last event of its match (the
 # last event of its last non-empty stage). Timed-out partial matches are counted apart.
 alert_latency() {
   python3 - "$1" <<'PY'
-import json, math, sys
+import glob, json, math, re, sys
 latencies, timeouts, unstamped = [], 0, 0
-try:
-    f = open(sys.argv[1], encoding="utf-8")
-except FileNotFoundError:
-    f = []
-for line in f:
+path = sys.argv[1]
+rotated = [p for p in glob.glob(glob.escape(path) + ".*") if re.fullmatch(r"\d+", p[len(path) + 1:])]
+lines = []
+for name in rotated + [path]:
+    try:
+        with open(name, encoding="utf-8") as f:
+            lines.extend(f)
+    except FileNotFoundError:
+        pass
+for line in lines:
     if not line.strip():
         continue
     alert = json.loads(line)
@@ -344,10 +350,10 @@ run_one() {
   kill -0 "$server_pid" 2> /dev/null || server_alive=0
   stop_server
   local status="ok"
-  if [[ $client_status -ne 0 ]]; then
-    status="client failed (exit $client_status)"
-  elif [[ $server_alive -eq 0 ]]; then
+  if [[ $server_alive -eq 0 ]]; then
     status="server died (exit $server_status)"
+  elif [[ $client_status -ne 0 ]]; then
+    status="client failed (exit $client_status)"
   elif [[ $server_status -ne 0 ]]; then
     status="server exit $server_status after SIGTERM"
   fi
@@ -371,6 +377,7 @@ run_one() {
   [[ "$unstamped" != 0 ]] && echo "bench_serve: $label: $unstamped alerts without sent_at left out of the latency" >&2
   local cpu_pct
   cpu_pct="$(awk -v c="$server_cpu_s" -v s="$seconds" 'BEGIN { if (s > 0 && c != "") printf "%.0f", 100 * c / s; else print "-" }')"
+  [[ -n "$server_rss_mb" ]] || server_rss_mb="-"
   if [[ "$target" != "-" && "$eps" != "-" ]] &&
     awk -v a="$eps" -v t="$target" 'BEGIN { exit !(a < 0.95 * t) }'; then
     echo "bench_serve: $label: the achieved rate $eps events/s is below the target $target: the server (or client) could not keep up, so latency includes queueing" >&2
