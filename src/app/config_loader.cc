@@ -141,6 +141,11 @@ const Setting kSettings[] = {
      [](const std::string& v, ServerOptions* o) {
        return ParseListen(v, &o->listen_address, &o->port);
      }},
+    {"server.max_connections", "VIGIL_SERVER_MAX_CONNECTIONS", "--max-connections", "N",
+     "open connections at most, 1..100000; more get 503", "1024",
+     [](const std::string& v, ServerOptions* o) {
+       return ParseCount(v, 1, 100000, &o->max_connections);
+     }},
     {"server.max_body_bytes", "VIGIL_SERVER_MAX_BODY_BYTES", "--max-body-bytes", "N",
      "largest request body in bytes, at least 1024; larger ones get 413", "16777216",
      [](const std::string& v, ServerOptions* o) {

@@ -111,7 +111,9 @@ void AlertLog::OnMatch(const nfa::Nfa& nfa, std::string_view key_json, const nfa
   pending_ += '\n';
   if (subscribers() > 0) {
     const std::string message = "event: alert\ndata: " + alert + "\n\n";
-    for (const auto& stream : subscribers_) stream->Send(message);
+    for (const auto& weak : subscribers_) {
+      if (auto stream = weak.lock()) stream->Send(message);
+    }
   }
   recent_.push_back(std::move(alert));
   if (recent_.size() > recent_limit_) recent_.pop_front();
@@ -122,7 +124,10 @@ void AlertLog::Subscribe(std::shared_ptr<EventStream> stream) {
 }
 
 size_t AlertLog::subscribers() {
-  std::erase_if(subscribers_, [](const auto& s) { return !s->open(); });
+  std::erase_if(subscribers_, [](const auto& weak) {
+    auto stream = weak.lock();
+    return !stream || !stream->open();
+  });
   return subscribers_.size();
 }
 

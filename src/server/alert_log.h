@@ -86,7 +86,8 @@ class AlertLog : public nfa::MatchSink {
   std::string pending_;       // alerts not yet written to the file
   std::string pending_late_;  // late events not yet written to theirs
   std::deque<std::string> recent_;
-  std::vector<std::shared_ptr<EventStream>> subscribers_;
+  // Weak: a stream lives as long as its connection, not as long as it is subscribed.
+  std::vector<std::weak_ptr<EventStream>> subscribers_;
   std::vector<Problem>* problems_ = nullptr;
   uint64_t late_events_ = 0;
   std::map<std::string, uint64_t> matches_;

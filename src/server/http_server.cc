@@ -37,10 +37,28 @@ HttpResponse ErrorResponse(const HttpRequest& request, http::status status, std:
 class HttpServer::Session : public std::enable_shared_from_this<Session>, public EventStream {
  public:
   Session(tcp::socket socket, const Limits& limits, const Handler& handler,
-          const StreamHandler& on_stream)
-      : stream_(std::move(socket)), limits_(limits), handler_(handler), on_stream_(on_stream) {}
+          const StreamHandler& on_stream, std::shared_ptr<size_t> connections)
+      : stream_(std::move(socket)),
+        limits_(limits),
+        handler_(handler),
+        on_stream_(on_stream),
+        connections_(std::move(connections)) {
+    ++*connections_;
+  }
+  ~Session() override { --*connections_; }
 
-  void Start() { Read(); }
+  void Start() {
+    if (*connections_ > limits_.max_connections) {
+      HttpRequest bare;
+      bare.version(11);
+      bare.keep_alive(false);
+      Write(ErrorResponse(bare, http::status::service_unavailable, "unavailable",
+                          "too many connections"),
+            /*close=*/true);
+      return;
+    }
+    Read();
+  }
 
   void Send(std::string text) override {
     if (!streaming_ || closed_) return;
@@ -163,6 +181,7 @@ class HttpServer::Session : public std::enable_shared_from_this<Session>, public
   const Limits& limits_;
   const Handler& handler_;
   const StreamHandler& on_stream_;
+  std::shared_ptr<size_t> connections_;
   bool streaming_ = false;
   bool closed_ = false;
   std::deque<std::string> backlog_;
@@ -209,7 +228,9 @@ void HttpServer::StopAccepting() {
 void HttpServer::Accept() {
   acceptor_.async_accept(io_, [this](beast::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted) return;  // StopAccepting()
-    if (!ec) std::make_shared<Session>(std::move(socket), limits_, handler_, on_stream_)->Start();
+    if (!ec) {
+      std::make_shared<Session>(std::move(socket), limits_, handler_, on_stream_, connections_)->Start();
+    }
     Accept();
   });
 }

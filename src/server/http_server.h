@@ -50,6 +50,7 @@ class HttpServer {
     size_t max_body_bytes = size_t{16} << 20;
     size_t max_header_bytes = 16 << 10;
     size_t max_stream_backlog_bytes = size_t{8} << 20;  // per EventStream
+    size_t max_connections = 1024;  // beyond it, a new connection gets 503 and is closed
   };
 
   HttpServer(boost::asio::io_context& io, Limits limits, Handler handler,
@@ -72,6 +73,8 @@ class HttpServer {
   Handler handler_;
   StreamHandler on_stream_;
   boost::asio::ip::tcp::acceptor acceptor_;
+  // Open connections; shared with the sessions, which may outlive the server by a little.
+  std::shared_ptr<size_t> connections_ = std::make_shared<size_t>(0);
 };
 
 }  // namespace vigil::server

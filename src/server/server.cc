@@ -26,6 +26,7 @@ Server::Server(ServerOptions options)
   api_ = std::make_unique<Api>(options_, registry_.get(), ingest_.get(), alerts_.get(), matcher_.get());
   HttpServer::Limits limits;
   limits.max_body_bytes = options_.max_body_bytes;
+  limits.max_connections = options_.max_connections;
   http_ = std::make_unique<HttpServer>(
       io_, limits, [this](const HttpRequest& r) { return api_->Handle(r); },
       [this](std::shared_ptr<EventStream> stream) { alerts_->Subscribe(std::move(stream)); });

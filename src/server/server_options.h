@@ -17,6 +17,8 @@ struct ServerOptions {
   // Largest request body accepted, in bytes; larger ones get 413. Default: 16 MiB
   // (server.max_body_bytes).
   size_t max_body_bytes = size_t{16} << 20;
+  // Open connections at most; more get 503. Default: 1024 (server.max_connections).
+  size_t max_connections = 1024;
   // Largest pattern document accepted, in bytes. Default: 256 KiB (server.max_pattern_bytes).
   size_t max_pattern_bytes = size_t{256} << 10;
   // Where patterns and alerts are kept. Default: ./vigil-data (data_dir).

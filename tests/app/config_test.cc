@@ -293,8 +293,8 @@ TEST_CASE("Config: unknown, duplicate and misshapen YAML keys are rejected with 
     return message.substr(path.size());
   };
   CHECK(error("server:\n  port: 80\n") ==
-        ":2:3: server.port: unknown key (known keys under server: listen, max_body_bytes, "
-        "max_pattern_bytes)");
+        ":2:3: server.port: unknown key (known keys under server: listen, max_connections, "
+        "max_body_bytes, max_pattern_bytes)");
   CHECK(error("data_dir: x\nalert:\n  recent: 1\n") ==
         ":2:1: alert: unknown key (known keys: server, data_dir, patterns_dir, alerts, events, api)");
   CHECK(error("events:\n  time_field: a\n  time_field: b\n") ==

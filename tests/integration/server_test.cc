@@ -114,6 +114,27 @@ TEST_CASE("Serve: bad requests get the right status and a JSON error") {
   CHECK(server.Request(http::verb::get, "/healthz").status == 200);
 }
 
+TEST_CASE("Serve: limits on bodies and connections answer clearly and the server goes on") {
+  TempDir dir;
+  ServerProcess server(dir.path(), {"--max-body-bytes", "4096", "--max-pattern-bytes", "2048", "--max-connections", "2"});
+  REQUIRE(server.started());
+  auto big = server.Request(http::verb::post, "/events", std::string(5000, ' '), kNdjson);
+  CHECK(big.status == 413);
+  CHECK(Has(big.body, "request body too large"));
+  {
+    // Two streams hold both connections: a third connection is refused with 503.
+    ServerProcess::Stream one(server.port(), "/alerts/stream");
+    ServerProcess::Stream two(server.port(), "/alerts/stream");
+    CHECK(server.Request(http::verb::get, "/healthz").status == 503);
+  }
+  bool recovered = false;
+  for (int i = 0; i < 50 && !recovered; ++i) {  // the closed streams are noticed shortly
+    recovered = server.Request(http::verb::get, "/healthz").status == 200;
+    if (!recovered) ::usleep(20 * 1000);
+  }
+  CHECK(recovered);
+}
+
 TEST_CASE("Serve: events in, alerts out, bad events reported by index") {
   TempDir dir;
   ServerProcess server(dir.path());
