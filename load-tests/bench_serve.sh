@@ -110,35 +110,8 @@ positive --max-seconds "$max_seconds"
 [[ $do_throughput -eq 1 || $do_latency -eq 1 ]] || die "nothing to do (--no-throughput and --no-latency)"
 command -v python3 > /dev/null 2>&1 || die "python3 is needed to read the alerts"
 
-# A path as given if absolute or present relative to the current directory, else relative
-# to the repository root.
-resolve() {
-  if [[ "$1" == /* ]]; then
-    printf '%s\n' "$1"
-  elif [[ -e "$1" ]]; then
-    printf '%s/%s\n' "$PWD" "$1"
-  else
-    printf '%s/%s\n' "$ROOT" "$1"
-  fi
-}
-
-build="$(resolve "$build")"
-[[ -d "$build" ]] || die "build directory not found: $build (build vigil first, or pass --build)"
-
-find_binary() {  # NAME CANDIDATE...: the first executable candidate, else a search of $build
-  local name="$1" candidate
-  shift
-  for candidate in "$@"; do
-    if [[ -x "$candidate" && -f "$candidate" ]]; then
-      printf '%s\n' "$candidate"
-      return 0
-    fi
-  done
-  find "$build" -type f -name "$name" -perm -u+x 2>/dev/null | head -n 1
-}
-
-vigil="$(find_binary vigil "$build/vigil" "$build/src/app/vigil" "$build/bin/vigil")"
-[[ -n "$vigil" ]] || die "no vigil executable under $build"
+# shellcheck source=load-tests/common.sh
+source "$ROOT/load-tests/common.sh"
 client="$(find_binary vigil-http-load "$build/load-tests/vigil-http-load")"
 [[ -n "$client" ]] || die "no vigil-http-load under $build (build the vigil-http-load target)"
 patterns_dir="$ROOT/patterns"

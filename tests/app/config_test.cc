@@ -2,6 +2,7 @@
 // precedence, and the message of every rejected value. The environment is passed as a map, so
 // no test reads or changes the process environment.
 #include "app/config_loader.h"
+#include "support/temp_dir.h"
 
 #include <doctest/doctest.h>
 #include <unistd.h>
@@ -24,32 +25,7 @@ using vigil::server::ServerOptions;
 using Env = std::map<std::string, std::string>;
 using Args = std::vector<std::string>;
 
-// A fresh temporary directory, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "vigil-config-test-XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  // Writes `text` to `name` in the directory and returns its path.
-  std::string Write(const std::string& name, const std::string& text) const {
-    const fs::path p = path_ / name;
-    std::ofstream(p, std::ios::binary) << text;
-    return p.string();
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using vigil::testing::TempDir;
 
 std::string ErrorOf(const vigil::Result<ServerOptions>& r) {
   REQUIRE_FALSE(r.ok());
@@ -245,18 +221,18 @@ TEST_CASE("Config: unknown environment variables are ignored") {
 TEST_CASE("Config: a missing, unreadable or malformed file is an error naming its path") {
   TempDir dir;
   SUBCASE("missing") {
-    const std::string path = (dir.path() / "nope.yaml").string();
+    const std::string path = (fs::path(dir.path()) / "nope.yaml").string();
     auto r = LoadServerOptions(path, {}, {});
     REQUIRE_FALSE(r.ok());
     CHECK(r.status().code() == Status::Code::kNotFound);
     CHECK(r.status().message() == path + ": cannot open config file: No such file or directory");
   }
   SUBCASE("a directory") {
-    auto r = LoadServerOptions(dir.path().string(), {}, {});
+    auto r = LoadServerOptions(dir.path(), {}, {});
     REQUIRE_FALSE(r.ok());
     CHECK(r.status().code() == Status::Code::kIoError);
     CHECK(r.status().message() ==
-          dir.path().string() + ": cannot read config file: Is a directory");
+          dir.path() + ": cannot read config file: Is a directory");
   }
   SUBCASE("YAML syntax error") {
     const std::string path = dir.Write("bad.yaml", "server:\n  listen: [1, 2\n");

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "support/temp_dir.h"
+
 TEST_SUITE_BEGIN("app");
 
 namespace {
@@ -63,23 +65,7 @@ std::string ReadFile(const fs::path& p) {
   return s.str();
 }
 
-// A file in a fresh temporary directory, removed with it.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "vigil-test-XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string Write(const std::string& name, const std::string& content) const {
-    const fs::path p = path_ / name;
-    std::ofstream(p) << content;
-    return p.string();
-  }
-
- private:
-  fs::path path_;
-};
+using vigil::testing::TempDir;
 
 const fs::path kPatterns = fs::path(VIGIL_SOURCE_DIR) / "patterns";
 

@@ -8,6 +8,7 @@
 #include <simdjson.h>
 
 #include "support/server_process.h"
+#include "support/temp_dir.h"
 
 TEST_SUITE_BEGIN("integration");
 
@@ -17,18 +18,7 @@ namespace fs = std::filesystem;
 namespace http = boost::beast::http;
 using vigil::testing::ServerProcess;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "vigil-serve-XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string path() const { return path_.string(); }
-
- private:
-  fs::path path_;
-};
+using vigil::testing::TempDir;
 
 const char* const kYaml = "application/yaml";
 const char* const kNdjson = "application/x-ndjson";
