@@ -77,26 +77,6 @@ done
 # shellcheck source=load-tests/common.sh
 source "$ROOT/load-tests/common.sh"
 
-mkdir -p "$BENCH_DIR"
-
-# The generator: the one built with vigil if present and not older than its source, else
-# compiled here.
-generator="$(find_binary vigil-generate "$build/load-tests/vigil-generate")"
-if [[ -n "$generator" && "$ROOT/load-tests/generate.cc" -nt "$generator" ]]; then
-  generator=""
-fi
-if [[ -z "$generator" ]]; then
-  generator="$BENCH_DIR/vigil-generate"
-  if [[ ! -x "$generator" || "$ROOT/load-tests/generate.cc" -nt "$generator" ]]; then
-    echo "bench_replay: compiling vigil-generate into $BENCH_DIR" >&2
-    "${CXX:-c++}" -std=c++20 -O2 "$ROOT/load-tests/generate.cc" -o "$generator.tmp.$$"
-    mv "$generator.tmp.$$" "$generator"
-  fi
-fi
-
-# Cached events, named by the arguments and a checksum of the generator's source, so a
-# changed generator never reuses a stale file.
-source_sum="$(cksum < "$ROOT/load-tests/generate.cc" | cut -d' ' -f1)"
 events_file="$BENCH_DIR/events-n${events}-k${keys}-s${seed}-f${fraud_rate}${zipf:+-z$zipf}-g${source_sum}.ndjson"
 if [[ ! -s "$events_file" ]]; then
   echo "bench_replay: generating $events events over $keys keys into $events_file" >&2

@@ -116,26 +116,8 @@ client="$(find_binary vigil-http-load "$build/load-tests/vigil-http-load")"
 [[ -n "$client" ]] || die "no vigil-http-load under $build (build the vigil-http-load target)"
 patterns_dir="$ROOT/patterns"
 
-mkdir -p "$BENCH_DIR"
-
-# The generator: the one built with vigil if present and not older than its source, else
-# compiled here (the same rule as bench_replay.sh, sharing its cache).
-generator="$(find_binary vigil-generate "$build/load-tests/vigil-generate")"
-if [[ -n "$generator" && "$ROOT/load-tests/generate.cc" -nt "$generator" ]]; then
-  generator=""
-fi
-if [[ -z "$generator" ]]; then
-  generator="$BENCH_DIR/vigil-generate"
-  if [[ ! -x "$generator" || "$ROOT/load-tests/generate.cc" -nt "$generator" ]]; then
-    echo "bench_serve: compiling vigil-generate into $BENCH_DIR" >&2
-    "${CXX:-c++}" -std=c++20 -O2 "$ROOT/load-tests/generate.cc" -o "$generator.tmp.$$"
-    mv "$generator.tmp.$$" "$generator"
-  fi
-fi
-
-# events_file N: the cached stream of N events (generated if missing). The name records the
-# arguments and a checksum of the generator's source, exactly as bench_replay.sh names it.
-source_sum="$(cksum < "$ROOT/load-tests/generate.cc" | cut -d' ' -f1)"
+# events_file N: the cached stream of N events (generated if missing), named as
+# bench_replay.sh names it.
 events_file() {
   local n="$1" file
   file="$BENCH_DIR/events-n${n}-k${keys}-s${seed}-f${fraud_rate}${zipf:+-z$zipf}-g${source_sum}.ndjson"

@@ -1,5 +1,6 @@
 # Shared by the load-test scripts (sourced): finds the build directory and the vigil binary.
-# Expects ROOT (the repository), build (the --build argument) and die() to be set.
+# Expects ROOT (the repository), build (the --build argument), BENCH_DIR (the stream cache)
+# and die() to be set. Sets vigil, generator and source_sum.
 
 # A path as given if absolute or present relative to the current directory, else relative
 # to the repository root.
@@ -30,3 +31,24 @@ find_binary() {  # NAME CANDIDATE...: the first executable candidate, else a sea
 
 vigil="$(find_binary vigil "$build/vigil" "$build/src/app/vigil" "$build/bin/vigil")"
 [[ -n "$vigil" ]] || die "no vigil executable under $build"
+
+mkdir -p "$BENCH_DIR"
+
+# The generator: the one built with vigil if present and not older than its source, else
+# compiled into BENCH_DIR (shared by every load-test script).
+generator="$(find_binary vigil-generate "$build/load-tests/vigil-generate")"
+if [[ -n "$generator" && "$ROOT/load-tests/generate.cc" -nt "$generator" ]]; then
+  generator=""
+fi
+if [[ -z "$generator" ]]; then
+  generator="$BENCH_DIR/vigil-generate"
+  if [[ ! -x "$generator" || "$ROOT/load-tests/generate.cc" -nt "$generator" ]]; then
+    echo "$(basename "$0"): compiling vigil-generate into $BENCH_DIR" >&2
+    "${CXX:-c++}" -std=c++20 -O2 "$ROOT/load-tests/generate.cc" -o "$generator.tmp.$$"
+    mv "$generator.tmp.$$" "$generator"
+  fi
+fi
+
+# Cached streams are named by the generator's arguments and a checksum of its source, so a
+# changed generator never reuses a stale file.
+source_sum="$(cksum < "$ROOT/load-tests/generate.cc" | cut -d' ' -f1)"
