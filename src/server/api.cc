@@ -123,11 +123,13 @@ Api::Api(const ServerOptions& options, PatternRegistry* registry, Ingest* ingest
          nfa::Matcher* matcher)
     : options_(options), registry_(registry), ingest_(ingest), alerts_(alerts), matcher_(matcher) {}
 
-// Compares without an early exit, so the time taken says nothing about the token.
-bool ConstantTimeEquals(std::string_view a, std::string_view b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (size_t i = 0; i < a.size(); ++i) diff |= a[i] ^ b[i % (b.empty() ? 1 : b.size())];
-  return diff == 0 && !b.empty();
+// Compares without an early exit, so the time taken says nothing about where a wrong token
+// differs (its length is not hidden).
+bool ConstantTimeEquals(std::string_view given, std::string_view expected) {
+  if (given.size() != expected.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < given.size(); ++i) diff |= given[i] ^ expected[i];
+  return diff == 0;
 }
 
 bool Api::Authorized(const HttpRequest& request) const {

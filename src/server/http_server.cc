@@ -129,13 +129,16 @@ class HttpServer::Session : public std::enable_shared_from_this<Session>, public
       HttpRequest bare;
       bare.version(11);
       bare.keep_alive(false);
-      const bool too_large = ec == http::error::body_limit || ec == http::error::header_limit;
-      Write(too_large ? ErrorResponse(bare, http::status::payload_too_large, "too_large",
-                                      ec == http::error::body_limit ? "request body too large"
-                                                                    : "request headers too large")
-                      : ErrorResponse(bare, http::status::bad_request, "bad_request",
-                                      "malformed HTTP request: " + ec.message()),
-            /*close=*/true);
+      HttpResponse answer =
+          ec == http::error::body_limit
+              ? ErrorResponse(bare, http::status::payload_too_large, "too_large",
+                              "request body too large")
+          : ec == http::error::header_limit
+              ? ErrorResponse(bare, http::status::request_header_fields_too_large, "too_large",
+                              "request headers too large")
+              : ErrorResponse(bare, http::status::bad_request, "bad_request",
+                              "malformed HTTP request: " + ec.message());
+      Write(std::move(answer), /*close=*/true);
       return;
     }
     HttpRequest request = parser_->release();

@@ -111,6 +111,8 @@ TEST_CASE("Serve: limits on bodies and connections answer clearly and the server
   auto big = server.Request(http::verb::post, "/events", std::string(5000, ' '), kNdjson);
   CHECK(big.status == 413);
   CHECK(Has(big.body, "request body too large"));
+  CHECK(Has(server.Raw("GET /healthz HTTP/1.1\r\nX-Big: " + std::string(20000, 'x') + "\r\n\r\n"),
+            "431"));
   {
     // Two streams hold both connections: a third connection is refused with 503.
     ServerProcess::Stream one(server.port(), "/alerts/stream");
