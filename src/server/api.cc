@@ -190,7 +190,8 @@ const std::vector<Api::RouteSpec>& Api::Routes() {
       {V::post, "/events", "Ingest events: NDJSON or a JSON array of objects",
        "application/x-ndjson,application/json",
        {{202, "{accepted, rejected:[{index, reason}]} (malformed and late events)"},
-        {413, "body too large"}, {415, "unknown content type"}},
+        {400, "a JSON array body that does not parse"}, {413, "body too large"},
+        {415, "unknown content type"}},
        &Api::PostEvents},
       {V::get, "/alerts", "The most recent alerts, newest first (query: limit, default 100)", "",
        {{200, "{alerts:[...]}"}, {400, "bad limit"}}, &Api::GetAlerts},
@@ -467,6 +468,9 @@ HttpResponse Api::PostEvents(const HttpRequest& request, const std::string&) {
                              std::string(type) + "'");
   }
   IngestResult result = ingest_->Feed(request.body());
+  if (!result.malformed_body.empty()) {
+    return ErrorResponse(request, http::status::bad_request, "bad_request", result.malformed_body);
+  }
   if (Status s = alerts_->Flush(); !s.ok()) {
     return ErrorResponse(request, http::status::internal_server_error, "storage", s.message());
   }

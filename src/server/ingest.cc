@@ -53,8 +53,8 @@ IngestResult Ingest::Feed(std::string_view body) {
     simdjson::ondemand::document doc;
     simdjson::ondemand::array array;
     if (auto err = array_parser.iterate(padded_.data(), body.size(), padded_.size()).get(doc);
-        err || doc.get_array().get(array)) {
-      result.rejected.push_back({0, "malformed JSON array"});
+        err || (err = doc.get_array().get(array))) {
+      result.malformed_body = std::string("malformed JSON array: ") + simdjson::error_message(err);
     } else {
       size_t index = 0;
       for (auto element : array) {

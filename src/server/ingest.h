@@ -24,6 +24,8 @@ struct IngestResult {
   size_t accepted = 0;
   // The malformed and the late events, by index in order, each with its reason.
   std::vector<AlertLog::Problem> rejected;
+  // Set when the body as a whole could not be read (a JSON array that does not parse).
+  std::string malformed_body;
 };
 
 class Ingest {

@@ -146,6 +146,9 @@ TEST_CASE("Serve: events in, alerts out, bad events reported by index") {
   CHECK(Has(array.body, "\"accepted\":1"));
   CHECK(Has(array.body, "{\"index\":0,\"reason\":\"late event: time 1 is below the watermark 3\"}"));
   CHECK(Has(array.body, "{\"index\":2,\"reason\":\"element is not a JSON object\"}"));
+  auto broken = server.Request(http::verb::post, "/events", "[{\"ts\":9,", "application/json");
+  CHECK(broken.status == 400);
+  CHECK(Has(broken.body, "malformed JSON array"));
 
   auto alerts = server.Request(http::verb::get, "/alerts?limit=10");
   CHECK(alerts.status == 200);
