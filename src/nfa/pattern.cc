@@ -85,6 +85,8 @@ constexpr int64_t kMaxTimes = 1000;
 
 // Groups may nest this deep; each level is a recursion of the parser and the compiler.
 constexpr int kMaxGroupDepth = 32;
+// Stages in one pattern, groups and nested stages included.
+constexpr size_t kMaxStages = 256;
 
 constexpr std::string_view kContiguityKeys[] = {"begin", "next", "followed_by", "followed_by_any",
                                                 "not_next", "not_followed_by"};
@@ -320,6 +322,9 @@ class DocumentParser {
     }
     if (!all_names_.insert(s.name).second) {
       Fail(*name_key, "duplicate stage name '" + s.name + "'");
+    }
+    if (p->stage_names.size() >= kMaxStages) {
+      Fail(*name_key, "a pattern may have at most " + std::to_string(kMaxStages) + " stages");
     }
     s.index = static_cast<int>(p->stage_names.size());
     p->stage_names.push_back(s.name);

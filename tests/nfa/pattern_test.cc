@@ -128,6 +128,17 @@ TEST_CASE("Pattern: groups nest at most 32 deep") {
   CHECK(ErrorOf(nested(33)).find("groups nest more than 32 deep") != std::string::npos);
 }
 
+TEST_CASE("Pattern: at most 256 stages") {
+  auto stages = [](int n) {
+    std::string s = "id: long\nsequence:\n  - begin: s0\n";
+    for (int i = 1; i < n; ++i) s += "  - followed_by: s" + std::to_string(i) + "\n";
+    return s;
+  };
+  FieldSchema schema;
+  CHECK(ParsePatterns(stages(256), "p.yaml", &schema).errors.empty());
+  CHECK(ErrorOf(stages(257)) == "259:5: a pattern may have at most 256 stages");
+}
+
 TEST_CASE("Pattern: a rejected document does not stop the others in the file") {
   FieldSchema schema;
   auto parsed = ParsePatterns("id: ok\nsequence:\n  - begin: a\n---\nid: bad\nsequence: []\n", "p.yaml", &schema);
