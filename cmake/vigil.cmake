@@ -16,5 +16,6 @@ function(vigil_add_test)
   target_link_libraries(${ARG_NAME} PRIVATE ${ARG_DEPS} doctest::doctest)
   target_compile_definitions(${ARG_NAME} PRIVATE VIGIL_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
                                                  VIGIL_BINARY_DIR="${PROJECT_BINARY_DIR}")
-  doctest_discover_tests(${ARG_NAME} ADD_LABELS 1 PROPERTIES LABELS "${ARG_LABELS}")
+  # A hung test fails after two minutes instead of holding CI.
+  doctest_discover_tests(${ARG_NAME} ADD_LABELS 1 PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT 120)
 endfunction()

@@ -3,6 +3,8 @@
 // directory, and a small blocking HTTP client for it (Beast). For integration tests.
 
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +19,14 @@
 #include <vector>
 
 namespace vigil::testing {
+
+// Blocking reads on `socket` give up after 10 s, so a server that stops answering fails the
+// test instead of hanging it.
+template <typename Socket>
+void LimitReadTime(Socket& socket) {
+  timeval timeout{10, 0};
+  ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+}
 
 struct HttpResult {
   unsigned status = 0;
@@ -85,6 +95,7 @@ class ServerProcess {
     boost::asio::ip::tcp::resolver resolver(io);
     boost::beast::tcp_stream stream(io);
     stream.connect(resolver.resolve("127.0.0.1", std::to_string(port_)));
+    LimitReadTime(stream.socket());
     http::request<http::string_body> req(verb, target, 11);
     req.set(http::field::host, "127.0.0.1");
     if (!content_type.empty()) req.set(http::field::content_type, content_type);
@@ -109,6 +120,7 @@ class ServerProcess {
     Stream(unsigned short port, const std::string& target) : socket_(io_) {
       namespace http = boost::beast::http;
       socket_.connect({boost::asio::ip::make_address("127.0.0.1"), port});
+      LimitReadTime(socket_);
       http::request<http::empty_body> req(http::verb::get, target, 11);
       req.set(http::field::host, "127.0.0.1");
       http::write(socket_, req);
@@ -146,6 +158,7 @@ class ServerProcess {
     boost::asio::io_context io;
     boost::asio::ip::tcp::socket socket(io);
     socket.connect({boost::asio::ip::make_address("127.0.0.1"), port_});
+    LimitReadTime(socket);
     boost::asio::write(socket, boost::asio::buffer(bytes));
     std::string out;
     boost::beast::error_code ec;
