@@ -1,6 +1,7 @@
 #include "common/time_util.h"
 
 #include <charconv>
+#include <chrono>
 
 namespace vigil {
 namespace {
@@ -27,6 +28,18 @@ int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {
 }
 
 }  // namespace
+
+int64_t WallClockMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+int64_t SteadyClockMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 std::optional<int64_t> ParseDurationMs(std::string_view text) {
   size_t digits = 0;

@@ -23,6 +23,11 @@ inline int64_t SaturatingSub(int64_t a, int64_t b) {
   return r;
 }
 
+// Milliseconds since the Unix epoch (wall clock: for timestamps people read).
+int64_t WallClockMs();
+// Milliseconds of a monotonic clock (for measuring intervals; never goes back).
+int64_t SteadyClockMs();
+
 // Parses `NNNms`, `NNs`, `NNm`, `NNh`, `NNd` or a bare integer of milliseconds.
 // Returns nullopt for anything else, including negative values and overflow.
 std::optional<int64_t> ParseDurationMs(std::string_view text);

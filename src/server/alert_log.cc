@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "common/json_text.h"
+#include "common/time_util.h"
 #include "nfa/match_json.h"
 
 namespace vigil::server {
@@ -103,9 +104,7 @@ void AlertLog::OnMatch(const nfa::Nfa& nfa, std::string_view key_json, const nfa
   alert += ",\"version\":" + std::to_string(version_of_(id));
   alert += ",\"first_event_time\":" + std::to_string(match.events.front().event->time_ms());
   alert += ",\"last_event_time\":" + std::to_string(match.events.back().event->time_ms());
-  const auto now = std::chrono::system_clock::now().time_since_epoch();
-  alert += ",\"detected_at\":" +
-           std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now).count());
+  alert += ",\"detected_at\":" + std::to_string(WallClockMs());
   alert += "}";
   pending_ += alert;
   pending_ += '\n';

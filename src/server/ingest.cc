@@ -2,6 +2,8 @@
 
 #include <simdjson.h>
 
+#include "common/time_util.h"
+
 #include <algorithm>
 #include <chrono>
 
@@ -90,9 +92,7 @@ IngestResult Ingest::Feed(std::string_view body) {
   alerts_->CollectProblems(nullptr);
   alerts_->set_ingest_started_ns(0);
   if (result.accepted > 0) {
-    last_event_steady_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                std::chrono::steady_clock::now().time_since_epoch())
-                                .count();
+    last_event_steady_ms_ = SteadyClockMs();
   }
   result.rejected.insert(result.rejected.end(), problems.begin(), problems.end());
   std::stable_sort(result.rejected.begin(), result.rejected.end(),

@@ -2,25 +2,16 @@
 
 #include <simdjson.h>
 
-#include <chrono>
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "common/json_text.h"
+#include "common/time_util.h"
 
 namespace vigil::server {
 namespace fs = std::filesystem;
-
-namespace {
-
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
 
 PatternRegistry::PatternRegistry(std::string directory, nfa::FieldSchema* schema,
                                  nfa::Matcher* matcher)
@@ -82,7 +73,7 @@ std::variant<PatternRegistry::Change, PatternRegistry::Refusal> PatternRegistry:
   change.created = it == patterns_.end();
   next.id = id;
   ++next.version;
-  next.updated_ms = NowMs();
+  next.updated_ms = WallClockMs();
   if (change.created) next.created_ms = next.updated_ms;
   next.source = text;
   next.content_type = content_type;
@@ -121,7 +112,7 @@ Status PatternRegistry::SetEnabled(const std::string& id, bool enabled) {
   StoredPattern& p = it->second;
   if (p.enabled == enabled) return Status::Ok();
   p.enabled = enabled;
-  p.updated_ms = NowMs();
+  p.updated_ms = WallClockMs();
   if (Status s = Persist(p); !s.ok()) return s;
   if (enabled) {
     matcher_->AddPattern(p.nfa).IgnoreError();

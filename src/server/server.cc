@@ -93,9 +93,7 @@ void Server::ScheduleIdleCheck() {
   idle_.async_wait([this](const boost::system::error_code& ec) {
     if (ec) return;
     const int64_t last = ingest_->last_event_steady_ms();
-    const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                            std::chrono::steady_clock::now().time_since_epoch())
-                            .count();
+    const int64_t now = SteadyClockMs();
     if (last > 0 && now - last >= options_.idle_timeout_ms) {
       const int64_t quiet_for = now - last;
       matcher_->AdvanceWatermark(SaturatingSub(SaturatingAdd(matcher_->max_event_time_ms(), quiet_for),
