@@ -6,10 +6,11 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
-#include <vector>
 
 #include "app/line_reader.h"
 #include "app/pattern_loader.h"
+#include "common/json_text.h"
+#include "nfa/event_batch.h"
 #include "nfa/event_parser.h"
 #include "nfa/match_json.h"
 #include "nfa/matcher.h"
@@ -83,31 +84,26 @@ int RunReplay(const ReplayOptions& options, std::FILE* out, std::FILE* err) {
   nfa::Matcher matcher(std::move(loaded.nfas), matcher_options, &writer);
 
   LineReader reader(fd);
-  // Events are parsed a batch at a time, each into its own Event, so the Matcher can load
-  // the state of all their keys at once (Matcher::AddBatch).
-  constexpr size_t kBatch = 32;
-  std::vector<nfa::Event> events(kBatch);
-  std::vector<nfa::Event*> batch;
+  nfa::EventBatch batch;
   std::string_view line;
   size_t readable = 0;
   while (true) {
-    batch.clear();
-    while (batch.size() < kBatch && reader.Next(&line, &readable, /*may_refill=*/batch.empty())) {
-      const size_t first = line.find_first_not_of(" \t");
-      if (first == std::string_view::npos) continue;
-      line = line.substr(first, line.find_last_not_of(" \t") + 1 - first);
-      nfa::Event* event = &events[batch.size()];
-      Status parsed = parser.Parse(line, readable - first, event);
+    // No refill while the batch holds lines: they point into the reader's buffer.
+    while (!batch.full() && reader.Next(&line, &readable, /*may_refill=*/batch.empty())) {
+      const std::string_view text = TrimJsonWhitespace(line);
+      if (text.empty()) continue;
+      nfa::Event* event = batch.next();
+      Status parsed = parser.Parse(text, readable - (text.data() - line.data()), event);
       if (!parsed.ok()) {
         std::fprintf(err, "%s:%llu: %s\n", events_name.c_str(),
                      static_cast<unsigned long long>(reader.line_number()), parsed.message().c_str());
         continue;
       }
       event->set_line(reader.line_number());
-      batch.push_back(event);
+      batch.Keep();
     }
     if (batch.empty()) break;  // Next() refused with may_refill set: the input has ended
-    matcher.AddBatch(batch);
+    batch.MatchAll(&matcher);
   }
   matcher.Finish();
   writer.Flush();

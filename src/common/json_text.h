@@ -8,6 +8,14 @@
 namespace vigil {
 
 void AppendJsonString(std::string* out, std::string_view s);
+
+// `s` without the JSON whitespace (space, tab, CR, LF) at either end.
+inline std::string_view TrimJsonWhitespace(std::string_view s) {
+  constexpr std::string_view kWhitespace = " \t\r\n";
+  const size_t first = s.find_first_not_of(kWhitespace);
+  if (first == std::string_view::npos) return {};
+  return s.substr(first, s.find_last_not_of(kWhitespace) + 1 - first);
+}
 void AppendJsonNumber(std::string* out, double d);
 
 }  // namespace vigil

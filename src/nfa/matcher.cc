@@ -32,6 +32,11 @@ bool EncodeKey(const Value& v, std::string* identity) {
   }
 }
 
+// The value of `pattern`'s key in `event`; null for a pattern without a key.
+Value KeyOf(const Pattern& pattern, const Event& event) {
+  return pattern.key_slot >= 0 ? event.field(pattern.key_slot) : Value::Null();
+}
+
 // The key as JSON, from its identity.
 std::string KeyJson(std::string_view identity) {
   std::string out;
@@ -144,24 +149,23 @@ void Matcher::AddBatch(std::span<Event* const> events) {
   batch_hashes_.resize(events.size() * patterns);
   for (size_t i = 0; i < events.size(); ++i) {
     for (size_t p = 0; p < patterns; ++p) {
-      const Pattern& pattern = slots_[p].nfa->pattern();
-      const Value key = pattern.key_slot >= 0 ? events[i]->field(pattern.key_slot) : Value::Null();
       uint64_t& hash = batch_hashes_[i * patterns + p];
-      hash = EncodeKey(key, &key_buffer_) ? KeyIndex::Hash(key_buffer_) : 0;
+      hash = EncodeKey(KeyOf(slots_[p].nfa->pattern(), *events[i]), &key_buffer_)
+                 ? KeyIndex::Hash(key_buffer_)
+                 : 0;
       slots_[p].index.Prefetch(hash);
     }
   }
+  batch_records_.resize(batch_hashes_.size());
   for (size_t i = 0; i < batch_hashes_.size(); ++i) {
     const PatternSlot& slot = slots_[i % patterns];
-    const uint32_t r = slot.index.Peek(batch_hashes_[i]);
-    if (r != KeyIndex::kNone) __builtin_prefetch(&slot.records[r]);
+    batch_records_[i] = slot.index.Peek(batch_hashes_[i]);
+    if (batch_records_[i] != KeyIndex::kNone) __builtin_prefetch(&slot.records[batch_records_[i]]);
   }
-  for (size_t i = 0; i < batch_hashes_.size(); ++i) {
-    const PatternSlot& slot = slots_[i % patterns];
-    const uint32_t r = slot.index.Peek(batch_hashes_[i]);
-    if (r != KeyIndex::kNone && !slot.records[r].state.partial.empty()) {
-      __builtin_prefetch(slot.records[r].state.partial.data());
-    }
+  for (size_t i = 0; i < batch_records_.size(); ++i) {
+    if (batch_records_[i] == KeyIndex::kNone) continue;
+    const KeyNfaState& state = slots_[i % patterns].records[batch_records_[i]].state;
+    if (!state.partial.empty()) __builtin_prefetch(state.partial.data());
   }
   for (Event* event : events) Accept(event);
   // Timers fire once for the whole batch. Firing them later than the watermark allowed is
@@ -179,7 +183,7 @@ void Matcher::DispatchTo(PatternSlot& slot, CurrentEvent* current) {
   const Nfa& nfa = *slot.nfa;
   const Event& event = current->event();
   const Pattern& pattern = nfa.pattern();
-  const Value key = pattern.key_slot >= 0 ? event.field(pattern.key_slot) : Value::Null();
+  const Value key = KeyOf(pattern, event);
   if (!EncodeKey(key, &key_buffer_)) {
     sink_->OnRejected(event, nfa,
                       key.is_missing()

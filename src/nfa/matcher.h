@@ -198,7 +198,8 @@ class Matcher {
   std::vector<Match> matches_;
   KeyNfaState scratch_state_;
   std::string key_buffer_;
-  std::vector<uint64_t> batch_hashes_;
+  std::vector<uint64_t> batch_hashes_;   // AddBatch: each (event, pattern)'s key hash
+  std::vector<uint32_t> batch_records_;  // AddBatch: the record each hash likely names
   std::vector<Timer> due_;
   bool matching_ = false;  // inside Add, AddBatch or Finish (and so any sink callback)
 };

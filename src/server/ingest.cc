@@ -2,6 +2,7 @@
 
 #include <simdjson.h>
 
+#include "common/json_text.h"
 #include "common/time_util.h"
 
 #include <algorithm>
@@ -9,34 +10,31 @@
 
 namespace vigil::server {
 
-namespace {
-constexpr size_t kBatch = 32;
-}
-
 Ingest::Ingest(nfa::FieldSchema* schema, const std::string& time_field, nfa::Matcher* matcher,
                AlertLog* alerts)
-    : parser_(schema, time_field), matcher_(matcher), alerts_(alerts), events_(kBatch) {}
+    : parser_(schema, time_field), matcher_(matcher), alerts_(alerts) {}
 
 void Ingest::FlushBatch(IngestResult* result) {
-  if (batch_.empty()) return;
   const uint64_t late_before = alerts_->late_events();
-  matcher_->AddBatch(batch_);
+  const size_t size = batch_.size();
+  batch_.MatchAll(matcher_);
   // Late events were reported to the sink while matching; they are not accepted.
-  result->accepted += batch_.size() - (alerts_->late_events() - late_before);
-  batch_.clear();
+  result->accepted += size - (alerts_->late_events() - late_before);
 }
 
-void Ingest::AddText(std::string_view text, size_t readable, size_t index, IngestResult* result) {
+void Ingest::AddText(std::string_view text, size_t index, IngestResult* result) {
   ++result->received;
-  nfa::Event* event = &events_[batch_.size()];
+  text = TrimJsonWhitespace(text);
+  nfa::Event* event = batch_.next();
+  const size_t readable = padded_.size() - static_cast<size_t>(text.data() - padded_.data());
   Status parsed = parser_.Parse(text, readable, event);
   if (!parsed.ok()) {
     result->rejected.push_back({index, parsed.message()});
     return;
   }
   event->set_line(index + 1);  // the sink reports problems by line() - 1
-  batch_.push_back(event);
-  if (batch_.size() == kBatch) FlushBatch(result);
+  batch_.Keep();
+  if (batch_.full()) FlushBatch(result);
 }
 
 IngestResult Ingest::Feed(std::string_view body) {
@@ -49,8 +47,7 @@ IngestResult Ingest::Feed(std::string_view body) {
   alerts_->CollectProblems(&problems);
   alerts_->set_ingest_started_ns(std::chrono::steady_clock::now().time_since_epoch().count());
 
-  const size_t first = text.find_first_not_of(" \t\r\n");
-  if (first != std::string_view::npos && text[first] == '[') {
+  if (TrimJsonWhitespace(text).starts_with('[')) {
     simdjson::ondemand::parser array_parser;
     simdjson::ondemand::document doc;
     simdjson::ondemand::array array;
@@ -67,10 +64,8 @@ IngestResult Ingest::Feed(std::string_view body) {
           result.rejected.push_back({index++, "element is not a JSON object"});
           continue;
         }
-        // raw_json() runs to the next token: drop the whitespace before it.
-        raw = raw.substr(0, raw.find_last_not_of(" \t\r\n") + 1);
-        const size_t offset = static_cast<size_t>(raw.data() - padded_.data());
-        AddText(raw, padded_.size() - offset, index++, &result);
+        // raw_json() runs to the next token; AddText drops the whitespace before it.
+        AddText(raw, index++, &result);
       }
     }
   } else {
@@ -79,13 +74,10 @@ IngestResult Ingest::Feed(std::string_view body) {
     while (pos < text.size()) {
       size_t end = text.find('\n', pos);
       if (end == std::string_view::npos) end = text.size();
-      std::string_view line = text.substr(pos, end - pos);
-      const size_t start = pos;
+      const std::string_view line = text.substr(pos, end - pos);
       pos = end + 1;
-      const size_t lead = line.find_first_not_of(" \t\r");
-      if (lead == std::string_view::npos) continue;  // blank lines are not events
-      line = line.substr(lead, line.find_last_not_of(" \t\r") + 1 - lead);
-      AddText(line, padded_.size() - start - lead, index++, &result);
+      if (TrimJsonWhitespace(line).empty()) continue;  // blank lines are not events
+      AddText(line, index++, &result);
     }
   }
   FlushBatch(&result);

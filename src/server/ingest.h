@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "nfa/event_batch.h"
 #include "nfa/event_parser.h"
 #include "nfa/matcher.h"
 #include "server/alert_log.h"
@@ -40,15 +41,15 @@ class Ingest {
   int64_t last_event_steady_ms() const { return last_event_steady_ms_; }
 
  private:
-  void AddText(std::string_view text, size_t readable, size_t index, IngestResult* result);
+  // Parses one event's text (a part of padded_) into the batch, matching it when full.
+  void AddText(std::string_view text, size_t index, IngestResult* result);
   void FlushBatch(IngestResult* result);
 
   nfa::EventParser parser_;
   nfa::Matcher* matcher_;
   AlertLog* alerts_;
   std::string padded_;  // the body with simdjson's padding after it
-  std::vector<nfa::Event> events_;
-  std::vector<nfa::Event*> batch_;
+  nfa::EventBatch batch_;
   int64_t last_event_steady_ms_ = 0;
 };
 
