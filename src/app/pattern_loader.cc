@@ -1,24 +1,12 @@
 #include "app/pattern_loader.h"
 
-#include <algorithm>
-#include <cerrno>
-#include <cstring>
+#include "common/files.h"
+
 #include <filesystem>
-#include <fstream>
 #include <map>
-#include <sstream>
 
 namespace vigil::app {
 namespace fs = std::filesystem;
-
-namespace {
-
-bool IsPatternFile(const fs::path& p) {
-  const std::string ext = p.extension().string();
-  return ext == ".yaml" || ext == ".yml" || ext == ".json";
-}
-
-}  // namespace
 
 LoadedPatterns LoadPatternFiles(const std::vector<std::string>& paths, nfa::FieldSchema* schema) {
   LoadedPatterns out;
@@ -26,11 +14,7 @@ LoadedPatterns LoadPatternFiles(const std::vector<std::string>& paths, nfa::Fiel
   for (const std::string& path : paths) {
     std::error_code ec;
     if (fs::is_directory(path, ec)) {
-      std::vector<std::string> found;
-      for (const auto& entry : fs::directory_iterator(path, ec)) {
-        if (entry.is_regular_file() && IsPatternFile(entry.path())) found.push_back(entry.path().string());
-      }
-      std::sort(found.begin(), found.end());
+      const std::vector<std::string> found = FilesIn(path, nfa::kPatternFileExtensions);
       if (found.empty()) out.errors.push_back(path + ": no .yaml, .yml or .json pattern files");
       files.insert(files.end(), found.begin(), found.end());
     } else {
@@ -39,14 +23,12 @@ LoadedPatterns LoadPatternFiles(const std::vector<std::string>& paths, nfa::Fiel
   }
   std::map<std::string, std::string> first_file_of_id;
   for (const std::string& file : files) {
-    std::ifstream in(file, std::ios::binary);
-    if (!in) {
-      out.errors.push_back(file + ": cannot open: " + std::strerror(errno));
+    Result<std::string> text = ReadFile(file);
+    if (!text.ok()) {
+      out.errors.push_back(text.status().message());
       continue;
     }
-    std::stringstream text;
-    text << in.rdbuf();
-    nfa::ParsedPatterns parsed = nfa::ParsePatterns(text.str(), file, schema);
+    nfa::ParsedPatterns parsed = nfa::ParsePatterns(*text, file, schema);
     for (const nfa::PatternError& e : parsed.errors) out.errors.push_back(e.ToString());
     for (nfa::Pattern& p : parsed.patterns) {
       auto [it, inserted] = first_file_of_id.emplace(p.id, file);

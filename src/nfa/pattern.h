@@ -85,6 +85,9 @@ struct Pattern {
   std::vector<std::string> stage_names;  // by Stage::index
 };
 
+// The file extensions of pattern documents.
+inline constexpr std::string_view kPatternFileExtensions[] = {".yaml", ".yml", ".json"};
+
 struct ParsedPatterns {
   std::vector<Pattern> patterns;
   std::vector<PatternError> errors;  // at most one per rejected document

@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
+#include "common/files.h"
 #include "common/json_text.h"
 #include "common/time_util.h"
 
@@ -172,16 +172,12 @@ std::vector<std::string> PatternRegistry::Load() {
   std::vector<std::string> errors;
   std::error_code ec;
   if (!fs::is_directory(directory_, ec)) return errors;
-  std::vector<fs::path> files;
-  for (const auto& entry : fs::directory_iterator(directory_, ec)) {
-    if (entry.path().extension() == ".json") files.push_back(entry.path());
-  }
-  std::sort(files.begin(), files.end());
+  constexpr std::string_view kJson[] = {".json"};
   simdjson::dom::parser parser;
-  for (const fs::path& file : files) {
+  for (const std::string& file : FilesIn(directory_, kJson)) {
     simdjson::dom::element doc;
-    if (auto err = parser.load(file.string()).get(doc)) {
-      errors.push_back(file.string() + ": " + simdjson::error_message(err));
+    if (auto err = parser.load(file).get(doc)) {
+      errors.push_back(file + ": " + simdjson::error_message(err));
       continue;
     }
     StoredPattern p;
@@ -192,12 +188,12 @@ std::vector<std::string> PatternRegistry::Load() {
     if (doc["id"].get(id) || doc["source"].get(source) || doc["version"].get(version) ||
         doc["enabled"].get(enabled) || doc["created_ms"].get(created) ||
         doc["updated_ms"].get(updated) || doc["content_type"].get(content_type)) {
-      errors.push_back(file.string() + ": not a stored pattern");
+      errors.push_back(file + ": not a stored pattern");
       continue;
     }
     auto compiled = Compile(std::string(source));
     if (auto* refusal = std::get_if<Refusal>(&compiled)) {
-      errors.push_back(file.string() + ": " +
+      errors.push_back(file + ": " +
                        (refusal->errors.empty() ? refusal->message : refusal->errors[0].ToString()));
       continue;
     }
@@ -210,7 +206,7 @@ std::vector<std::string> PatternRegistry::Load() {
     p.updated_ms = updated;
     p.nfa = std::get<std::shared_ptr<const nfa::Nfa>>(std::move(compiled));
     if (p.nfa->pattern().id != p.id) {
-      errors.push_back(file.string() + ": id differs from its document's");
+      errors.push_back(file + ": id differs from its document's");
       continue;
     }
     if (p.enabled) matcher_->AddPattern(p.nfa).IgnoreError();

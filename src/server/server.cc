@@ -3,9 +3,8 @@
 #include <algorithm>
 #include <csignal>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
+#include "common/files.h"
 #include "common/time_util.h"
 
 namespace vigil::server {
@@ -42,26 +41,23 @@ Status Server::LoadPatternsDirectory(std::vector<std::string>* warnings) {
   if (!fs::is_directory(options_.patterns_dir, ec)) {
     return Status::InvalidArgument("patterns_dir '" + options_.patterns_dir + "' is not a directory");
   }
-  std::vector<fs::path> files;
-  for (const auto& entry : fs::directory_iterator(options_.patterns_dir, ec)) {
-    const std::string ext = entry.path().extension().string();
-    if (ext == ".yaml" || ext == ".yml" || ext == ".json") files.push_back(entry.path());
-  }
-  std::sort(files.begin(), files.end());
-  for (const fs::path& file : files) {
-    std::ifstream in(file, std::ios::binary);
-    std::stringstream text;
-    text << in.rdbuf();
+  for (const std::string& file : FilesIn(options_.patterns_dir, nfa::kPatternFileExtensions)) {
+    Result<std::string> text = ReadFile(file);
+    if (!text.ok()) {
+      warnings->push_back(text.status().message());
+      continue;
+    }
     nfa::FieldSchema scratch_schema;  // only to split the file into its documents
-    nfa::ParsedPatterns parsed = nfa::ParsePatterns(text.str(), file.string(), &scratch_schema);
+    nfa::ParsedPatterns parsed = nfa::ParsePatterns(*text, file, &scratch_schema);
     for (const nfa::PatternError& e : parsed.errors) warnings->push_back(e.ToString());
-    const std::string type = file.extension() == ".json" ? "application/json" : "application/yaml";
+    const std::string type =
+        fs::path(file).extension() == ".json" ? "application/json" : "application/yaml";
     for (const nfa::Pattern& p : parsed.patterns) {
       const StoredPattern* stored = registry_->Get(p.id);
       if (stored && stored->source == p.source) continue;
       auto outcome = registry_->Put(p.id, p.source, type);
       if (auto* refusal = std::get_if<PatternRegistry::Refusal>(&outcome)) {
-        warnings->push_back(file.string() + ": pattern " + p.id + ": " + refusal->message);
+        warnings->push_back(file + ": pattern " + p.id + ": " + refusal->message);
       }
     }
   }
