@@ -345,6 +345,14 @@ std::variant<std::string, HttpResponse> Api::PatternBody(const HttpRequest& requ
 
 namespace {
 
+// A failed registry change: 404 for an unknown pattern, 500 for storage.
+HttpResponse RegistryErrorResponse(const HttpRequest& request, const Status& s) {
+  if (s.code() == Status::Code::kNotFound) {
+    return ErrorResponse(request, http::status::not_found, "not_found", s.message());
+  }
+  return ErrorResponse(request, http::status::internal_server_error, "storage", s.message());
+}
+
 HttpResponse RefusalResponse(const HttpRequest& request, const PatternRegistry::Refusal& refusal) {
   using Kind = PatternRegistry::Refusal::Kind;
   switch (refusal.kind) {
@@ -427,10 +435,7 @@ HttpResponse Api::ListPatterns(const HttpRequest& request, const std::string&) {
 
 HttpResponse Api::DeletePattern(const HttpRequest& request, const std::string& id) {
   Status s = registry_->Delete(id);
-  if (s.code() == Status::Code::kNotFound) {
-    return ErrorResponse(request, http::status::not_found, "not_found", s.message());
-  }
-  if (!s.ok()) return ErrorResponse(request, http::status::internal_server_error, "storage", s.message());
+  if (!s.ok()) return RegistryErrorResponse(request, s);
   HttpResponse r(http::status::no_content, request.version());
   r.keep_alive(request.keep_alive());
   r.prepare_payload();
@@ -439,10 +444,7 @@ HttpResponse Api::DeletePattern(const HttpRequest& request, const std::string& i
 
 HttpResponse Api::SetEnabled(const HttpRequest& request, const std::string& id, bool enabled) {
   Status s = registry_->SetEnabled(id, enabled);
-  if (s.code() == Status::Code::kNotFound) {
-    return ErrorResponse(request, http::status::not_found, "not_found", s.message());
-  }
-  if (!s.ok()) return ErrorResponse(request, http::status::internal_server_error, "storage", s.message());
+  if (!s.ok()) return RegistryErrorResponse(request, s);
   std::string body = "{\"id\":";
   AppendJsonString(&body, id);
   body += std::string(",\"enabled\":") + (enabled ? "true" : "false") + "}";
