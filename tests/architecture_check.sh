@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Dependencies point one way: common <- nfa <- (state, server) <- app. Fails on any include
+# Dependencies point one way: common <- nfa <- engine <- (state, server) <- app. Fails on any include
 # that points the other way. usage: architecture_check.sh SOURCE_DIR
 set -u
 src=$1/src
@@ -20,8 +20,9 @@ check() {  # check MODULE FORBIDDEN_MODULE...
   done
   rm -f /tmp/arch.$$
 }
-check common nfa state server app
-check nfa state server app
+check common nfa engine state server app
+check nfa engine state server app
+check engine state server app
 check state server app
 check server app
 if grep -rnE "#include <(boost|rocksdb|librdkafka)" "$src/nfa" "$src/common" >/dev/null 2>&1; then

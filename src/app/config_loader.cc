@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "common/time_util.h"
+#include "engine/sharded_matcher.h"
 
 extern char** environ;
 
@@ -155,6 +156,11 @@ const Setting kSettings[] = {
      "largest pattern document in bytes, 1024..max-body-bytes", "262144",
      [](const std::string& v, ServerOptions* o) {
        return ParseCount(v, kMinBodyBytes, SIZE_MAX, &o->max_pattern_bytes);
+     }},
+    {"workers", "VIGIL_WORKERS", "--workers", "N",
+     "matching threads, each owning a shard of the keys, 0..256; 0: one per CPU", "0",
+     [](const std::string& v, ServerOptions* o) {
+       return ParseCount(v, 0, engine::kMaxWorkers, &o->workers);
      }},
     {"data_dir", "VIGIL_DATA_DIR", "--data-dir", "DIR", "where patterns and alerts are kept",
      "vigil-data",

@@ -10,6 +10,7 @@
 #include "app/config_loader.h"
 #include "app/pattern_loader.h"
 #include "app/replay.h"
+#include "engine/sharded_matcher.h"
 #include "common/time_util.h"
 #include "server/server.h"
 
@@ -43,6 +44,10 @@ constexpr char kReplayUsage[] =
     "                                e.g. 500ms, 5s, 2m (default: 0)\n"
     "  --max-partial-matches N       partial matches kept per key and pattern; the oldest\n"
     "                                beyond it are dropped and reported (default: 10000)\n"
+    "  --workers N                   match on N threads, each owning a shard of the keys\n"
+    "                                (default: 1); the matches are the same for every N,\n"
+    "                                their order is not\n"
+    "  --sort                        write the matches sorted bytewise: one order for every N\n"
     "\n"
     "Exit status: 0 on success, also when some event lines were bad (each is reported on\n"
     "standard error with its line number); 2 when a pattern or an argument is invalid.\n";
@@ -105,6 +110,15 @@ int Replay(int argc, char** argv) {
         return UsageError(kReplayUsage, "--max-partial-matches needs a positive integer");
       }
       options.max_partial_matches_per_key = limit;
+    } else if (arg == "--workers") {
+      std::string text;
+      if (!value(&text) || !ParsePositive(text, &options.workers) ||
+          options.workers > vigil::engine::kMaxWorkers) {
+        return UsageError(kReplayUsage, "--workers needs an integer from 1 to " +
+                                                std::to_string(vigil::engine::kMaxWorkers));
+      }
+    } else if (arg == "--sort") {
+      options.sort = true;
     } else {
       return UsageError(kReplayUsage, "unknown argument '" + std::string(arg) + "'");
     }

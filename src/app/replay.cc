@@ -4,33 +4,27 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "app/line_reader.h"
 #include "app/pattern_loader.h"
 #include "common/json_text.h"
+#include "engine/sharded_matcher.h"
 #include "nfa/event_batch.h"
 #include "nfa/event_parser.h"
 #include "nfa/match_json.h"
-#include "nfa/matcher.h"
 
 namespace vigil::app {
 namespace {
 
-// Writes match lines to a FILE in large blocks, and reports problems with event lines.
-class NdjsonMatchWriter : public nfa::MatchSink {
+// Reports problems with event lines, on the reading thread.
+class ProblemReporter : public engine::InputSink {
  public:
-  NdjsonMatchWriter(std::FILE* out, std::FILE* err, std::string events_name)
-      : out_(out), err_(err), events_name_(std::move(events_name)) {}
-  ~NdjsonMatchWriter() override { Flush(); }
-
-  void OnMatch(const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match) override {
-    buffer_.push_back('{');
-    nfa::AppendMatchFields(&buffer_, nfa, key_json, match);
-    buffer_.append("}\n");
-    if (buffer_.size() > (size_t{1} << 20)) Flush();
-  }
+  ProblemReporter(std::FILE* err, std::string events_name)
+      : err_(err), events_name_(std::move(events_name)) {}
 
   void OnLate(const nfa::Event& event, int64_t watermark_ms) override {
     std::fprintf(err_, "%s:%llu: late event: time %lld is below the watermark %lld\n",
@@ -44,18 +38,54 @@ class NdjsonMatchWriter : public nfa::MatchSink {
                  static_cast<int>(reason.size()), reason.data());
   }
 
+ private:
+  std::FILE* err_;
+  std::string events_name_;
+};
+
+// One worker's match lines, written to a shared FILE in large blocks of whole lines (stdio
+// locks the FILE per write), or all kept for sorting.
+class MatchWriter : public engine::WorkerSink {
+ public:
+  MatchWriter(std::FILE* out, bool keep_all) : out_(out), keep_all_(keep_all) {}
+
+  void OnMatch(const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match) override {
+    buffer_.push_back('{');
+    nfa::AppendMatchFields(&buffer_, nfa, key_json, match);
+    buffer_.append("}\n");
+    if (!keep_all_ && buffer_.size() > (size_t{1} << 20)) Flush();
+  }
+
   void Flush() {
     if (!buffer_.empty()) std::fwrite(buffer_.data(), 1, buffer_.size(), out_);
     buffer_.clear();
     std::fflush(out_);
   }
 
+  // The lines kept (keep_all).
+  const std::string& lines() const { return buffer_; }
+
  private:
   std::FILE* out_;
-  std::FILE* err_;
-  std::string events_name_;
+  bool keep_all_;
   std::string buffer_;
 };
+
+// Writes the lines of all `writers` in bytewise order.
+void WriteSorted(const std::vector<std::unique_ptr<MatchWriter>>& writers, std::FILE* out) {
+  std::vector<std::string_view> lines;
+  for (const auto& writer : writers) {
+    std::string_view text = writer->lines();
+    while (!text.empty()) {
+      const size_t end = text.find('\n') + 1;
+      lines.push_back(text.substr(0, end));
+      text.remove_prefix(end);
+    }
+  }
+  std::sort(lines.begin(), lines.end());
+  for (std::string_view line : lines) std::fwrite(line.data(), 1, line.size(), out);
+  std::fflush(out);
+}
 
 }  // namespace
 
@@ -77,11 +107,18 @@ int RunReplay(const ReplayOptions& options, std::FILE* out, std::FILE* err) {
   const std::string events_name = from_stdin ? "<stdin>" : options.events_path;
 
   nfa::EventParser parser(&schema, options.time_field);
-  NdjsonMatchWriter writer(out, err, events_name);
-  nfa::MatcherOptions matcher_options;
-  matcher_options.max_out_of_orderness_ms = options.max_out_of_orderness_ms;
-  matcher_options.max_partial_matches_per_key = options.max_partial_matches_per_key;
-  nfa::Matcher matcher(std::move(loaded.nfas), matcher_options, &writer);
+  ProblemReporter problems(err, events_name);
+  std::vector<std::unique_ptr<MatchWriter>> writers;
+  std::vector<engine::WorkerSink*> sinks;
+  for (size_t i = 0; i < options.workers; ++i) {
+    writers.push_back(std::make_unique<MatchWriter>(out, options.sort));
+    sinks.push_back(writers.back().get());
+  }
+  engine::EngineOptions engine_options;
+  engine_options.workers = options.workers;
+  engine_options.matcher.max_out_of_orderness_ms = options.max_out_of_orderness_ms;
+  engine_options.matcher.max_partial_matches_per_key = options.max_partial_matches_per_key;
+  engine::ShardedMatcher matcher(std::move(loaded.nfas), engine_options, &problems, sinks);
 
   LineReader reader(fd);
   nfa::EventBatch batch;
@@ -106,8 +143,12 @@ int RunReplay(const ReplayOptions& options, std::FILE* out, std::FILE* err) {
     batch.MatchAll(&matcher);
   }
   matcher.Finish();
-  writer.Flush();
-  if (const uint64_t dropped = matcher.stats().dropped_partial_matches; dropped > 0) {
+  if (options.sort) {
+    WriteSorted(writers, out);
+  } else {
+    for (const auto& writer : writers) writer->Flush();
+  }
+  if (const uint64_t dropped = matcher.Observe().totals.dropped_partial_matches; dropped > 0) {
     std::fprintf(err,
                  "%s: %llu partial matches dropped: a key held more than %zu for one pattern "
                  "(--max-partial-matches)\n",

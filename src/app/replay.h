@@ -17,7 +17,13 @@ struct ReplayOptions {
   int64_t max_out_of_orderness_ms = 0;
   // Partial matches kept per key and pattern; the oldest beyond it are dropped and reported.
   size_t max_partial_matches_per_key = 10000;
+  // Matching threads, each owning a shard of the keys (see engine/sharded_matcher.h).
+  size_t workers = 1;
+  // Writes the matches sorted bytewise at the end, so the output is the same for every
+  // worker count.
+  bool sort = false;
 };
+
 
 // Returns the process exit status: 0 on success (also when some event lines were bad: each
 // is reported on `err` with its line number and skipped), 2 when a pattern or the input

@@ -71,15 +71,19 @@ EventRef Event::Retain() const {
   Event* copy = pool.Take();
   if (!copy) copy = new Event();
   copy->owned_raw_.assign(raw_);
-  copy->raw_ = copy->owned_raw_;
-  copy->strings_ = strings_;
-  copy->items_ = items_;
-  copy->slots_ = slots_;
-  copy->time_ms_ = time_ms_;
-  copy->seq_ = seq_;
-  copy->line_ = line_;
-  copy->RebaseFrom(*this);
+  copy->CopyFrom(*this, copy->owned_raw_);
   return EventRef(copy);
+}
+
+void Event::CopyFrom(const Event& from, std::string_view raw) {
+  raw_ = raw;
+  strings_ = from.strings_;
+  items_ = from.items_;
+  slots_ = from.slots_;
+  time_ms_ = from.time_ms_;
+  seq_ = from.seq_;
+  line_ = from.line_;
+  RebaseFrom(from);
 }
 
 }  // namespace vigil::nfa

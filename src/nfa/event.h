@@ -46,6 +46,11 @@ class Event {
   // A heap copy of this event that owns all its bytes, with one reference held.
   EventRef Retain() const;
 
+  // Makes this event a copy of `from` whose text is `raw`: the caller's copy of from.raw(),
+  // which must outlive this event. Reuses this event's buffers (no allocation once they have
+  // grown), so events can be handed between threads in recycled blocks.
+  void CopyFrom(const Event& from, std::string_view raw);
+
  private:
   friend class EventParser;
   friend class EventRef;

@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "nfa/event.h"
-#include "nfa/matcher.h"
 
 namespace vigil::nfa {
 
@@ -28,9 +27,11 @@ class EventBatch {
   bool empty() const { return batch_.empty(); }
   size_t size() const { return batch_.size(); }
 
-  // Matches the kept events in order and empties the batch.
-  void MatchAll(Matcher* matcher) {
-    if (!batch_.empty()) matcher->AddBatch(batch_);
+  // Hands the kept events, in order, to `matcher`'s AddBatch (a Matcher, or anything that
+  // takes batches as it does, with `args` after them) and empties the batch.
+  template <typename BatchMatcher, typename... Args>
+  void MatchAll(BatchMatcher* matcher, Args... args) {
+    if (!batch_.empty()) matcher->AddBatch(std::span<Event* const>(batch_), args...);
     batch_.clear();
   }
 

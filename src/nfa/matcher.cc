@@ -1,63 +1,12 @@
 #include "nfa/matcher.h"
 
-#include "common/json_text.h"
 #include "common/time_util.h"
+#include "nfa/event_key.h"
 
 #include <algorithm>
 
 namespace vigil::nfa {
 namespace {
-
-// The key's identity: its type and value as bytes, so that "1" and 1 are different keys and
-// 1 and 1.0 the same. Returns false when the value cannot be a key.
-bool EncodeKey(const Value& v, std::string* identity) {
-  identity->clear();
-  switch (v.kind) {
-    case Value::Kind::kString:
-      identity->push_back('s');
-      identity->append(v.string());
-      return true;
-    case Value::Kind::kNumber:
-      identity->push_back('n');
-      AppendJsonNumber(identity, v.number);
-      return true;
-    case Value::Kind::kBool:
-      identity->push_back(v.boolean ? 't' : 'f');
-      return true;
-    case Value::Kind::kNull:
-      identity->push_back('z');
-      return true;
-    default:
-      return false;
-  }
-}
-
-// The value of `pattern`'s key in `event`; null for a pattern without a key.
-Value KeyOf(const Pattern& pattern, const Event& event) {
-  return pattern.key_slot >= 0 ? event.field(pattern.key_slot) : Value::Null();
-}
-
-// The key as JSON, from its identity.
-std::string KeyJson(std::string_view identity) {
-  std::string out;
-  switch (identity.front()) {
-    case 's':
-      AppendJsonString(&out, identity.substr(1));
-      break;
-    case 'n':
-      out = identity.substr(1);
-      break;
-    case 't':
-      out = "true";
-      break;
-    case 'f':
-      out = "false";
-      break;
-    default:
-      out = "null";
-  }
-  return out;
-}
 
 // Marks the Matcher as matching for a scope (see Matcher::CheckNotMatching).
 class MatchingScope {
@@ -151,9 +100,9 @@ void Matcher::AddBatch(std::span<Event* const> events) {
     for (size_t p = 0; p < patterns; ++p) {
       uint64_t& hash = batch_hashes_[i * patterns + p];
       hash = EncodeKey(KeyOf(slots_[p].nfa->pattern(), *events[i]), &key_buffer_)
-                 ? KeyIndex::Hash(key_buffer_)
+                 ? HashKey(key_buffer_)
                  : 0;
-      slots_[p].index.Prefetch(hash);
+      if (Owns(hash)) slots_[p].index.Prefetch(hash);
     }
   }
   batch_records_.resize(batch_hashes_.size());
@@ -185,13 +134,11 @@ void Matcher::DispatchTo(PatternSlot& slot, CurrentEvent* current) {
   const Pattern& pattern = nfa.pattern();
   const Value key = KeyOf(pattern, event);
   if (!EncodeKey(key, &key_buffer_)) {
-    sink_->OnRejected(event, nfa,
-                      key.is_missing()
-                          ? "missing key field '" + *pattern.key + "'"
-                          : "key field '" + *pattern.key + "' must be a string, number, boolean or null");
+    sink_->OnRejected(event, nfa, KeyProblem(pattern, key));
     return;
   }
-  const uint64_t hash = KeyIndex::Hash(key_buffer_);
+  const uint64_t hash = HashKey(key_buffer_);
+  if (!Owns(hash)) return;
   const uint32_t found = slot.index.Find(hash, key_buffer_, [&slot](uint32_t r) {
     return std::string_view(slot.records[r].identity);
   });

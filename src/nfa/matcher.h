@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "nfa/event_key.h"
 #include "nfa/key_index.h"
 #include "nfa/nfa.h"
 
@@ -43,6 +44,10 @@ struct MatcherOptions {
   // Runs (partial matches) kept per key and pattern; the oldest beyond it are dropped and
   // counted. Default: 10000.
   size_t max_partial_matches_per_key = 10000;
+  // This Matcher matches only the keys that ShardOf() gives to `shard` of `shards` (see
+  // event_key.h); events of other keys are passed over without a trace. Default: all keys.
+  uint32_t shard = 0;
+  uint32_t shards = 1;
 };
 
 // Receives what the Matcher produces. Called on the matching thread.
@@ -124,6 +129,7 @@ class Matcher {
   // pattern's keys: for metrics scrapes, not per event.
   size_t partial_matches(std::string_view id) const;
 
+  const MatcherOptions& options() const { return options_; }
   int64_t watermark_ms() const { return watermark_ms_; }
   const Stats& stats() const { return stats_; }
   // Keys that hold state, over all patterns.
@@ -164,6 +170,9 @@ class Matcher {
     }
   };
 
+  bool Owns(uint64_t key_hash) const {
+    return options_.shards <= 1 || ShardOf(key_hash, options_.shards) == options_.shard;
+  }
   // Add() without firing timers.
   void Accept(Event* event);
   // Matches the held-back events with time <= `watermark_ms`, in event-time order.

@@ -75,6 +75,7 @@ struct Pattern {
   std::string id;
   std::string description;
   std::string source;  // the document's text as written
+  uint64_t version = 0;  // given by the store that keeps the pattern (0: not stored)
   std::optional<std::string> key;  // dotted field path
   int key_slot = -1;
   int64_t within_ms = 0;  // 0: no window

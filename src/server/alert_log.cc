@@ -5,14 +5,18 @@
 #include <cstring>
 #include <filesystem>
 
+#include <boost/asio/post.hpp>
+
 #include "common/json_text.h"
 #include "common/time_util.h"
 #include "nfa/match_json.h"
 
 namespace vigil::server {
 
-AlertLog::AlertLog(size_t recent_limit, std::function<uint64_t(const std::string&)> version_of)
-    : recent_limit_(recent_limit), version_of_(std::move(version_of)) {}
+AlertLog::AlertLog(boost::asio::io_context& io, size_t recent_limit, size_t workers)
+    : io_(io), recent_limit_(recent_limit) {
+  for (size_t i = 0; i < workers; ++i) worker_sinks_.emplace_back(this);
+}
 
 AlertLog::~AlertLog() {
   Flush().IgnoreError();
@@ -44,6 +48,7 @@ Status Append(std::FILE* file, std::string* pending) {
 
 Status AlertLog::Open(const std::string& alerts_path, const std::string& late_events_path,
                       size_t max_file_bytes, size_t keep_files) {
+  const std::lock_guard lock(mutex_);
   alerts_path_ = alerts_path;
   max_file_bytes_ = max_file_bytes;
   keep_files_ = keep_files;
@@ -72,6 +77,7 @@ Status AlertLog::RotateIfFull() {
 }
 
 std::vector<std::string> AlertLog::Recent(size_t limit) const {
+  const std::lock_guard lock(mutex_);
   std::vector<std::string> out;
   for (auto it = recent_.rbegin(); it != recent_.rend() && out.size() < limit; ++it) {
     out.push_back(*it);
@@ -80,54 +86,83 @@ std::vector<std::string> AlertLog::Recent(size_t limit) const {
 }
 
 Status AlertLog::Flush() {
-  file_bytes_ += pending_.size();
-  Status alerts = Append(file_, &pending_);
-  if (alerts.ok()) alerts = RotateIfFull();
+  Status alerts;
+  {
+    const std::lock_guard lock(mutex_);
+    file_bytes_ += pending_.size();
+    alerts = Append(file_, &pending_);
+    if (alerts.ok()) alerts = RotateIfFull();
+  }
   Status late = Append(late_file_, &pending_late_);
   return alerts.ok() ? late : alerts;
 }
 
-void AlertLog::OnMatch(const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match) {
-  const std::string& id = nfa.pattern().id;
-  ++(match.timed_out ? timeouts_ : matches_)[id];
-  if (ingest_started_ns_ > 0) {
-    const double seconds =
-        (std::chrono::steady_clock::now().time_since_epoch().count() - ingest_started_ns_) / 1e9;
-    size_t bucket = 0;
-    while (bucket < std::size(kLatencyBuckets) && seconds > kLatencyBuckets[bucket]) ++bucket;
-    ++latency_counts_[bucket];
-    latency_sum_s_ += seconds;
-    ++latency_n_;
-  }
+void AlertLog::Record(const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match,
+                      int64_t entered_steady_ns) {
+  // Formatted before taking the lock: workers contend only for the appends.
   std::string alert = "{";
   nfa::AppendMatchFields(&alert, nfa, key_json, match);
-  alert += ",\"version\":" + std::to_string(version_of_(id));
+  alert += ",\"version\":" + std::to_string(nfa.pattern().version);
   alert += ",\"first_event_time\":" + std::to_string(match.events.front().event->time_ms());
   alert += ",\"last_event_time\":" + std::to_string(match.events.back().event->time_ms());
   alert += ",\"detected_at\":" + std::to_string(WallClockMs());
   alert += "}";
+  const std::string& id = nfa.pattern().id;
+
+  const std::lock_guard lock(mutex_);
+  ++(match.timed_out ? timeouts_ : matches_)[id];
+  if (entered_steady_ns > 0) {
+    const double seconds =
+        (std::chrono::steady_clock::now().time_since_epoch().count() - entered_steady_ns) / 1e9;
+    size_t bucket = 0;
+    while (bucket < std::size(kLatencyBuckets) && seconds > kLatencyBuckets[bucket]) ++bucket;
+    ++latency_.counts[bucket];
+    latency_.sum_seconds += seconds;
+    ++latency_.observations;
+  }
   pending_ += alert;
   pending_ += '\n';
-  if (subscribers() > 0) {
-    const std::string message = "event: alert\ndata: " + alert + "\n\n";
-    for (const auto& weak : subscribers_) {
-      if (auto stream = weak.lock()) stream->Send(message);
-    }
+  std::erase_if(subscribers_, [](const auto& weak) { return weak.expired(); });
+  if (!subscribers_.empty()) {
+    // Streams belong to the server's thread.
+    boost::asio::post(io_, [subscribers = subscribers_,
+                            message = "event: alert\ndata: " + alert + "\n\n"] {
+      for (const auto& weak : subscribers) {
+        if (auto stream = weak.lock()) stream->Send(message);
+      }
+    });
   }
   recent_.push_back(std::move(alert));
   if (recent_.size() > recent_limit_) recent_.pop_front();
 }
 
 void AlertLog::Subscribe(std::shared_ptr<EventStream> stream) {
+  const std::lock_guard lock(mutex_);
   subscribers_.push_back(std::move(stream));
 }
 
 size_t AlertLog::subscribers() {
+  const std::lock_guard lock(mutex_);
   std::erase_if(subscribers_, [](const auto& weak) {
     auto stream = weak.lock();
     return !stream || !stream->open();
   });
   return subscribers_.size();
+}
+
+AlertLog::Latency AlertLog::latency() const {
+  const std::lock_guard lock(mutex_);
+  return latency_;
+}
+
+std::map<std::string, uint64_t> AlertLog::matches_by_pattern() const {
+  const std::lock_guard lock(mutex_);
+  return matches_;
+}
+
+std::map<std::string, uint64_t> AlertLog::timeouts_by_pattern() const {
+  const std::lock_guard lock(mutex_);
+  return timeouts_;
 }
 
 void AlertLog::OnLate(const nfa::Event& event, int64_t watermark_ms) {

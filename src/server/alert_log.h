@@ -3,42 +3,53 @@
 // shape plus version, first and last event time and detection time), appended to the alerts
 // NDJSON file and kept in a bounded in-memory list for GET /alerts. Late events of the
 // request being ingested are collected for its response.
-// Not thread-safe: used on the server's one thread.
+//
+// Thread safety: matches arrive on the matching workers' threads, through the sinks of
+// worker_sink(); everything they touch is behind one mutex, taken once per alert. Live
+// subscribers are written to on the server's thread. Everything else (late events, unkeyed
+// counts, Open, Flush, CollectProblems) is the server's thread's.
+
+#include <boost/asio/io_context.hpp>
 
 #include <cstdint>
 #include <cstdio>
 #include <deque>
-#include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
-#include "nfa/matcher.h"
+#include "engine/sharded_matcher.h"
 #include "server/http_server.h"
 
 namespace vigil::server {
 
-class AlertLog : public nfa::MatchSink {
+class AlertLog : public engine::InputSink {
  public:
-  // `version_of` gives a pattern's current version for its alerts.
-  AlertLog(size_t recent_limit, std::function<uint64_t(const std::string&)> version_of);
+  // Live subscribers are written to on `io`'s thread; `workers` sinks are made.
+  AlertLog(boost::asio::io_context& io, size_t recent_limit, size_t workers);
   ~AlertLog() override;
+
+  // The sink of worker `i`'s matches.
+  engine::WorkerSink* worker_sink(size_t i) { return &worker_sinks_[i]; }
 
   // Opens (creating if needed) the alerts file and the late-events file for appending. The
   // alerts file is rotated past `max_file_bytes`, keeping `keep_files` old ones.
   Status Open(const std::string& alerts_path, const std::string& late_events_path,
               size_t max_file_bytes, size_t keep_files);
 
-  // While set (steady-clock ns), each alert's delay since this ingest began is recorded.
-  void set_ingest_started_ns(int64_t ns) { ingest_started_ns_ = ns; }
-  // Ingest-to-alert delay: bucket upper bounds (s), counts per bucket (not cumulative), sum.
+  // Ingest-to-alert delay (from the time the events of the alert entered, as the matcher
+  // reports it): bucket upper bounds (s), counts per bucket (not cumulative), sum, count.
   static constexpr double kLatencyBuckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                                                0.01,   0.025,   0.05,   0.1,   0.25,   1.0};
-  const std::vector<uint64_t>& latency_counts() const { return latency_counts_; }
-  double latency_sum_seconds() const { return latency_sum_s_; }
-  uint64_t latency_observations() const { return latency_n_; }
+  struct Latency {
+    std::vector<uint64_t> counts = std::vector<uint64_t>(std::size(kLatencyBuckets) + 1);
+    double sum_seconds = 0;
+    uint64_t observations = 0;
+  };
+  Latency latency() const;
 
   // The most recent alerts, newest first, at most `limit`.
   std::vector<std::string> Recent(size_t limit) const;
@@ -59,39 +70,56 @@ class AlertLog : public nfa::MatchSink {
   void CollectProblems(std::vector<Problem>* problems) { problems_ = problems; }
 
   uint64_t late_events() const { return late_events_; }
-  const std::map<std::string, uint64_t>& matches_by_pattern() const { return matches_; }
-  const std::map<std::string, uint64_t>& timeouts_by_pattern() const { return timeouts_; }
+  std::map<std::string, uint64_t> matches_by_pattern() const;
+  std::map<std::string, uint64_t> timeouts_by_pattern() const;
   // Events a pattern could not use because its key field was missing or not a scalar.
   const std::map<std::string, uint64_t>& unkeyed_by_pattern() const { return unkeyed_; }
 
-  void OnMatch(const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match) override;
   void OnLate(const nfa::Event& event, int64_t watermark_ms) override;
   void OnRejected(const nfa::Event& event, const nfa::Nfa& nfa, std::string_view reason) override;
 
  private:
-  size_t recent_limit_;
-  std::function<uint64_t(const std::string&)> version_of_;
+  // One worker's way in: remembers when the events being matched entered.
+  class WorkerIntake : public engine::WorkerSink {
+   public:
+    explicit WorkerIntake(AlertLog* log) : log_(log) {}
+    void BeginBlock(int64_t entered_steady_ns) override { entered_steady_ns_ = entered_steady_ns; }
+    void OnMatch(const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match) override {
+      log_->Record(nfa, key_json, match, entered_steady_ns_);
+    }
+
+   private:
+    AlertLog* log_;
+    int64_t entered_steady_ns_ = 0;
+  };
+
+  // Any worker's thread.
+  void Record(const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match,
+              int64_t entered_steady_ns);
   Status RotateIfFull();
 
+  boost::asio::io_context& io_;
+  size_t recent_limit_;
+  std::deque<WorkerIntake> worker_sinks_;  // a deque: its elements never move
+
+  mutable std::mutex mutex_;  // guards the alerts' members below, up to the late events'
   std::string alerts_path_;
   size_t max_file_bytes_ = 0;
   size_t keep_files_ = 0;
   size_t file_bytes_ = 0;
-  int64_t ingest_started_ns_ = 0;
-  std::vector<uint64_t> latency_counts_ = std::vector<uint64_t>(std::size(kLatencyBuckets) + 1);
-  double latency_sum_s_ = 0;
-  uint64_t latency_n_ = 0;
+  Latency latency_;
   std::FILE* file_ = nullptr;
-  std::FILE* late_file_ = nullptr;
-  std::string pending_;       // alerts not yet written to the file
-  std::string pending_late_;  // late events not yet written to theirs
+  std::string pending_;  // alerts not yet written to the file
   std::deque<std::string> recent_;
   // Weak: a stream lives as long as its connection, not as long as it is subscribed.
   std::vector<std::weak_ptr<EventStream>> subscribers_;
-  std::vector<Problem>* problems_ = nullptr;
-  uint64_t late_events_ = 0;
   std::map<std::string, uint64_t> matches_;
   std::map<std::string, uint64_t> timeouts_;
+
+  std::FILE* late_file_ = nullptr;
+  std::string pending_late_;  // late events not yet written to theirs
+  std::vector<Problem>* problems_ = nullptr;
+  uint64_t late_events_ = 0;
   std::map<std::string, uint64_t> unkeyed_;
 };
 

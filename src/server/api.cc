@@ -110,6 +110,41 @@ void AppendSummary(std::string* out, const StoredPattern& p) {
               ",\"updated_ms\":" + std::to_string(p.updated_ms));
 }
 
+// Per-worker load, and how unevenly the keys' events spread over the workers: the busiest
+// worker's events over the mean (1 is even; N means one worker does all the work).
+template <typename Metric>
+void AppendWorkerMetrics(std::string* out, const std::vector<engine::ShardedMatcher::WorkerStats>& workers,
+                         const Metric& metric) {
+  auto per_worker = [&](const char* name, const char* type, const char* help, auto value) {
+    metric(name, type, help);
+    for (size_t i = 0; i < workers.size(); ++i) {
+      out->append(name).append("{worker=\"").append(std::to_string(i)).append("\"} ");
+      AppendJsonNumber(out, static_cast<double>(value(workers[i])));
+      out->push_back('\n');
+    }
+  };
+  using Stats = engine::ShardedMatcher::WorkerStats;
+  per_worker("vigil_worker_events_total", "counter", "Events delivered to each worker.",
+             [](const Stats& w) { return w.events; });
+  per_worker("vigil_worker_busy_seconds_total", "counter", "Time each worker spent matching.",
+             [](const Stats& w) { return w.busy_ns / 1e9; });
+  per_worker("vigil_worker_queued_blocks", "gauge", "Blocks of events waiting for each worker.",
+             [](const Stats& w) { return w.queued_blocks; });
+  per_worker("vigil_worker_keys", "gauge", "Keys holding state in each worker.",
+             [](const Stats& w) { return w.keys; });
+  uint64_t total = 0, busiest = 0;
+  for (const Stats& w : workers) {
+    total += w.events;
+    busiest = std::max(busiest, w.events);
+  }
+  metric("vigil_worker_skew", "gauge",
+         "Events of the busiest worker over the mean per worker: 1 is even, the worker count is "
+         "one hot shard.");
+  *out += "vigil_worker_skew ";
+  AppendJsonNumber(out, total == 0 ? 1.0 : static_cast<double>(busiest) * workers.size() / total);
+  out->push_back('\n');
+}
+
 uint64_t ResidentBytes() {
   std::ifstream statm("/proc/self/statm");
   uint64_t pages_total = 0, pages_resident = 0;
@@ -120,7 +155,7 @@ uint64_t ResidentBytes() {
 }  // namespace
 
 Api::Api(const ServerOptions& options, PatternRegistry* registry, Ingest* ingest, AlertLog* alerts,
-         nfa::Matcher* matcher)
+         engine::ShardedMatcher* matcher)
     : options_(options), registry_(registry), ingest_(ingest), alerts_(alerts), matcher_(matcher) {}
 
 // Compares without an early exit, so the time taken says nothing about where a wrong token
@@ -500,6 +535,7 @@ HttpResponse Api::GetAlerts(const HttpRequest& request, const std::string&) {
                            "limit must be a positive integer");
     }
   }
+  matcher_->Sync();  // a client sees the alerts of the events it has posted
   std::string body = "{\"alerts\":[";
   bool first = true;
   for (const std::string& alert : alerts_->Recent(limit)) {
@@ -545,14 +581,18 @@ HttpResponse Api::Metrics(const HttpRequest& request, const std::string&) {
   for (const auto& [id, n] : alerts_->unkeyed_by_pattern()) {
     out += "vigil_nfa_events_without_key_total{pattern=\"" + label(id) + "\"} " + std::to_string(n) + "\n";
   }
+  const engine::ShardedMatcher::Observation seen = matcher_->Observe();
   metric("vigil_nfa_partial_matches", "gauge", "Partial matches held, by pattern.");
-  for (const StoredPattern* p : registry_->List()) {
-    if (!p->enabled) continue;
-    out += "vigil_nfa_partial_matches{pattern=\"" + label(p->id) + "\"} " +
-           std::to_string(matcher_->partial_matches(p->id)) + "\n";
+  for (const auto& [id, n] : seen.partial_matches) {
+    out += "vigil_nfa_partial_matches{pattern=\"" + label(id) + "\"} " + std::to_string(n) + "\n";
   }
   metric("vigil_nfa_keys", "gauge", "Keys holding partial matches, over all patterns.");
-  out += "vigil_nfa_keys " + std::to_string(matcher_->active_keys()) + "\n";
+  out += "vigil_nfa_keys " + std::to_string(seen.active_keys) + "\n";
+  metric("vigil_nfa_dropped_partial_matches_total", "counter",
+         "Partial matches dropped because a key held more than the limit.");
+  out += "vigil_nfa_dropped_partial_matches_total " +
+         std::to_string(seen.totals.dropped_partial_matches) + "\n";
+  AppendWorkerMetrics(&out, seen.workers, metric);
   metric("vigil_server_patterns", "gauge", "Stored patterns.");
   out += "vigil_server_patterns " + std::to_string(registry_->List().size()) + "\n";
   metric("vigil_server_requests_total", "counter", "HTTP requests by route and status.");
@@ -561,11 +601,11 @@ HttpResponse Api::Metrics(const HttpRequest& request, const std::string&) {
            std::to_string(key.second) + "\"} " + std::to_string(n) + "\n";
   }
   metric("vigil_server_ingest_to_alert_seconds", "histogram",
-         "Time from the start of a POST /events to each alert it produced.");
+         "Time from the arrival of a POST /events to each alert it produced.");
   uint64_t cumulative = 0;
-  const auto& counts = alerts_->latency_counts();
-  for (size_t b = 0; b < counts.size(); ++b) {
-    cumulative += counts[b];
+  const AlertLog::Latency latency = alerts_->latency();
+  for (size_t b = 0; b < latency.counts.size(); ++b) {
+    cumulative += latency.counts[b];
     std::string le = "+Inf";
     if (b < std::size(AlertLog::kLatencyBuckets)) {
       le.clear();
@@ -575,9 +615,8 @@ HttpResponse Api::Metrics(const HttpRequest& request, const std::string&) {
            std::to_string(cumulative) + "\n";
   }
   out += "vigil_server_ingest_to_alert_seconds_sum ";
-  AppendJsonNumber(&out, alerts_->latency_sum_seconds());
-  out += "\nvigil_server_ingest_to_alert_seconds_count " +
-         std::to_string(alerts_->latency_observations()) + "\n";
+  AppendJsonNumber(&out, latency.sum_seconds);
+  out += "\nvigil_server_ingest_to_alert_seconds_count " + std::to_string(latency.observations) + "\n";
   metric("vigil_process_resident_memory_bytes", "gauge", "Resident memory of the process.");
   out += "vigil_process_resident_memory_bytes " + std::to_string(ResidentBytes()) + "\n";
   HttpResponse r(http::status::ok, request.version());

@@ -12,7 +12,7 @@
 #include <utility>
 #include <vector>
 
-#include "nfa/matcher.h"
+#include "engine/sharded_matcher.h"
 #include "server/alert_log.h"
 #include "server/http_server.h"
 #include "server/ingest.h"
@@ -24,7 +24,7 @@ namespace vigil::server {
 class Api {
  public:
   Api(const ServerOptions& options, PatternRegistry* registry, Ingest* ingest, AlertLog* alerts,
-      nfa::Matcher* matcher);
+      engine::ShardedMatcher* matcher);
 
   HttpResponse Handle(const HttpRequest& request);
 
@@ -74,7 +74,7 @@ class Api {
   PatternRegistry* registry_;
   Ingest* ingest_;
   AlertLog* alerts_;
-  nfa::Matcher* matcher_;
+  engine::ShardedMatcher* matcher_;
   uint64_t events_received_ = 0;
   uint64_t events_accepted_ = 0;
   uint64_t events_malformed_ = 0;

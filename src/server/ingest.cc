@@ -10,14 +10,14 @@
 
 namespace vigil::server {
 
-Ingest::Ingest(nfa::FieldSchema* schema, const std::string& time_field, nfa::Matcher* matcher,
+Ingest::Ingest(nfa::FieldSchema* schema, const std::string& time_field, engine::ShardedMatcher* matcher,
                AlertLog* alerts)
     : parser_(schema, time_field), matcher_(matcher), alerts_(alerts) {}
 
 void Ingest::FlushBatch(IngestResult* result) {
   const uint64_t late_before = alerts_->late_events();
   const size_t size = batch_.size();
-  batch_.MatchAll(matcher_);
+  batch_.MatchAll(matcher_, entered_steady_ns_);
   // Late events were reported to the sink while matching; they are not accepted.
   result->accepted += size - (alerts_->late_events() - late_before);
 }
@@ -45,7 +45,7 @@ IngestResult Ingest::Feed(std::string_view body) {
   const std::string_view text(padded_.data(), body.size());
   std::vector<AlertLog::Problem> problems;
   alerts_->CollectProblems(&problems);
-  alerts_->set_ingest_started_ns(std::chrono::steady_clock::now().time_since_epoch().count());
+  entered_steady_ns_ = std::chrono::steady_clock::now().time_since_epoch().count();
 
   if (TrimJsonWhitespace(text).starts_with('[')) {
     simdjson::ondemand::parser array_parser;
@@ -81,8 +81,8 @@ IngestResult Ingest::Feed(std::string_view body) {
     }
   }
   FlushBatch(&result);
+  matcher_->Flush();
   alerts_->CollectProblems(nullptr);
-  alerts_->set_ingest_started_ns(0);
   if (result.accepted > 0) {
     last_event_steady_ms_ = SteadyClockMs();
   }

@@ -1,10 +1,11 @@
 #pragma once
-// Ingest: the body of POST /events -> events in the Matcher, with a verdict per event.
+// Ingest: the body of POST /events -> events in the matcher, with a verdict per event.
 //
 // A body is NDJSON (one object per line) or a JSON array of objects. Each event is parsed
 // once (simdjson), keeps its exact bytes, and is matched in batches as `vigil replay` does;
 // an event that is malformed, has no usable time, or is late is reported with its index and
-// the reason.
+// the reason. The events are handed to the matcher's workers before Feed returns; their
+// matches follow asynchronously.
 // Not thread-safe: used on the server's one thread.
 
 #include <cstdint>
@@ -14,7 +15,7 @@
 
 #include "nfa/event_batch.h"
 #include "nfa/event_parser.h"
-#include "nfa/matcher.h"
+#include "engine/sharded_matcher.h"
 #include "server/alert_log.h"
 
 namespace vigil::server {
@@ -31,7 +32,7 @@ struct IngestResult {
 
 class Ingest {
  public:
-  Ingest(nfa::FieldSchema* schema, const std::string& time_field, nfa::Matcher* matcher,
+  Ingest(nfa::FieldSchema* schema, const std::string& time_field, engine::ShardedMatcher* matcher,
          AlertLog* alerts);
 
   // Feeds every event of `body`. `body` is NDJSON unless its first non-blank byte is '['.
@@ -46,7 +47,8 @@ class Ingest {
   void FlushBatch(IngestResult* result);
 
   nfa::EventParser parser_;
-  nfa::Matcher* matcher_;
+  engine::ShardedMatcher* matcher_;
+  int64_t entered_steady_ns_ = 0;  // when the body being fed arrived
   AlertLog* alerts_;
   std::string padded_;  // the body with simdjson's padding after it
   nfa::EventBatch batch_;

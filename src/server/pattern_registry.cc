@@ -14,7 +14,7 @@ namespace vigil::server {
 namespace fs = std::filesystem;
 
 PatternRegistry::PatternRegistry(std::string directory, nfa::FieldSchema* schema,
-                                 nfa::Matcher* matcher)
+                                 engine::ShardedMatcher* matcher)
     : directory_(std::move(directory)), schema_(schema), matcher_(matcher) {}
 
 std::string PatternRegistry::PathOf(const std::string& id) const {
@@ -22,7 +22,7 @@ std::string PatternRegistry::PathOf(const std::string& id) const {
 }
 
 std::variant<std::shared_ptr<const nfa::Nfa>, PatternRegistry::Refusal> PatternRegistry::Compile(
-    const std::string& text) {
+    const std::string& text, uint64_t version) {
   nfa::ParsedPatterns parsed = nfa::ParsePatterns(text, "<request>", schema_);
   if (!parsed.errors.empty()) return Refusal{Refusal::Kind::kInvalid, parsed.errors, "invalid pattern"};
   if (parsed.patterns.size() != 1) {
@@ -31,6 +31,7 @@ std::variant<std::shared_ptr<const nfa::Nfa>, PatternRegistry::Refusal> PatternR
                                           std::to_string(parsed.patterns.size())}},
                    "invalid pattern"};
   }
+  parsed.patterns[0].version = version;
   auto compiled =
       nfa::NfaCompiler::Compile(std::make_shared<const nfa::Pattern>(std::move(parsed.patterns[0])));
   if (!compiled.ok()) {
@@ -60,7 +61,10 @@ std::variant<PatternRegistry::Change, PatternRegistry::Refusal> PatternRegistry:
 
 std::variant<PatternRegistry::Change, PatternRegistry::Refusal> PatternRegistry::Put(
     const std::string& id, const std::string& text, const std::string& content_type) {
-  auto compiled = Compile(text);
+  auto it = patterns_.find(id);
+  StoredPattern next = it == patterns_.end() ? StoredPattern{} : it->second;
+  ++next.version;
+  auto compiled = Compile(text, next.version);
   if (auto* refusal = std::get_if<Refusal>(&compiled)) return std::move(*refusal);
   auto nfa = std::get<std::shared_ptr<const nfa::Nfa>>(std::move(compiled));
   if (nfa->pattern().id != id) {
@@ -68,11 +72,8 @@ std::variant<PatternRegistry::Change, PatternRegistry::Refusal> PatternRegistry:
                    "the document's id '" + nfa->pattern().id + "' differs from '" + id + "' in the path"};
   }
   Change change;
-  auto it = patterns_.find(id);
-  StoredPattern next = it == patterns_.end() ? StoredPattern{} : it->second;
   change.created = it == patterns_.end();
   next.id = id;
-  ++next.version;
   next.updated_ms = WallClockMs();
   if (change.created) next.created_ms = next.updated_ms;
   next.source = text;
@@ -133,11 +134,6 @@ std::vector<const StoredPattern*> PatternRegistry::List() const {
   return out;
 }
 
-uint64_t PatternRegistry::VersionOf(const std::string& id) const {
-  const StoredPattern* p = Get(id);
-  return p ? p->version : 0;
-}
-
 // One JSON file per pattern, written to a temporary name and renamed over the old one, so a
 // crash leaves either the old or the new document, never half of one.
 Status PatternRegistry::Persist(const StoredPattern& p) const {
@@ -191,7 +187,7 @@ std::vector<std::string> PatternRegistry::Load() {
       errors.push_back(file + ": not a stored pattern");
       continue;
     }
-    auto compiled = Compile(std::string(source));
+    auto compiled = Compile(std::string(source), version);
     if (auto* refusal = std::get_if<Refusal>(&compiled)) {
       errors.push_back(file + ": " +
                        (refusal->errors.empty() ? refusal->message : refusal->errors[0].ToString()));

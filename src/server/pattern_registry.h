@@ -1,10 +1,10 @@
 #pragma once
 // PatternRegistry: the server's patterns, their versions and sources, kept in the data
-// directory and applied to the Matcher as they change (hot reload).
+// directory and applied to the matcher as they change (hot reload).
 //
 // Every change is validated and compiled first, written to disk (one JSON file per pattern,
 // replaced atomically), then applied to the Matcher, so a pattern that is reported stored is
-// both durable and live. Replacing a pattern drops that pattern's partial matches only.
+// both durable and live. A change reaches every worker at one input position (a barrier). Replacing a pattern drops that pattern's partial matches only.
 // Not thread-safe: used on the server's one thread.
 
 #include <cstdint>
@@ -15,9 +15,9 @@
 #include <vector>
 
 #include "common/status.h"
+#include "engine/sharded_matcher.h"
 #include "nfa/compiler.h"
 #include "nfa/field_schema.h"
-#include "nfa/matcher.h"
 #include "nfa/pattern.h"
 
 namespace vigil::server {
@@ -48,7 +48,7 @@ class PatternRegistry {
     size_t dropped_partial_matches = 0;
   };
 
-  PatternRegistry(std::string directory, nfa::FieldSchema* schema, nfa::Matcher* matcher);
+  PatternRegistry(std::string directory, nfa::FieldSchema* schema, engine::ShardedMatcher* matcher);
 
   // Loads the stored patterns (at start-up). A stored file that no longer compiles is
   // reported in the returned errors and skipped; the others load.
@@ -67,16 +67,17 @@ class PatternRegistry {
 
   const StoredPattern* Get(const std::string& id) const;
   std::vector<const StoredPattern*> List() const;
-  uint64_t VersionOf(const std::string& id) const;
 
  private:
-  std::variant<std::shared_ptr<const nfa::Nfa>, Refusal> Compile(const std::string& text);
+  // Compiles `text` as a pattern of `version` (0: only to check or identify it).
+  std::variant<std::shared_ptr<const nfa::Nfa>, Refusal> Compile(const std::string& text,
+                                                                 uint64_t version = 0);
   Status Persist(const StoredPattern& p) const;
   std::string PathOf(const std::string& id) const;
 
   std::string directory_;
   nfa::FieldSchema* schema_;
-  nfa::Matcher* matcher_;
+  engine::ShardedMatcher* matcher_;
   std::map<std::string, StoredPattern> patterns_;
 };
 

@@ -11,14 +11,16 @@ namespace vigil::server {
 namespace fs = std::filesystem;
 
 Server::Server(ServerOptions options)
-    : options_(std::move(options)), signals_(io_, SIGINT, SIGTERM), grace_(io_), idle_(io_) {
-  nfa::MatcherOptions matcher_options;
-  matcher_options.max_out_of_orderness_ms = options_.max_out_of_orderness_ms;
-  matcher_options.max_partial_matches_per_key = options_.max_partial_matches_per_key;
-  alerts_ = std::make_unique<AlertLog>(
-      options_.recent_alerts, [this](const std::string& id) { return registry_->VersionOf(id); });
-  matcher_ = std::make_unique<nfa::Matcher>(std::vector<std::shared_ptr<const nfa::Nfa>>{},
-                                            matcher_options, alerts_.get());
+    : options_(std::move(options)), signals_(io_, SIGINT, SIGTERM), grace_(io_), tick_(io_) {
+  engine::EngineOptions engine_options;
+  engine_options.workers = options_.workers > 0 ? options_.workers : engine::AvailableCpus();
+  engine_options.matcher.max_out_of_orderness_ms = options_.max_out_of_orderness_ms;
+  engine_options.matcher.max_partial_matches_per_key = options_.max_partial_matches_per_key;
+  alerts_ = std::make_unique<AlertLog>(io_, options_.recent_alerts, engine_options.workers);
+  std::vector<engine::WorkerSink*> sinks;
+  for (size_t i = 0; i < engine_options.workers; ++i) sinks.push_back(alerts_->worker_sink(i));
+  matcher_ = std::make_unique<engine::ShardedMatcher>(std::vector<std::shared_ptr<const nfa::Nfa>>{},
+                                                      engine_options, alerts_.get(), sinks);
   registry_ = std::make_unique<PatternRegistry>((fs::path(options_.data_dir) / "patterns").string(),
                                                 &schema_, matcher_.get());
   ingest_ = std::make_unique<Ingest>(&schema_, options_.time_field, matcher_.get(), alerts_.get());
@@ -77,31 +79,33 @@ Status Server::Start(std::vector<std::string>* warnings) {
   signals_.async_wait([this](const boost::system::error_code& ec, int) {
     if (!ec) Stop();
   });
-  if (options_.idle_timeout_ms > 0) ScheduleIdleCheck();
+  ScheduleTick();
   return Status::Ok();
 }
 
-// A live stream can go quiet; its last windows would then never close. Once no event has come
+// Every tick, alerts the workers found since the last are written to the alerts file. And a
+// live stream can go quiet; its last windows would then never close. Once no event has come
 // for idle_timeout, event time is taken to follow the wall clock from the last event on: the
 // watermark becomes (largest event time + wall time since the last event - allowed lateness).
-void Server::ScheduleIdleCheck() {
-  idle_.expires_after(std::chrono::milliseconds(std::min<int64_t>(options_.idle_timeout_ms, 1000)));
-  idle_.async_wait([this](const boost::system::error_code& ec) {
+void Server::ScheduleTick() {
+  tick_.expires_after(std::chrono::milliseconds(200));
+  tick_.async_wait([this](const boost::system::error_code& ec) {
     if (ec) return;
     const int64_t last = ingest_->last_event_steady_ms();
     const int64_t now = SteadyClockMs();
-    if (last > 0 && now - last >= options_.idle_timeout_ms) {
+    if (options_.idle_timeout_ms > 0 && last > 0 && now - last >= options_.idle_timeout_ms) {
       const int64_t quiet_for = now - last;
       matcher_->AdvanceWatermark(SaturatingSub(SaturatingAdd(matcher_->max_event_time_ms(), quiet_for),
                                                options_.max_out_of_orderness_ms));
-      alerts_->Flush().IgnoreError();
     }
-    ScheduleIdleCheck();
+    alerts_->Flush().IgnoreError();
+    ScheduleTick();
   });
 }
 
 void Server::Run() {
   io_.run();
+  matcher_->Sync();  // the alerts of every accepted event reach the file before exit
   alerts_->Flush().IgnoreError();
 }
 
@@ -109,7 +113,7 @@ void Server::Stop() {
   http_->StopAccepting();
   boost::system::error_code ignored;
   signals_.cancel(ignored);
-  idle_.cancel(ignored);
+  tick_.cancel(ignored);
   // Requests are handled whole on this thread, so none is half-handled here; responses being
   // written get a short grace period, idle keep-alive connections do not hold the exit.
   grace_.expires_after(std::chrono::milliseconds(500));

@@ -1,6 +1,7 @@
 #pragma once
 // Server: `vigil serve` assembled: patterns (stored and from the patterns directory), the
-// Matcher, HTTP ingest, alerts and the REST API, on one io_context thread.
+// sharded matcher and its workers, HTTP ingest, alerts and the REST API. HTTP, ingest and the
+// API run on one io_context thread; matching runs on the workers (see ShardedMatcher).
 //
 // Lifetime: construct, Start() (loads and listens), Run() until Stop() or SIGINT/SIGTERM;
 // stopping closes the listener, finishes the request in flight, flushes the alerts file.
@@ -15,7 +16,7 @@
 
 #include "common/status.h"
 #include "nfa/field_schema.h"
-#include "nfa/matcher.h"
+#include "engine/sharded_matcher.h"
 #include "server/alert_log.h"
 #include "server/api.h"
 #include "server/http_server.h"
@@ -41,17 +42,17 @@ class Server {
 
  private:
   Status LoadPatternsDirectory(std::vector<std::string>* warnings);
-  void ScheduleIdleCheck();
+  void ScheduleTick();
 
   ServerOptions options_;
   boost::asio::io_context io_;
   boost::asio::signal_set signals_;
   boost::asio::steady_timer grace_;
-  boost::asio::steady_timer idle_;
+  boost::asio::steady_timer tick_;
   nfa::FieldSchema schema_;
-  std::unique_ptr<nfa::Matcher> matcher_;
+  std::unique_ptr<AlertLog> alerts_;  // before the matcher: its workers write here until joined
+  std::unique_ptr<engine::ShardedMatcher> matcher_;
   std::unique_ptr<PatternRegistry> registry_;
-  std::unique_ptr<AlertLog> alerts_;
   std::unique_ptr<Ingest> ingest_;
   std::unique_ptr<Api> api_;
   std::unique_ptr<HttpServer> http_;

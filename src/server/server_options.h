@@ -47,6 +47,9 @@ struct ServerOptions {
   // Bearer token every endpoint but /healthz, /readyz and /metrics requires; empty: no
   // authentication (api.token). Never logged.
   std::string api_token;
+  // Matching threads, each owning a shard of the keys; 0: one per CPU this process may run
+  // on (workers).
+  size_t workers = 0;
   // Partial matches kept per key and pattern. Default: 10000
   // (events.max_partial_matches_per_key).
   size_t max_partial_matches_per_key = 10000;
