@@ -48,7 +48,7 @@ struct EngineOptions {
   // shard and shards are set by the engine for each worker.
   nfa::MatcherOptions matcher;
   size_t workers = 1;
-  size_t events_per_block = 256;
+  size_t events_per_block = 2048;
   // Blocks per worker that may be queued or in work; with events_per_block, bounds the events
   // in flight per worker.
   size_t blocks_per_worker = 8;

@@ -88,12 +88,13 @@ void Matcher::AdvanceWatermark(int64_t watermark_ms) {
 }
 
 void Matcher::AddBatch(std::span<Event* const> events) {
-  // Three passes, each issuing the loads the next one needs: index slots, then the records
-  // they name, then each record's runs. Prefetches are hints: matching below looks every key
+  // Four passes, each issuing the loads the next one needs: the events, their keys' index
+  // slots, the records those name, then each record's runs. Prefetches are hints: matching below looks every key
   // up again, so keys that appear or disappear within the batch stay correct.
   // batch_hashes_ is indexed by slot position: valid only within this call, during which the
   // patterns cannot change (CheckNotMatching).
   const MatchingScope scope(&matching_);
+  for (const Event* event : events) event->Prefetch();
   const size_t patterns = slots_.size();
   batch_hashes_.resize(events.size() * patterns);
   for (size_t i = 0; i < events.size(); ++i) {
