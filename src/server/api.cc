@@ -222,13 +222,16 @@ const std::vector<Api::RouteSpec>& Api::Routes() {
        {{200, "{valid:true}"}, {413, "document too large"}, {415, "unknown content type"},
         {422, "{valid:false, errors:[{line,column,message}]}"}},
        &Api::ValidatePattern},
-      {V::post, "/events", "Ingest events: NDJSON or a JSON array of objects",
+      {V::post, "/events", "Ingest events: NDJSON or a JSON array of objects; matched asynchronously",
        "application/x-ndjson,application/json",
        {{202, "{accepted, rejected:[{index, reason}]} (malformed and late events)"},
         {400, "a JSON array body that does not parse"}, {413, "body too large"},
         {415, "unknown content type"}},
        &Api::PostEvents},
-      {V::get, "/alerts", "The most recent alerts, newest first (query: limit, default 100)", "",
+      {V::get, "/alerts",
+       "The most recent alerts, newest first (query: limit, default 100); includes the alerts of "
+       "every event posted before",
+       "",
        {{200, "{alerts:[...]}"}, {400, "bad limit"}}, &Api::GetAlerts},
       {V::get, "/alerts/stream", "Alerts as Server-Sent Events (event: alert), live", "",
        {{200, "text/event-stream"}, {503, "too many subscribers"}}, &Api::StreamAlerts},
@@ -535,7 +538,9 @@ HttpResponse Api::GetAlerts(const HttpRequest& request, const std::string&) {
                            "limit must be a positive integer");
     }
   }
-  matcher_->Sync();  // a client sees the alerts of the events it has posted
+  // A client sees the alerts of the events it has posted, here and in the alerts file.
+  matcher_->Sync();
+  alerts_->Flush().IgnoreError();
   std::string body = "{\"alerts\":[";
   bool first = true;
   for (const std::string& alert : alerts_->Recent(limit)) {

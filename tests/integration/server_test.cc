@@ -138,6 +138,8 @@ TEST_CASE("Serve: events in, alerts out, bad events reported by index") {
   CHECK(posted.status == 202);
   CHECK(Has(posted.body, "\"accepted\":3"));
   CHECK(Has(posted.body, "{\"index\":1,\"reason\":\"event is not a JSON object\"}"));
+  // Matching is asynchronous; GET /alerts waits for the alerts of the events posted before it.
+  CHECK(Has(server.Request(http::verb::get, "/alerts").body, "\"key\":\"x\""));
   // A JSON array, with a late event (time 1 is below the watermark 3).
   auto array = server.Request(http::verb::post, "/events",
                               "[" + Event(1, "y", "b") + "," + Event(4, "y", "b") + ", 7]",

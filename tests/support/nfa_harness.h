@@ -1,6 +1,7 @@
 #pragma once
 // NfaHarness: runs pattern documents over events through the real parser, compiler and
-// Matcher, and returns matches in a compact, comparable form.
+// Matcher (and the sharded engine, which must agree with it), and returns matches in a
+// compact, comparable form.
 //
 // Each event names itself with an "id" field; a match is written as the ids of its events
 // in match order, space-separated ("a1 b2 c3"), with " (timeout)" appended for a timed-out
@@ -12,9 +13,13 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <mutex>
+#include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "engine/sharded_matcher.h"
 #include "nfa/event_parser.h"
 #include "nfa/matcher.h"
 #include "nfa/pattern.h"
@@ -33,6 +38,11 @@ inline std::string Ev(const std::string& id, int64_t ts, const std::string& name
   std::snprintf(price_text, sizeof price_text, "%g", price);
   return "{\"id\":\"" + id + "\",\"ts\":" + std::to_string(ts) + ",\"name\":\"" + name +
          "\",\"price\":" + price_text + ",\"k\":\"" + key + "\"}";
+}
+
+inline std::vector<std::string> Sorted(std::vector<std::string> v) {
+  std::sort(v.begin(), v.end());
+  return v;
 }
 
 class CollectingSink : public nfa::MatchSink {
@@ -60,6 +70,77 @@ class CollectingSink : public nfa::MatchSink {
   std::vector<std::string> problems;
 };
 
+// Adapts the CollectingSink to the sharded engine: matches from each worker (under a lock,
+// since workers run at once), late events and unusable keys from the input thread.
+class ShardedCollector : public engine::InputSink {
+ public:
+  class Worker : public engine::WorkerSink {
+   public:
+    explicit Worker(ShardedCollector* owner) : owner_(owner) {}
+    void OnMatch(const nfa::Nfa& nfa, std::string_view key, const nfa::Match& m) override {
+      const std::lock_guard lock(owner_->mutex_);
+      owner_->sink_.OnMatch(nfa, key, m);
+    }
+
+   private:
+    ShardedCollector* owner_;
+  };
+
+  explicit ShardedCollector(size_t workers) {
+    for (size_t i = 0; i < workers; ++i) workers_.emplace_back(this);
+  }
+  std::vector<engine::WorkerSink*> worker_sinks() {
+    std::vector<engine::WorkerSink*> out;
+    for (Worker& w : workers_) out.push_back(&w);
+    return out;
+  }
+  void OnLate(const nfa::Event& e, int64_t watermark) override { sink_.OnLate(e, watermark); }
+  void OnRejected(const nfa::Event& e, const nfa::Nfa& nfa, std::string_view reason) override {
+    sink_.OnRejected(e, nfa, reason);
+  }
+  CollectingSink& sink() { return sink_; }
+
+ private:
+  std::mutex mutex_;
+  CollectingSink sink_;
+  std::deque<Worker> workers_;
+};
+
+// Feeds `events` to `matcher` (a Matcher, one event at a time, or a ShardedMatcher, in
+// batches) and finishes. Lines that do not parse are reported to `problems`.
+template <typename AnyMatcher>
+void Feed(AnyMatcher* matcher, nfa::FieldSchema* schema, const std::vector<std::string>& events,
+          std::vector<std::string>* problems) {
+  nfa::EventParser parser(schema, "ts");
+  std::deque<nfa::Event> parsed(events.size());
+  std::vector<std::string> padded(events.size());
+  std::vector<nfa::Event*> kept;
+  for (size_t i = 0; i < events.size(); ++i) {
+    padded[i] = events[i];
+    padded[i].resize(events[i].size() + simdjson::SIMDJSON_PADDING, '\0');
+    Status s = parser.Parse(std::string_view(padded[i].data(), events[i].size()), padded[i].size(),
+                            &parsed[i]);
+    if (!s.ok()) {
+      problems->push_back("line " + std::to_string(i + 1) + ": " + s.message());
+      continue;
+    }
+    parsed[i].set_line(i + 1);
+    kept.push_back(&parsed[i]);
+  }
+  if constexpr (std::is_same_v<AnyMatcher, nfa::Matcher>) {
+    for (nfa::Event* e : kept) matcher->Add(e);
+  } else {
+    // Small, uneven batches: block and batch boundaries fall everywhere.
+    for (size_t i = 0; i < kept.size(); i += 3) {
+      matcher->AddBatch(std::span<nfa::Event* const>(kept).subspan(i, std::min<size_t>(3, kept.size() - i)));
+    }
+  }
+  matcher->Finish();
+}
+
+// Runs the pattern documents over the events with one Matcher and, to pin that sharding
+// changes nothing, with the engine on 2, 4 and 7 workers: each must give the same matches
+// and report the same problems.
 inline HarnessResult RunPattern(const std::string& pattern_yaml,
                                 const std::vector<std::string>& events,
                                 int64_t max_out_of_orderness_ms = 0) {
@@ -77,31 +158,30 @@ inline HarnessResult RunPattern(const std::string& pattern_yaml,
     nfas.push_back(compiled.value());
   }
   if (!result.problems.empty()) return result;
+  nfa::MatcherOptions options;
+  options.max_out_of_orderness_ms = max_out_of_orderness_ms;
   CollectingSink sink;
   {
-    nfa::EventParser parser(&schema, "ts");
-    nfa::MatcherOptions options;
-    options.max_out_of_orderness_ms = max_out_of_orderness_ms;
     nfa::Matcher matcher(nfas, options, &sink);
-    nfa::Event event;
-    uint64_t line = 0;
-    for (const std::string& text : events) {
-      std::string padded = text;
-      padded.resize(text.size() + simdjson::SIMDJSON_PADDING, '\0');
-      ++line;
-      Status s = parser.Parse(std::string_view(padded.data(), text.size()), padded.size(), &event);
-      if (!s.ok()) {
-        sink.problems.push_back("line " + std::to_string(line) + ": " + s.message());
-        continue;
-      }
-      event.set_line(line);
-      matcher.Add(&event);
-    }
-    matcher.Finish();
+    Feed(&matcher, &schema, events, &sink.problems);
   }
-  result.matches = std::move(sink.matches);
-  std::sort(result.matches.begin(), result.matches.end());
+  result.matches = Sorted(std::move(sink.matches));
   result.problems = std::move(sink.problems);
+  for (const size_t workers : {2, 4, 7}) {
+    CAPTURE(workers);
+    ShardedCollector collector(workers);
+    engine::EngineOptions engine_options;
+    engine_options.matcher = options;
+    engine_options.workers = workers;
+    engine_options.events_per_block = 2;
+    engine_options.blocks_per_worker = 2;
+    {
+      engine::ShardedMatcher matcher(nfas, engine_options, &collector, collector.worker_sinks());
+      Feed(&matcher, &schema, events, &collector.sink().problems);
+    }
+    CHECK(Sorted(collector.sink().matches) == result.matches);
+    CHECK(Sorted(collector.sink().problems) == Sorted(result.problems));
+  }
   return result;
 }
 
@@ -132,11 +212,6 @@ inline std::vector<std::string> Stream(const std::string& ids) {
     out.push_back(Ev(token, event_ts, name));
   }
   return out;
-}
-
-inline std::vector<std::string> Sorted(std::vector<std::string> v) {
-  std::sort(v.begin(), v.end());
-  return v;
 }
 
 }  // namespace vigil::testing
