@@ -1,0 +1,308 @@
+// The sharded engine's promises that one Matcher does not have to keep: a pattern change
+// lands at one input position in every worker, a slow worker slows the input instead of
+// losing events, the watermark reaches workers that get no events, and what is decided where
+// events enter is reported once, there.
+#include "engine/sharded_matcher.h"
+
+#include <doctest/doctest.h>
+#include <simdjson.h>
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "nfa/compiler.h"
+#include "nfa/event_key.h"
+#include "nfa/event_parser.h"
+#include "nfa/pattern.h"
+
+TEST_SUITE_BEGIN("engine");
+
+namespace {
+
+using namespace vigil;
+
+std::shared_ptr<const nfa::Nfa> Compile(const std::string& yaml, nfa::FieldSchema* schema,
+                                        uint64_t version = 1) {
+  nfa::ParsedPatterns parsed = nfa::ParsePatterns(yaml, "test.yaml", schema);
+  REQUIRE(parsed.errors.empty());
+  REQUIRE(parsed.patterns.size() == 1);
+  parsed.patterns[0].version = version;
+  auto compiled = nfa::NfaCompiler::Compile(std::make_shared<const nfa::Pattern>(std::move(parsed.patterns[0])));
+  REQUIRE(compiled.ok());
+  return compiled.value();
+}
+
+// What the workers found, each match as (pattern version, value of field "n" of its first
+// event, key); collected under a lock since workers report at once.
+struct Found {
+  uint64_t version;
+  int64_t n;
+  std::string key;
+};
+
+class Collector : public engine::InputSink {
+ public:
+  class Worker : public engine::WorkerSink {
+   public:
+    Worker(Collector* owner, size_t index) : owner_(owner), index_(index) {}
+    void OnMatch(const nfa::Nfa& nfa, std::string_view key, const nfa::Match& m) override {
+      if (owner_->slow_worker == index_) std::this_thread::sleep_for(std::chrono::microseconds(200));
+      simdjson::dom::parser parser;
+      const std::string raw(m.events.front().event->raw());
+      int64_t n = -1;
+      if (parser.parse(raw)["n"].get(n)) n = -1;
+      const std::lock_guard lock(owner_->mutex);
+      owner_->found.push_back({nfa.pattern().version, n, std::string(key)});
+    }
+
+   private:
+    Collector* owner_;
+    size_t index_;
+  };
+
+  explicit Collector(size_t workers) {
+    for (size_t i = 0; i < workers; ++i) workers_.emplace_back(this, i);
+  }
+  std::vector<engine::WorkerSink*> sinks() {
+    std::vector<engine::WorkerSink*> out;
+    for (Worker& w : workers_) out.push_back(&w);
+    return out;
+  }
+  void OnLate(const nfa::Event& e, int64_t) override {
+    CHECK(std::this_thread::get_id() == input_thread);
+    late.push_back(e.line());
+  }
+  void OnRejected(const nfa::Event& e, const nfa::Nfa& nfa, std::string_view) override {
+    CHECK(std::this_thread::get_id() == input_thread);
+    rejected.push_back(nfa.pattern().id + "@" + std::to_string(e.line()));
+  }
+
+  std::mutex mutex;
+  std::vector<Found> found;
+  std::vector<uint64_t> late;
+  std::vector<std::string> rejected;
+  size_t slow_worker = SIZE_MAX;
+  const std::thread::id input_thread = std::this_thread::get_id();
+
+ private:
+  std::deque<Worker> workers_;
+};
+
+// Parses event texts and feeds them in batches of `batch`.
+class Feeder {
+ public:
+  Feeder(nfa::FieldSchema* schema) : parser_(schema, "ts") {}
+
+  void Add(engine::ShardedMatcher* matcher, const std::vector<std::string>& texts) {
+    std::deque<nfa::Event> events(texts.size());
+    std::vector<std::string> padded(texts.size());
+    std::vector<nfa::Event*> batch;
+    for (size_t i = 0; i < texts.size(); ++i) {
+      padded[i] = texts[i] + std::string(simdjson::SIMDJSON_PADDING, '\0');
+      REQUIRE(parser_.Parse(std::string_view(padded[i].data(), texts[i].size()), padded[i].size(),
+                            &events[i])
+                  .ok());
+      events[i].set_line(++line_);
+      batch.push_back(&events[i]);
+    }
+    matcher->AddBatch(batch);
+  }
+
+ private:
+  nfa::EventParser parser_;
+  uint64_t line_ = 0;
+};
+
+std::string Event(int64_t ts, int64_t n, const std::string& key) {
+  return "{\"ts\":" + std::to_string(ts) + ",\"n\":" + std::to_string(n) + ",\"k\":\"" + key + "\"}";
+}
+
+uint32_t ShardOfKey(const std::string& key, size_t workers) {
+  std::string identity;
+  REQUIRE(nfa::EncodeKey(nfa::Value::String(key), &identity));
+  return nfa::ShardOf(nfa::HashKey(identity), static_cast<uint32_t>(workers));
+}
+
+constexpr char kEveryEvent[] = R"(
+id: every
+key: k
+sequence:
+  - begin: a
+    where: n >= 0
+)";
+
+engine::EngineOptions Options(size_t workers) {
+  engine::EngineOptions options;
+  options.workers = workers;
+  options.events_per_block = 4;
+  options.blocks_per_worker = 2;
+  return options;
+}
+
+}  // namespace
+
+TEST_CASE("Engine: a replaced pattern switches at one input position in every worker") {
+  for (const size_t workers : {2, 4, 7}) {
+    for (const int64_t switch_at : {1, 333, 999}) {
+      CAPTURE(workers);
+      CAPTURE(switch_at);
+      nfa::FieldSchema schema;
+      auto v1 = Compile(kEveryEvent, &schema, 1);
+      auto v2 = Compile(kEveryEvent, &schema, 2);
+      Collector collector(workers);
+      Feeder feeder(&schema);
+      {
+        engine::ShardedMatcher matcher({v1}, Options(workers), &collector, collector.sinks());
+        for (int64_t n = 0; n < 1000; ++n) {
+          if (n == switch_at) REQUIRE(matcher.ReplacePattern(v2).ok());
+          feeder.Add(&matcher, {Event(n, n, "k" + std::to_string(n % 64))});
+        }
+        matcher.Finish();
+      }
+      REQUIRE(collector.found.size() == 1000);
+      for (const Found& f : collector.found) {
+        CAPTURE(f.n);
+        CHECK(f.version == (f.n < switch_at ? 1u : 2u));
+      }
+    }
+  }
+}
+
+TEST_CASE("Engine: a slow worker holds the input back and loses nothing") {
+  nfa::FieldSchema schema;
+  auto every = Compile(kEveryEvent, &schema);
+  Collector collector(3);
+  collector.slow_worker = 1;
+  Feeder feeder(&schema);
+  engine::ShardedMatcher matcher({every}, Options(3), &collector, collector.sinks());
+  // The queues hold 2 blocks of 4 events per worker; far more than that goes to the slow one.
+  std::vector<std::string> texts;
+  for (int64_t n = 0; n < 600; ++n) texts.push_back(Event(n, n, "k" + std::to_string(n % 30)));
+  for (size_t i = 0; i < texts.size(); i += 50) {
+    feeder.Add(&matcher, std::vector<std::string>(texts.begin() + i, texts.begin() + i + 50));
+  }
+  matcher.Finish();
+  std::vector<bool> seen(600);
+  for (const Found& f : collector.found) seen.at(f.n) = true;
+  CHECK(collector.found.size() == 600);
+  CHECK(std::count(seen.begin(), seen.end(), true) == 600);
+  const auto observed = matcher.Observe();
+  CHECK(observed.totals.events == 600);
+  uint64_t delivered = 0;
+  for (const auto& w : observed.workers) delivered += w.events;
+  CHECK(delivered == 600);
+  CHECK(observed.workers[1].events > 0);
+}
+
+TEST_CASE("Engine: the watermark reaches a worker that gets no events and closes its windows") {
+  const std::string timeouts = R"(
+id: pair
+key: k
+within: 10ms
+timeouts: true
+sequence:
+  - begin: a
+    where: n == 1
+  - followed_by: b
+    where: n == 2
+)";
+  for (const size_t workers : {2, 4, 7}) {
+    CAPTURE(workers);
+    nfa::FieldSchema schema;
+    auto pair = Compile(timeouts, &schema);
+    Collector collector(workers);
+    Feeder feeder(&schema);
+    engine::ShardedMatcher matcher({pair}, Options(workers), &collector, collector.sinks());
+    // Key "lonely" starts a window; then only events of keys that other workers own arrive,
+    // and event time passes its deadline.
+    feeder.Add(&matcher, {Event(0, 1, "lonely")});
+    matcher.Flush();
+    const uint32_t lonely_shard = ShardOfKey("lonely", workers);
+    int64_t ts = 1;
+    for (int i = 0; ts <= 50; ++i) {
+      const std::string key = "busy" + std::to_string(i);
+      if (ShardOfKey(key, workers) != lonely_shard) feeder.Add(&matcher, {Event(ts++, 0, key)});
+    }
+    // Flush hands over what was routed and the watermark, and nothing more: no barrier, no
+    // Finish. Only the watermark can close the window.
+    matcher.Flush();
+    bool closed = false;
+    for (int i = 0; i < 1000 && !closed; ++i) {
+      {
+        const std::lock_guard lock(collector.mutex);
+        closed = !collector.found.empty();
+      }
+      if (!closed) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    REQUIRE(closed);
+    const std::lock_guard lock(collector.mutex);
+    REQUIRE(collector.found.size() == 1);
+    CHECK(collector.found[0].key == "\"lonely\"");
+  }
+}
+
+TEST_CASE("Engine: late events and unusable keys are reported once, where events enter") {
+  const std::string by_user = R"(
+id: by-user
+key: user
+sequence:
+  - begin: a
+    where: n >= 0
+)";
+  nfa::FieldSchema schema;
+  auto by_k = Compile(kEveryEvent, &schema);
+  auto user = Compile(by_user, &schema);
+  engine::EngineOptions options = Options(4);
+  options.matcher.max_out_of_orderness_ms = 5;
+  Collector collector(4);
+  Feeder feeder(&schema);
+  engine::ShardedMatcher matcher({by_k, user}, options, &collector, collector.sinks());
+  feeder.Add(&matcher, {"{\"ts\":10,\"n\":1,\"k\":\"a\",\"user\":\"u1\"}",  // line 1: both keys
+                        "{\"ts\":20,\"n\":2,\"k\":\"b\"}",                  // 2: no user
+                        "{\"ts\":12,\"n\":3,\"k\":\"c\",\"user\":\"u2\"}",  // 3: late (watermark 15)
+                        "{\"ts\":21,\"n\":4,\"k\":[1],\"user\":\"u3\"}"});  // 4: k is a list
+  matcher.Finish();
+  CHECK(collector.late == std::vector<uint64_t>{3});
+  CHECK(collector.rejected == std::vector<std::string>{"by-user@2", "every@4"});
+  CHECK(collector.found.size() == 4);  // 1 twice, 2 by k, 4 by user
+  const auto observed = matcher.Observe();
+  CHECK(observed.totals.events == 4);
+  CHECK(observed.totals.late_events == 1);
+  CHECK(observed.totals.matches == 4);
+}
+
+TEST_CASE("Engine: patterns are added and removed at a barrier, and counted over all workers") {
+  nfa::FieldSchema schema;
+  const std::string pair = R"(
+id: pair
+key: k
+sequence:
+  - begin: a
+    where: n == 1
+  - followed_by: b
+    where: n == 2
+)";
+  auto p = Compile(pair, &schema);
+  Collector collector(3);
+  Feeder feeder(&schema);
+  engine::ShardedMatcher matcher({}, Options(3), &collector, collector.sinks());
+  CHECK(matcher.AddPattern(p).ok());
+  CHECK(matcher.AddPattern(p).code() == Status::Code::kAlreadyExists);
+  for (int i = 0; i < 40; ++i) feeder.Add(&matcher, {Event(i, 1, "k" + std::to_string(i))});
+  const auto observed = matcher.Observe();
+  CHECK(observed.partial_matches.at("pair") == 40);
+  CHECK(observed.active_keys == 40);
+  size_t keys = 0;
+  for (const auto& w : observed.workers) keys += w.keys;
+  CHECK(keys == 40);
+  auto dropped = matcher.RemovePattern("pair");
+  REQUIRE(dropped.ok());
+  CHECK(*dropped == 40);
+  CHECK(matcher.RemovePattern("pair").status().code() == Status::Code::kNotFound);
+  CHECK(matcher.Observe().active_keys == 0);
+}
