@@ -188,7 +188,7 @@ void ShardedMatcher::Route(nfa::Event* event, int64_t entered_steady_ns) {
   targets_.clear();
   const uint32_t shards = static_cast<uint32_t>(workers_.size());
   for (const KeyGroup& group : key_groups_) {
-    const nfa::Value key = nfa::KeyOf(group.patterns.front()->pattern(), *event);
+    const nfa::Value key = nfa::KeyOfSlot(group.key_slot, *event);
     if (!nfa::EncodeKey(key, &key_buffer_)) {
       for (const nfa::Nfa* nfa : group.patterns) {
         input_sink_->OnRejected(*event, *nfa, nfa::KeyProblem(nfa->pattern(), key));

@@ -5,9 +5,7 @@
 
 namespace vigil::nfa {
 
-Value KeyOf(const Pattern& pattern, const Event& event) {
-  return pattern.key_slot >= 0 ? event.field(pattern.key_slot) : Value::Null();
-}
+Value KeyOf(const Pattern& pattern, const Event& event) { return KeyOfSlot(pattern.key_slot, event); }
 
 bool EncodeKey(const Value& v, std::string* identity) {
   identity->clear();

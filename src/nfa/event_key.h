@@ -16,6 +16,10 @@ namespace vigil::nfa {
 
 // The value of `pattern`'s key in `event`; null for a pattern without a key.
 Value KeyOf(const Pattern& pattern, const Event& event);
+// The same for a key field given by its schema slot (-1: no key).
+inline Value KeyOfSlot(int key_slot, const Event& event) {
+  return key_slot >= 0 ? event.field(key_slot) : Value::Null();
+}
 
 // Writes the identity of key value `v` to `*identity`. Returns false when `v` cannot be a
 // key (missing, or a list or object).

@@ -27,6 +27,17 @@ Matcher::Matcher(std::vector<std::shared_ptr<const Nfa>> patterns, MatcherOption
     : options_(options), sink_(sink) {
   slots_.resize(patterns.size());
   for (size_t i = 0; i < patterns.size(); ++i) slots_[i].nfa = std::move(patterns[i]);
+  GroupKeys();
+}
+
+void Matcher::GroupKeys() {
+  key_slots_.clear();
+  for (PatternSlot& slot : slots_) {
+    const int key_slot = slot.nfa->pattern().key_slot;
+    auto it = std::find(key_slots_.begin(), key_slots_.end(), key_slot);
+    slot.key_group = static_cast<size_t>(it - key_slots_.begin());
+    if (it == key_slots_.end()) key_slots_.push_back(key_slot);
+  }
 }
 
 Matcher::~Matcher() {
@@ -96,13 +107,19 @@ void Matcher::AddBatch(std::span<Event* const> events) {
   const MatchingScope scope(&matching_);
   for (const Event* event : events) event->Prefetch();
   const size_t patterns = slots_.size();
+  const size_t groups = key_slots_.size();
   batch_hashes_.resize(events.size() * patterns);
   for (size_t i = 0; i < events.size(); ++i) {
+    // Patterns keyed by the same field share one hash.
+    group_hashes_.resize(groups);
+    for (size_t g = 0; g < groups; ++g) {
+      group_hashes_[g] = EncodeKey(KeyOfSlot(key_slots_[g], *events[i]), &key_buffer_)
+                             ? HashKey(key_buffer_)
+                             : 0;
+    }
     for (size_t p = 0; p < patterns; ++p) {
-      uint64_t& hash = batch_hashes_[i * patterns + p];
-      hash = EncodeKey(KeyOf(slots_[p].nfa->pattern(), *events[i]), &key_buffer_)
-                 ? HashKey(key_buffer_)
-                 : 0;
+      const uint64_t hash = group_hashes_[slots_[p].key_group];
+      batch_hashes_[i * patterns + p] = hash;
       if (Owns(hash)) slots_[p].index.Prefetch(hash);
     }
   }
@@ -126,6 +143,12 @@ void Matcher::AddBatch(std::span<Event* const> events) {
 
 void Matcher::Dispatch(CurrentEvent* current, Event* event) {
   event->set_seq(next_seq_++);
+  event_keys_.resize(key_slots_.size());
+  for (size_t g = 0; g < key_slots_.size(); ++g) {
+    EventKey& key = event_keys_[g];
+    key.usable = EncodeKey(KeyOfSlot(key_slots_[g], *event), &key.identity);
+    key.hash = key.usable ? HashKey(key.identity) : 0;
+  }
   for (PatternSlot& slot : slots_) DispatchTo(slot, current);
 }
 
@@ -133,21 +156,22 @@ void Matcher::DispatchTo(PatternSlot& slot, CurrentEvent* current) {
   const Nfa& nfa = *slot.nfa;
   const Event& event = current->event();
   const Pattern& pattern = nfa.pattern();
-  const Value key = KeyOf(pattern, event);
-  if (!EncodeKey(key, &key_buffer_)) {
-    sink_->OnRejected(event, nfa, KeyProblem(pattern, key));
+  const EventKey& key = event_keys_[slot.key_group];
+  if (!key.usable) {
+    sink_->OnRejected(event, nfa, KeyProblem(pattern, KeyOf(pattern, event)));
     return;
   }
-  const uint64_t hash = HashKey(key_buffer_);
+  const uint64_t hash = key.hash;
   if (!Owns(hash)) return;
-  const uint32_t found = slot.index.Find(hash, key_buffer_, [&slot](uint32_t r) {
+  const std::string& identity = key.identity;
+  const uint32_t found = slot.index.Find(hash, identity, [&slot](uint32_t r) {
     return std::string_view(slot.records[r].identity);
   });
   if (found == KeyIndex::kNone) {
     // Most events start nothing: try the start state on an empty scratch state and only keep
     // a record for the key if a run or held match results.
     runtime_.Process(nfa, &scratch_state_, current, &matches_);
-    Emit(slot, key_buffer_);
+    Emit(slot, identity);
     if (scratch_state_.empty()) return;
     uint32_t index;
     if (!slot.free_records.empty()) {
@@ -158,7 +182,7 @@ void Matcher::DispatchTo(PatternSlot& slot, CurrentEvent* current) {
       slot.records.emplace_back();
     }
     KeyRecord& record = slot.records[index];
-    record.identity = key_buffer_;
+    record.identity = identity;
     record.hash = hash;
     record.state.partial.swap(scratch_state_.partial);
     record.state.completed.swap(scratch_state_.completed);
@@ -292,6 +316,7 @@ Status Matcher::AddPattern(std::shared_ptr<const Nfa> nfa) {
     return Status::AlreadyExists("pattern '" + id + "' already exists");
   }
   slots_.emplace_back().nfa = std::move(nfa);
+  GroupKeys();
   return Status::Ok();
 }
 
@@ -303,6 +328,7 @@ Result<size_t> Matcher::ReplacePattern(std::shared_ptr<const Nfa> nfa) {
   // The runs are states of the old graph and mean nothing in the new one: drop them.
   const size_t dropped = DropState(*slot);
   slot->nfa = std::move(nfa);
+  GroupKeys();
   return dropped;
 }
 
@@ -312,6 +338,7 @@ Result<size_t> Matcher::RemovePattern(std::string_view id) {
   if (slot == slots_.end()) return Status::NotFound("pattern '" + std::string(id) + "' not found");
   const size_t dropped = DropState(*slot);
   slots_.erase(slot);
+  GroupKeys();
   return dropped;
 }
 

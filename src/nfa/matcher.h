@@ -154,6 +154,7 @@ class Matcher {
   };
   struct PatternSlot {
     std::shared_ptr<const Nfa> nfa;
+    size_t key_group = 0;  // index of its key field in key_slots_
     KeyIndex index;
     std::vector<KeyRecord> records;
     std::vector<uint32_t> free_records;
@@ -173,6 +174,14 @@ class Matcher {
   bool Owns(uint64_t key_hash) const {
     return options_.shards <= 1 || ShardOf(key_hash, options_.shards) == options_.shard;
   }
+  // The key of the event being dispatched under one key field.
+  struct EventKey {
+    bool usable = false;
+    uint64_t hash = 0;
+    std::string identity;
+  };
+  // Fills key_slots_ and each slot's key_group.
+  void GroupKeys();
   // Add() without firing timers.
   void Accept(Event* event);
   // Matches the held-back events with time <= `watermark_ms`, in event-time order.
@@ -207,6 +216,11 @@ class Matcher {
   std::vector<Match> matches_;
   KeyNfaState scratch_state_;
   std::string key_buffer_;
+  // The distinct key fields of the patterns (-1: no key), so that patterns keyed alike
+  // encode and hash an event's key once.
+  std::vector<int> key_slots_;
+  std::vector<EventKey> event_keys_;     // by key group, for the event being dispatched
+  std::vector<uint64_t> group_hashes_;   // AddBatch: by key group, for one event
   std::vector<uint64_t> batch_hashes_;   // AddBatch: each (event, pattern)'s key hash
   std::vector<uint32_t> batch_records_;  // AddBatch: the record each hash likely names
   std::vector<Timer> due_;
