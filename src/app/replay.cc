@@ -13,8 +13,6 @@
 #include "app/pattern_loader.h"
 #include "common/json_text.h"
 #include "engine/sharded_matcher.h"
-#include "nfa/event_batch.h"
-#include "nfa/event_parser.h"
 #include "nfa/match_json.h"
 
 namespace vigil::app {
@@ -25,6 +23,11 @@ class ProblemReporter : public engine::InputSink {
  public:
   ProblemReporter(std::FILE* err, std::string events_name)
       : err_(err), events_name_(std::move(events_name)) {}
+
+  void OnMalformed(uint64_t line, std::string_view, std::string_view reason) override {
+    std::fprintf(err_, "%s:%llu: %.*s\n", events_name_.c_str(), static_cast<unsigned long long>(line),
+                 static_cast<int>(reason.size()), reason.data());
+  }
 
   void OnLate(const nfa::Event& event, int64_t watermark_ms) override {
     std::fprintf(err_, "%s:%llu: late event: time %lld is below the watermark %lld\n",
@@ -106,7 +109,6 @@ int RunReplay(const ReplayOptions& options, std::FILE* out, std::FILE* err) {
   }
   const std::string events_name = from_stdin ? "<stdin>" : options.events_path;
 
-  nfa::EventParser parser(&schema, options.time_field);
   ProblemReporter problems(err, events_name);
   std::vector<std::unique_ptr<MatchWriter>> writers;
   std::vector<engine::WorkerSink*> sinks;
@@ -116,31 +118,17 @@ int RunReplay(const ReplayOptions& options, std::FILE* out, std::FILE* err) {
   }
   engine::EngineOptions engine_options;
   engine_options.workers = options.workers;
+  engine_options.time_field = options.time_field;
   engine_options.matcher.max_out_of_orderness_ms = options.max_out_of_orderness_ms;
   engine_options.matcher.max_partial_matches_per_key = options.max_partial_matches_per_key;
-  engine::ShardedMatcher matcher(std::move(loaded.nfas), engine_options, &problems, sinks);
+  engine::ShardedMatcher matcher(std::move(loaded.nfas), &schema, engine_options, &problems, sinks);
 
   LineReader reader(fd);
-  nfa::EventBatch batch;
   std::string_view line;
   size_t readable = 0;
-  while (true) {
-    // No refill while the batch holds lines: they point into the reader's buffer.
-    while (!batch.full() && reader.Next(&line, &readable, /*may_refill=*/batch.empty())) {
-      const std::string_view text = TrimJsonWhitespace(line);
-      if (text.empty()) continue;
-      nfa::Event* event = batch.next();
-      Status parsed = parser.Parse(text, readable - (text.data() - line.data()), event);
-      if (!parsed.ok()) {
-        std::fprintf(err, "%s:%llu: %s\n", events_name.c_str(),
-                     static_cast<unsigned long long>(reader.line_number()), parsed.message().c_str());
-        continue;
-      }
-      event->set_line(reader.line_number());
-      batch.Keep();
-    }
-    if (batch.empty()) break;  // Next() refused with may_refill set: the input has ended
-    batch.MatchAll(&matcher);
+  while (reader.Next(&line, &readable, /*may_refill=*/true)) {
+    const std::string_view text = TrimJsonWhitespace(line);
+    if (!text.empty()) matcher.Add(text, reader.line_number());
   }
   matcher.Finish();
   if (options.sort) {

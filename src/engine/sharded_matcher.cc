@@ -1,42 +1,47 @@
 #include "engine/sharded_matcher.h"
 
 #include <sched.h>
+#include <simdjson.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <latch>
+#include <span>
+#include <thread>
 
 #include "common/time_util.h"
 #include "engine/bounded_queue.h"
 #include "nfa/event_key.h"
+#include "nfa/event_parser.h"
 
 namespace vigil::engine {
 namespace {
 
-// Connects a worker's Matcher to the sinks. Late events and unusable keys are the input
-// thread's to report; a threaded worker's Matcher never sees a late event (the input thread
-// kept it back) and sees unusable keys only for events another of its patterns needed.
-class MatcherSink : public nfa::MatchSink {
+// Hands a worker's matches on. Late events and unusable keys are decided where events enter
+// (ShardedMatcher::Decide), so the Matcher's own reports of them are dropped: a worker's
+// Matcher never sees a late event, and sees an unusable key only for an event that another
+// of its patterns needed.
+class MatchesOnly : public nfa::MatchSink {
  public:
-  MatcherSink(WorkerSink* matches, InputSink* input) : matches_(matches), input_(input) {}
+  explicit MatchesOnly(WorkerSink* matches) : matches_(matches) {}
   void OnMatch(const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match) override {
     matches_->OnMatch(nfa, key_json, match);
   }
-  void OnLate(const nfa::Event& event, int64_t watermark_ms) override {
-    if (input_) input_->OnLate(event, watermark_ms);
-  }
-  void OnRejected(const nfa::Event& event, const nfa::Nfa& nfa, std::string_view reason) override {
-    if (input_) input_->OnRejected(event, nfa, reason);
-  }
+  void OnLate(const nfa::Event&, int64_t) override {}
+  void OnRejected(const nfa::Event&, const nfa::Nfa&, std::string_view) override {}
 
  private:
   WorkerSink* matches_;
-  InputSink* input_;  // null for a threaded worker
 };
 
 // A prefetching AddBatch works on this many events at once (see Matcher::AddBatch).
 constexpr size_t kMatchBatch = 32;
-constexpr size_t kArenaBytesPerEvent = 256;
+constexpr size_t kTextBytesPerEvent = 256;
+
+uint64_t NanosSince(std::chrono::steady_clock::time_point start) {
+  return static_cast<uint64_t>((std::chrono::steady_clock::now() - start).count());
+}
 
 }  // namespace
 
@@ -46,92 +51,127 @@ size_t AvailableCpus() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
-struct ShardedMatcher::Block {
-  explicit Block(size_t capacity) : events(capacity) { kept.reserve(capacity); }
-  std::vector<nfa::Event> events;
-  std::vector<nfa::Event*> kept;  // events[0..n), as AddBatch takes them
-  std::string arena;              // the events' texts; never grows while it holds any
-  int64_t watermark_ms = INT64_MIN;
+struct ShardedMatcher::Chunk {
+  Chunk(size_t capacity, size_t workers) : events(capacity), for_worker(workers) {
+    arena.reserve(capacity * kTextBytesPerEvent + simdjson::SIMDJSON_PADDING);
+    texts.reserve(capacity);
+  }
+  // Filled by the input thread.
+  struct Text {
+    size_t offset;
+    size_t size;
+    uint64_t line;
+  };
+  std::string arena;  // the texts back to back, then simdjson's padding
+  std::vector<Text> texts;
+  std::vector<int> key_slots;  // the key fields to hash, by key group
   int64_t entered_steady_ns = 0;
-  std::function<void(Worker&)> task;  // a barrier's work, after the events
-  bool stop = false;
+  // Filled by the parsing worker.
+  std::vector<nfa::Event> events;                        // by text
+  std::vector<std::pair<size_t, std::string>> errors;    // (text, reason), in text order
+  std::vector<uint64_t> key_hashes;                      // by (text, key group)
+  std::vector<uint8_t> key_usable;                       // by (text, key group)
+  std::atomic<bool> parsed{false};
+  // Filled by the input thread once parsed.
+  std::vector<std::vector<const nfa::Event*>> for_worker;
+  int64_t watermark_ms = INT64_MIN;
+  std::atomic<int> readers{0};
+
+  void Reset() {
+    arena.clear();
+    texts.clear();
+    entered_steady_ns = 0;
+    errors.clear();
+    for (auto& events_of_worker : for_worker) events_of_worker.clear();
+    parsed.store(false, std::memory_order_relaxed);
+  }
+};
+
+struct ShardedMatcher::FreeChunks : BoundedQueue<Chunk*> {
+  using BoundedQueue::BoundedQueue;
 };
 
 struct ShardedMatcher::Worker {
-  Worker(size_t blocks, WorkerSink* matches, InputSink* input)
-      : sink(matches, input), inbox(blocks), free_blocks(blocks) {}
-  MatcherSink sink;
+  struct Message {
+    enum class Kind { kParse, kMatch, kTask, kStop } kind;
+    Chunk* chunk = nullptr;
+    const std::function<void(Worker&)>* task = nullptr;
+    std::latch* done = nullptr;
+  };
+  Worker(size_t index, size_t inbox_capacity, WorkerSink* matches)
+      : index(index), matches(matches), sink(matches), inbox(inbox_capacity) {}
+  size_t index;
+  WorkerSink* matches;
+  MatchesOnly sink;
   std::unique_ptr<nfa::Matcher> matcher;
-  WorkerSink* matches = nullptr;
-  // Threaded only.
-  BoundedQueue<Block*> inbox;
-  BoundedQueue<Block*> free_blocks;
-  std::vector<std::unique_ptr<Block>> blocks;
-  Block* filling = nullptr;               // input thread's
-  int64_t sent_watermark_ms = INT64_MIN;  // input thread's
-  uint64_t events = 0;   // the matching thread's; read in barriers
-  uint64_t busy_ns = 0;  // the matching thread's; read in barriers
+  std::unique_ptr<nfa::EventParser> parser;
+  BoundedQueue<Message> inbox;  // threaded only
   std::thread thread;
+  std::string key_buffer;
+  uint64_t events = 0;   // the worker's own; read in barriers
+  uint64_t busy_ns = 0;  // the worker's own; read in barriers
 };
 
 ShardedMatcher::ShardedMatcher(std::vector<std::shared_ptr<const nfa::Nfa>> patterns,
-                               EngineOptions options, InputSink* input_sink,
-                               std::vector<WorkerSink*> worker_sinks)
-    : options_(options), input_sink_(input_sink), patterns_(std::move(patterns)) {
+                               nfa::FieldSchema* schema, EngineOptions options,
+                               InputSink* input_sink, std::vector<WorkerSink*> worker_sinks)
+    : options_(std::move(options)),
+      schema_(schema),
+      input_sink_(input_sink),
+      free_chunks_(std::make_unique<FreeChunks>(options_.chunks)),
+      patterns_(std::move(patterns)) {
   const size_t n = options_.workers;
+  for (size_t i = 0; i < options_.chunks; ++i) {
+    all_chunks_.push_back(std::make_unique<Chunk>(options_.events_per_chunk, n));
+    free_chunks_->Push(all_chunks_.back().get());
+  }
   for (size_t i = 0; i < n; ++i) {
-    auto worker = std::make_unique<Worker>(options_.blocks_per_worker, worker_sinks[i],
-                                           n == 1 ? input_sink : nullptr);
-    worker->matches = worker_sinks[i];
+    // Each chunk can wait in an inbox at most twice (to be parsed, to be matched), plus one
+    // barrier and the stop: pushing never waits.
+    auto worker = std::make_unique<Worker>(i, 2 * options_.chunks + 2, worker_sinks[i]);
     nfa::MatcherOptions matcher_options = options_.matcher;
     matcher_options.shard = static_cast<uint32_t>(i);
     matcher_options.shards = static_cast<uint32_t>(n);
     worker->matcher = std::make_unique<nfa::Matcher>(patterns_, matcher_options, &worker->sink);
+    worker->parser = std::make_unique<nfa::EventParser>(schema_, options_.time_field);
     workers_.push_back(std::move(worker));
   }
-  if (!threaded()) return;
   RebuildKeyGroups();
+  if (!threaded()) return;
   for (auto& worker : workers_) {
-    for (size_t b = 0; b < options_.blocks_per_worker; ++b) {
-      worker->blocks.push_back(std::make_unique<Block>(options_.events_per_block));
-      worker->free_blocks.Push(worker->blocks.back().get());
-    }
     worker->thread = std::thread([this, w = worker.get()] { RunWorker(*w); });
   }
 }
 
 ShardedMatcher::~ShardedMatcher() {
   if (!threaded()) return;
-  for (auto& worker : workers_) {
-    Block& block = Filling(*worker);
-    block.stop = true;
-    Send(*worker);
-  }
+  for (auto& worker : workers_) worker->inbox.Push({Worker::Message::Kind::kStop});
   for (auto& worker : workers_) worker->thread.join();
 }
 
 void ShardedMatcher::RunWorker(Worker& worker) {
+  using Kind = Worker::Message::Kind;
   while (true) {
-    Block* block = worker.inbox.Pop();
-    const auto started = std::chrono::steady_clock::now();
-    worker.matches->BeginBlock(block->entered_steady_ns);
-    const std::span<nfa::Event* const> events(block->kept);
-    for (size_t i = 0; i < events.size(); i += kMatchBatch) {
-      worker.matcher->AddBatch(events.subspan(i, std::min(kMatchBatch, events.size() - i)));
+    const Worker::Message message = worker.inbox.Pop();
+    switch (message.kind) {
+      case Kind::kParse:
+        Parse(worker, *message.chunk);
+        message.chunk->parsed.store(true, std::memory_order_release);
+        message.chunk->parsed.notify_one();
+        break;
+      case Kind::kMatch:
+        Match(worker, *message.chunk);
+        if (message.chunk->readers.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+          Release(message.chunk);
+        }
+        break;
+      case Kind::kTask:
+        (*message.task)(worker);
+        message.done->count_down();
+        break;
+      case Kind::kStop:
+        return;
     }
-    worker.matcher->AdvanceWatermark(block->watermark_ms);
-    worker.events += events.size();
-    if (block->task) {
-      block->task(worker);
-      block->task = nullptr;
-    }
-    worker.busy_ns += static_cast<uint64_t>((std::chrono::steady_clock::now() - started).count());
-    const bool stop = block->stop;
-    block->stop = false;
-    block->kept.clear();
-    block->arena.clear();
-    worker.free_blocks.Push(block);
-    if (stop) return;
   }
 }
 
@@ -146,101 +186,160 @@ void ShardedMatcher::RebuildKeyGroups() {
   }
 }
 
-ShardedMatcher::Block& ShardedMatcher::Filling(Worker& worker) {
-  if (!worker.filling) {
-    worker.filling = worker.free_blocks.Pop();  // waits while the worker is behind
-    const size_t arena_bytes = options_.events_per_block * kArenaBytesPerEvent;
-    if (worker.filling->arena.capacity() < arena_bytes) worker.filling->arena.reserve(arena_bytes);
-    worker.filling->entered_steady_ns = 0;
+void ShardedMatcher::Add(std::string_view text, uint64_t line, int64_t entered_steady_ns) {
+  if (filling_ && filling_->texts.size() == options_.events_per_chunk) Dispatch();
+  if (!filling_) {
+    filling_ = free_chunks_->Pop();  // waits while every chunk is in use: back-pressure
+    filling_->Reset();
   }
-  return *worker.filling;
+  Chunk& chunk = *filling_;
+  chunk.texts.push_back({chunk.arena.size(), text.size(), line});
+  chunk.arena.append(text);
+  if (chunk.entered_steady_ns == 0) chunk.entered_steady_ns = entered_steady_ns;
 }
 
-void ShardedMatcher::Send(Worker& worker) {
-  Block& block = Filling(worker);
-  block.watermark_ms = watermark_ms_;
-  worker.sent_watermark_ms = watermark_ms_;
-  worker.filling = nullptr;
-  worker.inbox.Push(&block);
-}
-
-void ShardedMatcher::AddBatch(std::span<nfa::Event* const> events, int64_t entered_steady_ns) {
+void ShardedMatcher::Dispatch() {
+  Chunk* chunk = filling_;
+  filling_ = nullptr;
+  chunk->arena.append(simdjson::SIMDJSON_PADDING, '\0');
+  chunk->key_slots.clear();
+  for (const KeyGroup& group : key_groups_) chunk->key_slots.push_back(group.key_slot);
   if (!threaded()) {
-    Worker& worker = *workers_[0];
-    const auto started = std::chrono::steady_clock::now();
-    worker.matches->BeginBlock(entered_steady_ns);
-    worker.matcher->AddBatch(events);
-    worker.events += events.size();
-    worker.busy_ns += static_cast<uint64_t>((std::chrono::steady_clock::now() - started).count());
+    Parse(*workers_[0], *chunk);
+    Decide(*chunk);
+    HandOut(chunk);
     return;
   }
-  for (nfa::Event* event : events) Route(event, entered_steady_ns);
+  parsing_.push_back(chunk);
+  workers_[next_parser_]->inbox.Push({Worker::Message::Kind::kParse, chunk});
+  next_parser_ = (next_parser_ + 1) % workers_.size();
+  // Enough chunks in parsing to keep every worker busy, and always one left for filling.
+  while (parsing_.size() > std::min(workers_.size(), options_.chunks - 1)) DecideOldest();
 }
 
-// One Matcher's Accept() decisions, made here for all workers, then the copy to each owner.
-void ShardedMatcher::Route(nfa::Event* event, int64_t entered_steady_ns) {
-  ++events_;
-  if (event->time_ms() < watermark_ms_) {
-    ++late_events_;
-    input_sink_->OnLate(*event, watermark_ms_);
-    return;
-  }
-  targets_.clear();
-  const uint32_t shards = static_cast<uint32_t>(workers_.size());
-  for (const KeyGroup& group : key_groups_) {
-    const nfa::Value key = nfa::KeyOfSlot(group.key_slot, *event);
-    if (!nfa::EncodeKey(key, &key_buffer_)) {
-      for (const nfa::Nfa* nfa : group.patterns) {
-        input_sink_->OnRejected(*event, *nfa, nfa::KeyProblem(nfa->pattern(), key));
-      }
+void ShardedMatcher::Parse(Worker& worker, Chunk& chunk) {
+  const auto started = std::chrono::steady_clock::now();
+  const size_t groups = chunk.key_slots.size();
+  chunk.key_hashes.resize(chunk.texts.size() * groups);
+  chunk.key_usable.resize(chunk.texts.size() * groups);
+  for (size_t i = 0; i < chunk.texts.size(); ++i) {
+    const Chunk::Text& text = chunk.texts[i];
+    nfa::Event& event = chunk.events[i];
+    Status parsed = worker.parser->Parse(std::string_view(chunk.arena).substr(text.offset, text.size),
+                                         chunk.arena.size() - text.offset, &event);
+    if (!parsed.ok()) {
+      chunk.errors.emplace_back(i, parsed.message());
       continue;
     }
-    const uint32_t shard = nfa::ShardOf(nfa::HashKey(key_buffer_), shards);
-    if (std::find(targets_.begin(), targets_.end(), shard) == targets_.end()) targets_.push_back(shard);
-  }
-  for (const uint32_t shard : targets_) {
-    Worker& worker = *workers_[shard];
-    const std::string_view raw = event->raw();
-    Block* block = &Filling(worker);
-    if (block->kept.size() == block->events.size() ||
-        (!block->kept.empty() && block->arena.size() + raw.size() > block->arena.capacity())) {
-      Send(worker);
-      block = &Filling(worker);
+    event.set_line(text.line);
+    for (size_t g = 0; g < groups; ++g) {
+      const bool usable = nfa::EncodeKey(nfa::KeyOfSlot(chunk.key_slots[g], event), &worker.key_buffer);
+      chunk.key_usable[i * groups + g] = usable;
+      chunk.key_hashes[i * groups + g] = usable && threaded() ? nfa::HashKey(worker.key_buffer) : 0;
     }
-    if (block->kept.empty() && raw.size() > block->arena.capacity()) block->arena.reserve(raw.size());
-    const size_t offset = block->arena.size();
-    block->arena.append(raw);
-    nfa::Event& copy = block->events[block->kept.size()];
-    copy.CopyFrom(*event, std::string_view(block->arena).substr(offset, raw.size()));
-    block->kept.push_back(&copy);
-    if (block->entered_steady_ns == 0) block->entered_steady_ns = entered_steady_ns;
   }
-  max_time_ms_ = std::max(max_time_ms_, event->time_ms());
-  watermark_ms_ = std::max(
-      watermark_ms_, SaturatingSub(max_time_ms_, options_.matcher.max_out_of_orderness_ms));
+  worker.busy_ns += NanosSince(started);
 }
 
+void ShardedMatcher::DecideOldest() {
+  Chunk* chunk = parsing_.front();
+  parsing_.pop_front();
+  chunk->parsed.wait(false, std::memory_order_acquire);
+  Decide(*chunk);
+  HandOut(chunk);
+}
+
+// The decisions one Matcher's Accept() makes, made here once for every worker.
+void ShardedMatcher::Decide(Chunk& chunk) {
+  const size_t groups = key_groups_.size();
+  const uint32_t shards = static_cast<uint32_t>(workers_.size());
+  size_t next_error = 0;
+  for (size_t i = 0; i < chunk.texts.size(); ++i) {
+    const Chunk::Text& text = chunk.texts[i];
+    if (next_error < chunk.errors.size() && chunk.errors[next_error].first == i) {
+      input_sink_->OnMalformed(text.line, std::string_view(chunk.arena).substr(text.offset, text.size),
+                               chunk.errors[next_error].second);
+      ++next_error;
+      continue;
+    }
+    const nfa::Event& event = chunk.events[i];
+    ++events_;
+    if (event.time_ms() < watermark_ms_) {
+      ++late_events_;
+      input_sink_->OnLate(event, watermark_ms_);
+      continue;
+    }
+    targets_.clear();
+    for (size_t g = 0; g < groups; ++g) {
+      if (!chunk.key_usable[i * groups + g]) {
+        const nfa::Value key = nfa::KeyOfSlot(key_groups_[g].key_slot, event);
+        for (const nfa::Nfa* nfa : key_groups_[g].patterns) {
+          input_sink_->OnRejected(event, *nfa, nfa::KeyProblem(nfa->pattern(), key));
+        }
+        continue;
+      }
+      const uint32_t shard = nfa::ShardOf(chunk.key_hashes[i * groups + g], shards);
+      if (std::find(targets_.begin(), targets_.end(), shard) == targets_.end()) targets_.push_back(shard);
+    }
+    for (const uint32_t shard : targets_) chunk.for_worker[shard].push_back(&event);
+    max_time_ms_ = std::max(max_time_ms_, event.time_ms());
+    watermark_ms_ = std::max(
+        watermark_ms_, SaturatingSub(max_time_ms_, options_.matcher.max_out_of_orderness_ms));
+  }
+  chunk.watermark_ms = watermark_ms_;
+}
+
+void ShardedMatcher::HandOut(Chunk* chunk) {
+  handed_out_watermark_ms_ = chunk->watermark_ms;
+  if (!threaded()) {
+    Match(*workers_[0], *chunk);
+    Release(chunk);
+    return;
+  }
+  chunk->readers.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+  for (auto& worker : workers_) worker->inbox.Push({Worker::Message::Kind::kMatch, chunk});
+}
+
+void ShardedMatcher::Match(Worker& worker, Chunk& chunk) {
+  const auto started = std::chrono::steady_clock::now();
+  worker.matches->BeginBlock(chunk.entered_steady_ns);
+  const std::span<const nfa::Event* const> events(chunk.for_worker[worker.index]);
+  for (size_t i = 0; i < events.size(); i += kMatchBatch) {
+    worker.matcher->AddBatch(events.subspan(i, std::min(kMatchBatch, events.size() - i)));
+  }
+  worker.matcher->AdvanceWatermark(chunk.watermark_ms);
+  worker.events += events.size();
+  worker.busy_ns += NanosSince(started);
+}
+
+void ShardedMatcher::Release(Chunk* chunk) { free_chunks_->Push(chunk); }
+
 void ShardedMatcher::Flush() {
-  if (!threaded()) return;
-  for (auto& worker : workers_) {
-    if (worker->filling || worker->sent_watermark_ms < watermark_ms_) Send(*worker);
+  if (filling_ && !filling_->texts.empty()) Dispatch();
+  while (!parsing_.empty()) DecideOldest();
+  if (handed_out_watermark_ms_ < watermark_ms_) {
+    // Only the watermark moved: an empty chunk carries it to every worker.
+    if (!filling_) {
+      filling_ = free_chunks_->Pop();
+      filling_->Reset();
+    }
+    Chunk* chunk = filling_;
+    filling_ = nullptr;
+    chunk->watermark_ms = watermark_ms_;
+    HandOut(chunk);
   }
 }
 
 void ShardedMatcher::Barrier(const std::function<void(Worker&)>& task) {
+  Flush();
   if (!threaded()) {
-    workers_[0]->matches->BeginBlock(0);  // what matches now owes nothing to recent input
+    workers_[0]->matches->BeginBlock(0);
     task(*workers_[0]);
     return;
   }
-  Flush();
   std::latch done(static_cast<std::ptrdiff_t>(workers_.size()));
   for (auto& worker : workers_) {
-    Filling(*worker).task = [&task, &done](Worker& w) {
-      task(w);
-      done.count_down();
-    };
-    Send(*worker);
+    worker->inbox.Push({Worker::Message::Kind::kTask, nullptr, &task, &done});
   }
   done.wait();
 }
@@ -250,26 +349,16 @@ void ShardedMatcher::Sync() {
 }
 
 void ShardedMatcher::AdvanceWatermark(int64_t watermark_ms) {
-  if (!threaded()) {
-    workers_[0]->matches->BeginBlock(0);
-    workers_[0]->matcher->AdvanceWatermark(watermark_ms);
-    return;
-  }
-  watermark_ms_ = std::max(watermark_ms_, watermark_ms);
+  if (watermark_ms <= watermark_ms_) return;
+  Flush();  // the events added before are decided under the old watermark
+  watermark_ms_ = watermark_ms;
   Flush();
 }
 
 void ShardedMatcher::Finish() {
   Barrier([](Worker& w) { w.matcher->Finish(); });
   watermark_ms_ = INT64_MAX;
-}
-
-int64_t ShardedMatcher::watermark_ms() const {
-  return threaded() ? watermark_ms_ : workers_[0]->matcher->watermark_ms();
-}
-
-int64_t ShardedMatcher::max_event_time_ms() const {
-  return threaded() ? max_time_ms_ : workers_[0]->matcher->max_event_time_ms();
+  handed_out_watermark_ms_ = INT64_MAX;
 }
 
 Status ShardedMatcher::AddPattern(std::shared_ptr<const nfa::Nfa> nfa) {
@@ -279,7 +368,10 @@ Status ShardedMatcher::AddPattern(std::shared_ptr<const nfa::Nfa> nfa) {
     return Status::AlreadyExists("pattern '" + id + "' already exists");
   }
   std::vector<Status> results(workers_.size());
-  Barrier([&](Worker& w) { results[w.matcher->options().shard] = w.matcher->AddPattern(nfa); });
+  Barrier([&](Worker& w) {
+    results[w.index] = w.matcher->AddPattern(nfa);
+    w.parser->Refresh();  // the pattern may read fields the parsers do not extract yet
+  });
   for (const Status& s : results) {
     if (!s.ok()) return s;
   }
@@ -294,7 +386,10 @@ Result<size_t> ShardedMatcher::ReplacePattern(std::shared_ptr<const nfa::Nfa> nf
                          [&id](const auto& p) { return p->pattern().id == id; });
   if (it == patterns_.end()) return Status::NotFound("pattern '" + id + "' not found");
   std::vector<Result<size_t>> results(workers_.size(), size_t{0});
-  Barrier([&](Worker& w) { results[w.matcher->options().shard] = w.matcher->ReplacePattern(nfa); });
+  Barrier([&](Worker& w) {
+    results[w.index] = w.matcher->ReplacePattern(nfa);
+    w.parser->Refresh();
+  });
   size_t dropped = 0;
   for (const Result<size_t>& r : results) {
     if (!r.ok()) return r.status();
@@ -310,7 +405,7 @@ Result<size_t> ShardedMatcher::RemovePattern(std::string_view id) {
                          [id](const auto& p) { return p->pattern().id == id; });
   if (it == patterns_.end()) return Status::NotFound("pattern '" + std::string(id) + "' not found");
   std::vector<Result<size_t>> results(workers_.size(), size_t{0});
-  Barrier([&](Worker& w) { results[w.matcher->options().shard] = w.matcher->RemovePattern(id); });
+  Barrier([&](Worker& w) { results[w.index] = w.matcher->RemovePattern(id); });
   size_t dropped = 0;
   for (const Result<size_t>& r : results) {
     if (!r.ok()) return r.status();
@@ -325,25 +420,21 @@ ShardedMatcher::Observation ShardedMatcher::Observe() {
   Observation out;
   out.workers.resize(workers_.size());
   if (threaded()) {
-    for (size_t i = 0; i < workers_.size(); ++i) out.workers[i].queued_blocks = workers_[i]->inbox.size();
+    for (size_t i = 0; i < workers_.size(); ++i) out.workers[i].queued = workers_[i]->inbox.size();
   }
   std::vector<Observation> per_worker(workers_.size());
   Barrier([&](Worker& w) {
     const nfa::Matcher& m = *w.matcher;
-    const size_t i = m.options().shard;
-    Observation& o = per_worker[i];
+    Observation& o = per_worker[w.index];
     o.totals = m.stats();
     o.active_keys = m.active_keys();
     o.stored_nodes = m.stored_nodes();
     for (const std::string& id : m.pattern_ids()) o.partial_matches[id] = m.partial_matches(id);
-    out.workers[i].events = w.events;
-    out.workers[i].busy_ns = w.busy_ns;
-    out.workers[i].keys = o.active_keys;
+    out.workers[w.index].events = w.events;
+    out.workers[w.index].busy_ns = w.busy_ns;
+    out.workers[w.index].keys = o.active_keys;
   });
-  for (size_t i = 0; i < workers_.size(); ++i) {
-    const Observation& o = per_worker[i];
-    out.totals.events += o.totals.events;
-    out.totals.late_events += o.totals.late_events;
+  for (const Observation& o : per_worker) {
     out.totals.matches += o.totals.matches;
     out.totals.timeouts += o.totals.timeouts;
     out.totals.dropped_partial_matches += o.totals.dropped_partial_matches;
@@ -351,11 +442,9 @@ ShardedMatcher::Observation ShardedMatcher::Observe() {
     out.stored_nodes += o.stored_nodes;
     for (const auto& [id, n] : o.partial_matches) out.partial_matches[id] += n;
   }
-  if (threaded()) {
-    // An event that went to several workers is one event; late ones never reached a worker.
-    out.totals.events = events_;
-    out.totals.late_events = late_events_;
-  }
+  // An event that went to several workers is one event; late ones reached none.
+  out.totals.events = events_;
+  out.totals.late_events = late_events_;
   return out;
 }
 

@@ -1,39 +1,44 @@
 #pragma once
-// ShardedMatcher: the Matcher spread over worker threads, each owning a shard of the keys.
+// ShardedMatcher: matching spread over worker threads, each owning a shard of the keys.
 //
-// Events enter on one thread (the input thread: replay's reader, the HTTP server's thread),
-// already parsed. There the watermark is kept and late events and unusable keys are decided,
-// once, in arrival order, exactly as one Matcher would decide them. Each event is then copied
-// into a block for every worker owning one of its keys (patterns keyed by different fields can
-// send it to several) and blocks travel over bounded queues; each block carries the watermark
-// as of its last event, so every worker releases held-back events and fires `within` deadlines
-// at the same event time. A worker owns its keys' runs, shared buffer and timers outright:
-// nothing is shared or locked per event. Memory in flight is bounded (blocks_per_worker
-// blocks of events_per_block events per worker); a full queue makes the input thread wait.
+// Events enter as JSON text on one thread (the input thread: replay's reader, the HTTP
+// server's thread), which copies them into chunks. A chunk is parsed by one worker (workers
+// take chunks in turn, so parsing runs on every core) and then comes back to the input thread
+// in input order. There the decisions of one Matcher are made once for all workers, in
+// arrival order and from what the parse left behind (times and key hashes, nothing more):
+// malformed events, the watermark, late events, unusable keys, and which workers own each
+// event's keys (patterns keyed by different fields can need several). Then every worker reads
+// the chunk, matches the events it owns and advances to the chunk's watermark, so all workers
+// release held-back events and fire `within` deadlines at the same event time. A worker owns
+// its keys' runs, shared buffer and timers outright; events are shared read-only and chunks
+// change hands as a whole, so nothing is locked per event.
+//
+// Memory in flight is bounded by `chunks` chunks of `events_per_chunk` events; when all are in
+// use, the input thread waits (back-pressure), nothing is dropped.
 //
 // Same input, same matches for every worker count: a key's events reach its one worker in
-// arrival order, and a worker's Matcher sees the stream's watermark. Only the interleaving of
+// arrival order, and every worker sees the stream's watermark. Only the interleaving of
 // different workers' matches varies.
 //
-// Barriers: pattern changes, Finish and Observe go to every worker in band, behind the events
-// already routed, and return when all workers have applied them, so every worker switches
-// rule version at the same input position (Flink's aligned barriers).
+// Barriers: pattern changes, Sync, Finish and Observe go to every worker behind the chunks
+// already handed out, and return when all workers have applied them, so every worker
+// switches rule version at the same input position (Flink's aligned barriers).
 //
-// With one worker there are no threads: the input thread matches, as a plain Matcher would.
+// With one worker there are no threads: the input thread parses and matches the chunks.
 //
 // Thread safety: every public method is for the input thread only, never from a sink callback.
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
-#include <span>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include "common/status.h"
+#include "nfa/field_schema.h"
 #include "nfa/matcher.h"
 
 namespace vigil::engine {
@@ -47,17 +52,20 @@ size_t AvailableCpus();
 struct EngineOptions {
   // shard and shards are set by the engine for each worker.
   nfa::MatcherOptions matcher;
+  // Event time field: epoch milliseconds or RFC 3339.
+  std::string time_field = "ts";
   size_t workers = 1;
-  size_t events_per_block = 2048;
-  // Blocks per worker that may be queued or in work; with events_per_block, bounds the events
-  // in flight per worker.
-  size_t blocks_per_worker = 8;
+  size_t events_per_chunk = 1024;
+  // Chunks being filled, parsed or matched at once, at least 2; bounds the events in flight.
+  size_t chunks = 16;
 };
 
-// Decisions made where events enter; called on the input thread.
+// Decisions made where events enter; called on the input thread, in input order.
 class InputSink {
  public:
   virtual ~InputSink() = default;
+  // The text numbered `line` is not an event (malformed JSON, no usable time, ...).
+  virtual void OnMalformed(uint64_t line, std::string_view text, std::string_view reason) = 0;
   // `event` arrived below the watermark and was not matched.
   virtual void OnLate(const nfa::Event& event, int64_t watermark_ms) = 0;
   // `event` could not be matched by `nfa` (its key field is missing or not a scalar).
@@ -68,7 +76,8 @@ class InputSink {
 class WorkerSink {
  public:
   virtual ~WorkerSink() = default;
-  // Before the matches caused by events that entered at `entered_steady_ns` (see AddBatch).
+  // Before the matches caused by events that entered at `entered_steady_ns` (see Add; 0 when
+  // what follows owes nothing to recent input).
   virtual void BeginBlock(int64_t entered_steady_ns) { (void)entered_steady_ns; }
   virtual void OnMatch(const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match) = 0;
 };
@@ -76,9 +85,9 @@ class WorkerSink {
 class ShardedMatcher {
  public:
   struct WorkerStats {
-    uint64_t events = 0;    // events delivered to this worker
-    uint64_t busy_ns = 0;   // time spent matching them
-    size_t queued_blocks = 0;
+    uint64_t events = 0;    // events this worker matched
+    uint64_t busy_ns = 0;   // time spent parsing and matching
+    size_t queued = 0;      // chunks waiting for this worker
     size_t keys = 0;        // keys holding state
   };
   struct Observation {
@@ -89,10 +98,12 @@ class ShardedMatcher {
     std::vector<WorkerStats> workers;
   };
 
-  // REQUIRES: options.workers >= 1, worker_sinks.size() == options.workers; the sinks outlive
-  // this object. Pattern ids are distinct.
-  ShardedMatcher(std::vector<std::shared_ptr<const nfa::Nfa>> patterns, EngineOptions options,
-                 InputSink* input_sink, std::vector<WorkerSink*> worker_sinks);
+  // Patterns read fields of `schema`, which the engine's parsers follow at each pattern change
+  // (it may grow between them). REQUIRES: 1 <= options.workers <= kMaxWorkers,
+  // worker_sinks.size() == options.workers; the schema and sinks outlive this object; pattern
+  // ids are distinct.
+  ShardedMatcher(std::vector<std::shared_ptr<const nfa::Nfa>> patterns, nfa::FieldSchema* schema,
+                 EngineOptions options, InputSink* input_sink, std::vector<WorkerSink*> worker_sinks);
   // Stops the workers; events not yet matched are dropped (call Finish() to match them).
   ~ShardedMatcher();
   ShardedMatcher(const ShardedMatcher&) = delete;
@@ -100,11 +111,11 @@ class ShardedMatcher {
 
   size_t workers() const { return workers_.size(); }
 
-  // Takes parsed events in arrival order (copying what it keeps; the events are free for
-  // reuse on return). `entered_steady_ns` is handed to the worker sinks with their matches.
-  void AddBatch(std::span<nfa::Event* const> events, int64_t entered_steady_ns = 0);
-  // Hands every worker the events routed to it so far and the current watermark. Returns at
-  // once; until it is called, events may wait in a partly filled block.
+  // Takes one event's JSON text (copied), numbered `line` in reports. The workers' matches
+  // caused by it are announced with `entered_steady_ns` (WorkerSink::BeginBlock).
+  void Add(std::string_view text, uint64_t line, int64_t entered_steady_ns = 0);
+  // Decides every event added so far (reporting to the input sink before it returns) and
+  // hands them and the current watermark to the workers. Does not wait for matching.
   void Flush();
   // Flush(), then waits until every worker has matched everything it was given.
   void Sync();
@@ -113,12 +124,12 @@ class ShardedMatcher {
   // End of input: every worker matches what it holds and closes every window. Synchronous.
   void Finish();
 
-  int64_t watermark_ms() const;
-  int64_t max_event_time_ms() const;
+  int64_t watermark_ms() const { return watermark_ms_; }
+  int64_t max_event_time_ms() const { return max_time_ms_; }
 
   // Hot reload, as the Matcher's methods of the same names, applied at one input position in
-  // every worker. ReplacePattern and RemovePattern return the partial matches dropped over all
-  // workers.
+  // every worker; events added later are parsed for the new pattern's fields.
+  // ReplacePattern and RemovePattern return the partial matches dropped over all workers.
   Status AddPattern(std::shared_ptr<const nfa::Nfa> nfa);
   Result<size_t> ReplacePattern(std::shared_ptr<const nfa::Nfa> nfa);
   Result<size_t> RemovePattern(std::string_view id);
@@ -127,7 +138,7 @@ class ShardedMatcher {
   Observation Observe();
 
  private:
-  struct Block;
+  struct Chunk;
   struct Worker;
   struct KeyGroup {  // the patterns keyed by one field (key_slot -1: no key)
     int key_slot;
@@ -136,26 +147,39 @@ class ShardedMatcher {
 
   bool threaded() const { return workers_.size() > 1; }
   void RebuildKeyGroups();
-  // Runs `task` on every worker's thread after the events routed to it, and waits for all.
+  // Runs `task` on every worker after the chunks handed out, and waits for all.
   void Barrier(const std::function<void(Worker&)>& task);
-  // The block `worker` is filling, started if needed.
-  Block& Filling(Worker& worker);
-  void Send(Worker& worker);
-  void Route(nfa::Event* event, int64_t entered_steady_ns);
+  // Sends the chunk being filled to be parsed.
+  void Dispatch();
+  // Takes the oldest chunk sent for parsing once it is parsed, decides its events and hands
+  // it to every worker.
+  void DecideOldest();
+  void Decide(Chunk& chunk);
+  void HandOut(Chunk* chunk);
+  void Parse(Worker& worker, Chunk& chunk);
+  void Match(Worker& worker, Chunk& chunk);
+  // Returns a chunk whose readers are done with it to the pool.
+  void Release(Chunk* chunk);
   void RunWorker(Worker& worker);
 
   EngineOptions options_;
+  nfa::FieldSchema* schema_;
   InputSink* input_sink_;
   std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::unique_ptr<Chunk>> all_chunks_;
+  struct FreeChunks;
+  std::unique_ptr<FreeChunks> free_chunks_;
   std::vector<std::shared_ptr<const nfa::Nfa>> patterns_;  // as the workers have them
   std::vector<KeyGroup> key_groups_;
-  // Where events enter (threaded only; with one worker its Matcher keeps these).
+  Chunk* filling_ = nullptr;
+  std::deque<Chunk*> parsing_;  // sent for parsing, in input order
+  size_t next_parser_ = 0;
   int64_t watermark_ms_ = INT64_MIN;
+  int64_t handed_out_watermark_ms_ = INT64_MIN;
   int64_t max_time_ms_ = INT64_MIN;
   uint64_t events_ = 0;
   uint64_t late_events_ = 0;
-  std::string key_buffer_;
-  std::vector<uint32_t> targets_;  // shards the event being routed goes to
+  std::vector<uint32_t> targets_;  // workers the event being decided goes to
 };
 
 }  // namespace vigil::engine

@@ -190,7 +190,8 @@ void EventParser::Refresh() {
 Status EventParser::Parse(std::string_view text, size_t readable_size, Event* out) {
   out->Clear();
   out->raw_ = text;
-  out->slots_.resize(schema_->size());
+  // The schema as of the last Refresh(): it may be growing on another thread meanwhile.
+  out->slots_.resize(impl_->built_for);
   out->strings_.reserve(text.size());
   impl_->out = out;
 

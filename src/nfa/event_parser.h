@@ -4,7 +4,8 @@
 // One pass over the object with simdjson's On-Demand API; no allocation per event once the
 // scratch Event's buffers have grown to the largest event seen. The event time comes from the
 // configured time field: an integer of epoch milliseconds or an RFC 3339 string.
-// Not thread-safe: one parser per matching thread.
+// Not thread-safe: one parser per thread. Parse() reads only what the last Refresh() took
+// from the schema, so the schema may grow on another thread between Refresh() calls.
 
 #include <memory>
 #include <string>
@@ -22,7 +23,8 @@ class EventParser {
   EventParser(FieldSchema* schema, const std::string& time_field);
   ~EventParser();
 
-  // Re-reads the schema (after patterns were added). Cheap; call between events.
+  // Re-reads the schema (after patterns were added): later events get the new fields. Cheap;
+  // call between events, never while the schema is being changed.
   void Refresh();
 
   // Parses `text` into `*out` (its previous contents are discarded). `text` must stay valid

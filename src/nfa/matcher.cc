@@ -52,13 +52,13 @@ size_t Matcher::active_keys() const {
   return n;
 }
 
-void Matcher::Add(Event* event) {
+void Matcher::Add(const Event* event) {
   const MatchingScope scope(&matching_);
   Accept(event);
   FireTimers(watermark_ms_);
 }
 
-void Matcher::Accept(Event* event) {
+void Matcher::Accept(const Event* event) {
   ++stats_.events;
   if (event->time_ms() < watermark_ms_) {
     ++stats_.late_events;
@@ -71,8 +71,8 @@ void Matcher::Accept(Event* event) {
 
   if (options_.max_out_of_orderness_ms == 0 && waiting_.empty()) {
     // In order: the event is at the watermark and can be matched at once, uncopied.
-    CurrentEvent current(event);
-    Dispatch(&current, event);
+    CurrentEvent current(event, next_seq_++);
+    Dispatch(&current);
   } else {
     waiting_.push({event->Retain(), next_arrival_++});
     ReleaseWaiting(watermark);
@@ -84,9 +84,9 @@ void Matcher::ReleaseWaiting(int64_t watermark_ms) {
   while (!waiting_.empty() && waiting_.top().event->time_ms() <= watermark_ms) {
     EventRef ready = waiting_.top().event;
     waiting_.pop();
-    CurrentEvent current(ready.get());
+    CurrentEvent current(ready.get(), next_seq_++);
     current.Adopt(ready);
-    Dispatch(&current, ready.get());
+    Dispatch(&current);
   }
 }
 
@@ -98,7 +98,7 @@ void Matcher::AdvanceWatermark(int64_t watermark_ms) {
   FireTimers(watermark_ms);
 }
 
-void Matcher::AddBatch(std::span<Event* const> events) {
+void Matcher::AddBatch(std::span<const Event* const> events) {
   // Four passes, each issuing the loads the next one needs: the events, their keys' index
   // slots, the records those name, then each record's runs. Prefetches are hints: matching below looks every key
   // up again, so keys that appear or disappear within the batch stay correct.
@@ -134,19 +134,18 @@ void Matcher::AddBatch(std::span<Event* const> events) {
     const KeyNfaState& state = slots_[i % patterns].records[batch_records_[i]].state;
     if (!state.partial.empty()) __builtin_prefetch(state.partial.data());
   }
-  for (Event* event : events) Accept(event);
+  for (const Event* event : events) Accept(event);
   // Timers fire once for the whole batch. Firing them later than the watermark allowed is
   // safe: a key's own next event first advances that key to its event time (DispatchTo),
   // which closes the same windows, and the batch lets the due keys' state be prefetched.
   FireTimers(watermark_ms_);
 }
 
-void Matcher::Dispatch(CurrentEvent* current, Event* event) {
-  event->set_seq(next_seq_++);
+void Matcher::Dispatch(CurrentEvent* current) {
   event_keys_.resize(key_slots_.size());
   for (size_t g = 0; g < key_slots_.size(); ++g) {
     EventKey& key = event_keys_[g];
-    key.usable = EncodeKey(KeyOfSlot(key_slots_[g], *event), &key.identity);
+    key.usable = EncodeKey(KeyOfSlot(key_slots_[g], current->event()), &key.identity);
     key.hash = key.usable ? HashKey(key.identity) : 0;
   }
   for (PatternSlot& slot : slots_) DispatchTo(slot, current);

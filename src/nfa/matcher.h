@@ -79,14 +79,15 @@ class Matcher {
   Matcher(const Matcher&) = delete;
   Matcher& operator=(const Matcher&) = delete;
 
-  // Adds one event (typically the parser's scratch Event; it is copied only if kept).
-  void Add(Event* event);
+  // Adds one event (typically the parser's scratch Event; it is copied only if kept). The
+  // event is only read, so other threads may read it at the same time.
+  void Add(const Event* event);
 
   // Adds events in order, as Add() would, after loading the state of all their keys into the
   // cache at once: a key's state is a few dependent memory reads, and overlapping them across
   // a batch hides most of their latency. Timers due within the batch fire at its end (the
   // matches are the same; only their order on the sink may differ).
-  void AddBatch(std::span<Event* const> events);
+  void AddBatch(std::span<const Event* const> events);
 
   // Advances the watermark without an event (a quiet live stream): events held back that it
   // passes are matched and timers due by it fire. Later events below it are late. No effect
@@ -183,10 +184,10 @@ class Matcher {
   // Fills key_slots_ and each slot's key_group.
   void GroupKeys();
   // Add() without firing timers.
-  void Accept(Event* event);
+  void Accept(const Event* event);
   // Matches the held-back events with time <= `watermark_ms`, in event-time order.
   void ReleaseWaiting(int64_t watermark_ms);
-  void Dispatch(CurrentEvent* current, Event* event);
+  void Dispatch(CurrentEvent* current);
   void DispatchTo(PatternSlot& slot, CurrentEvent* current);
   void AfterStep(PatternSlot& slot, uint32_t record_index);
   void FireTimers(int64_t watermark_ms);

@@ -128,7 +128,7 @@ void NfaRuntime::ComputeNextStates(const Nfa& nfa, const ComputationState& cs,
     }
     BufferNode* node = buffer_.Put(current->Retained(), nfa.state(t->source).stage, cs.node);
     const int64_t start_ms = is_start ? event.time_ms() : cs.start_ms;
-    const uint64_t start_seq = is_start ? event.seq() : cs.start_seq;
+    const uint64_t start_seq = is_start ? current->seq() : cs.start_seq;
     SharedBuffer::Lock(node);
     results_.push_back({t->target, node, start_ms, event.time_ms(), start_seq});
     const int final_state = FindFinalAfterProceed(nfa, t->target, event);

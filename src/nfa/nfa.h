@@ -53,17 +53,27 @@ struct Match {
 // only when the first run takes it, and shared by every run and pattern that does.
 class CurrentEvent {
  public:
-  explicit CurrentEvent(const Event* event) : event_(event) {}
+  // `event` is only read: it may be shared with other matching threads. Its position in this
+  // thread's processing order is `seq`, which retained copies carry.
+  CurrentEvent(const Event* event, uint64_t seq) : event_(event), seq_(seq) {}
   const Event& event() const { return *event_; }
+  uint64_t seq() const { return seq_; }
   const EventRef& Retained() {
-    if (!retained_) retained_ = event_->Retain();
+    if (!retained_) {
+      retained_ = event_->Retain();
+      retained_->set_seq(seq_);
+    }
     return retained_;
   }
-  // Uses an already retained copy (an event that waited for the watermark).
-  void Adopt(EventRef retained) { retained_ = std::move(retained); }
+  // Uses an already retained copy of the event (one that waited for the watermark).
+  void Adopt(EventRef retained) {
+    retained_ = std::move(retained);
+    retained_->set_seq(seq_);
+  }
 
  private:
   const Event* event_;
+  uint64_t seq_;
   EventRef retained_;
 };
 

@@ -165,6 +165,10 @@ std::map<std::string, uint64_t> AlertLog::timeouts_by_pattern() const {
   return timeouts_;
 }
 
+void AlertLog::OnMalformed(uint64_t line, std::string_view, std::string_view reason) {
+  if (problems_) problems_->push_back({line - 1, std::string(reason)});
+}
+
 void AlertLog::OnLate(const nfa::Event& event, int64_t watermark_ms) {
   ++late_events_;
   std::string reason = "late event: time " + std::to_string(event.time_ms()) +

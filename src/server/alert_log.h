@@ -61,8 +61,8 @@ class AlertLog : public engine::InputSink {
   // Writes buffered alerts and late events to their files.
   Status Flush();
 
-  // While set, late events are reported here, with the index of the event in its request
-  // (the event's line() - 1).
+  // While set, malformed and late events are reported here, with the index of the event in
+  // its request (its line number - 1).
   struct Problem {
     size_t index;
     std::string reason;
@@ -75,6 +75,7 @@ class AlertLog : public engine::InputSink {
   // Events a pattern could not use because its key field was missing or not a scalar.
   const std::map<std::string, uint64_t>& unkeyed_by_pattern() const { return unkeyed_; }
 
+  void OnMalformed(uint64_t line, std::string_view text, std::string_view reason) override;
   void OnLate(const nfa::Event& event, int64_t watermark_ms) override;
   void OnRejected(const nfa::Event& event, const nfa::Nfa& nfa, std::string_view reason) override;
 

@@ -128,8 +128,8 @@ void AppendWorkerMetrics(std::string* out, const std::vector<engine::ShardedMatc
              [](const Stats& w) { return w.events; });
   per_worker("vigil_worker_busy_seconds_total", "counter", "Time each worker spent matching.",
              [](const Stats& w) { return w.busy_ns / 1e9; });
-  per_worker("vigil_worker_queued_blocks", "gauge", "Blocks of events waiting for each worker.",
-             [](const Stats& w) { return w.queued_blocks; });
+  per_worker("vigil_worker_queued_chunks", "gauge", "Chunks of events waiting for each worker.",
+             [](const Stats& w) { return w.queued; });
   per_worker("vigil_worker_keys", "gauge", "Keys holding state in each worker.",
              [](const Stats& w) { return w.keys; });
   uint64_t total = 0, busiest = 0;

@@ -1,20 +1,17 @@
 #pragma once
 // Ingest: the body of POST /events -> events in the matcher, with a verdict per event.
 //
-// A body is NDJSON (one object per line) or a JSON array of objects. Each event is parsed
-// once (simdjson), keeps its exact bytes, and is matched in batches as `vigil replay` does;
-// an event that is malformed, has no usable time, or is late is reported with its index and
-// the reason. The events are handed to the matcher's workers before Feed returns; their
-// matches follow asynchronously.
-// Not thread-safe: used on the server's one thread.
+// A body is NDJSON (one object per line) or a JSON array of objects. Each event keeps its
+// exact bytes and is parsed once, by the matcher's workers; an event that is malformed, has no
+// usable time, or is late is reported with its index and the reason before Feed returns. The
+// matching itself goes on asynchronously.
+// Not thread-safe: used on the server's thread.
 
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "nfa/event_batch.h"
-#include "nfa/event_parser.h"
 #include "engine/sharded_matcher.h"
 #include "server/alert_log.h"
 
@@ -32,8 +29,7 @@ struct IngestResult {
 
 class Ingest {
  public:
-  Ingest(nfa::FieldSchema* schema, const std::string& time_field, engine::ShardedMatcher* matcher,
-         AlertLog* alerts);
+  Ingest(engine::ShardedMatcher* matcher, AlertLog* alerts);
 
   // Feeds every event of `body`. `body` is NDJSON unless its first non-blank byte is '['.
   IngestResult Feed(std::string_view body);
@@ -42,16 +38,9 @@ class Ingest {
   int64_t last_event_steady_ms() const { return last_event_steady_ms_; }
 
  private:
-  // Parses one event's text (a part of padded_) into the batch, matching it when full.
-  void AddText(std::string_view text, size_t index, IngestResult* result);
-  void FlushBatch(IngestResult* result);
-
-  nfa::EventParser parser_;
   engine::ShardedMatcher* matcher_;
-  int64_t entered_steady_ns_ = 0;  // when the body being fed arrived
   AlertLog* alerts_;
-  std::string padded_;  // the body with simdjson's padding after it
-  nfa::EventBatch batch_;
+  std::string padded_;  // a JSON array body with simdjson's padding after it
   int64_t last_event_steady_ms_ = 0;
 };
 

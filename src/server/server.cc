@@ -19,11 +19,12 @@ Server::Server(ServerOptions options)
   alerts_ = std::make_unique<AlertLog>(io_, options_.recent_alerts, engine_options.workers);
   std::vector<engine::WorkerSink*> sinks;
   for (size_t i = 0; i < engine_options.workers; ++i) sinks.push_back(alerts_->worker_sink(i));
+  engine_options.time_field = options_.time_field;
   matcher_ = std::make_unique<engine::ShardedMatcher>(std::vector<std::shared_ptr<const nfa::Nfa>>{},
-                                                      engine_options, alerts_.get(), sinks);
+                                                      &schema_, engine_options, alerts_.get(), sinks);
   registry_ = std::make_unique<PatternRegistry>((fs::path(options_.data_dir) / "patterns").string(),
                                                 &schema_, matcher_.get());
-  ingest_ = std::make_unique<Ingest>(&schema_, options_.time_field, matcher_.get(), alerts_.get());
+  ingest_ = std::make_unique<Ingest>(matcher_.get(), alerts_.get());
   api_ = std::make_unique<Api>(options_, registry_.get(), ingest_.get(), alerts_.get(), matcher_.get());
   HttpServer::Limits limits;
   limits.max_body_bytes = options_.max_body_bytes;

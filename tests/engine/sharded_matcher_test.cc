@@ -17,7 +17,6 @@
 
 #include "nfa/compiler.h"
 #include "nfa/event_key.h"
-#include "nfa/event_parser.h"
 #include "nfa/pattern.h"
 
 TEST_SUITE_BEGIN("engine");
@@ -73,6 +72,10 @@ class Collector : public engine::InputSink {
     for (Worker& w : workers_) out.push_back(&w);
     return out;
   }
+  void OnMalformed(uint64_t line, std::string_view, std::string_view) override {
+    CHECK(std::this_thread::get_id() == input_thread);
+    malformed.push_back(line);
+  }
   void OnLate(const nfa::Event& e, int64_t) override {
     CHECK(std::this_thread::get_id() == input_thread);
     late.push_back(e.line());
@@ -84,6 +87,7 @@ class Collector : public engine::InputSink {
 
   std::mutex mutex;
   std::vector<Found> found;
+  std::vector<uint64_t> malformed;
   std::vector<uint64_t> late;
   std::vector<std::string> rejected;
   size_t slow_worker = SIZE_MAX;
@@ -93,28 +97,14 @@ class Collector : public engine::InputSink {
   std::deque<Worker> workers_;
 };
 
-// Parses event texts and feeds them in batches of `batch`.
+// Numbers the texts it adds from 1, as lines.
 class Feeder {
  public:
-  Feeder(nfa::FieldSchema* schema) : parser_(schema, "ts") {}
-
   void Add(engine::ShardedMatcher* matcher, const std::vector<std::string>& texts) {
-    std::deque<nfa::Event> events(texts.size());
-    std::vector<std::string> padded(texts.size());
-    std::vector<nfa::Event*> batch;
-    for (size_t i = 0; i < texts.size(); ++i) {
-      padded[i] = texts[i] + std::string(simdjson::SIMDJSON_PADDING, '\0');
-      REQUIRE(parser_.Parse(std::string_view(padded[i].data(), texts[i].size()), padded[i].size(),
-                            &events[i])
-                  .ok());
-      events[i].set_line(++line_);
-      batch.push_back(&events[i]);
-    }
-    matcher->AddBatch(batch);
+    for (const std::string& text : texts) matcher->Add(text, ++line_);
   }
 
  private:
-  nfa::EventParser parser_;
   uint64_t line_ = 0;
 };
 
@@ -139,8 +129,8 @@ sequence:
 engine::EngineOptions Options(size_t workers) {
   engine::EngineOptions options;
   options.workers = workers;
-  options.events_per_block = 4;
-  options.blocks_per_worker = 2;
+  options.events_per_chunk = 4;
+  options.chunks = 3;
   return options;
 }
 
@@ -155,9 +145,9 @@ TEST_CASE("Engine: a replaced pattern switches at one input position in every wo
       auto v1 = Compile(kEveryEvent, &schema, 1);
       auto v2 = Compile(kEveryEvent, &schema, 2);
       Collector collector(workers);
-      Feeder feeder(&schema);
+      Feeder feeder;
       {
-        engine::ShardedMatcher matcher({v1}, Options(workers), &collector, collector.sinks());
+        engine::ShardedMatcher matcher({v1}, &schema, Options(workers), &collector, collector.sinks());
         for (int64_t n = 0; n < 1000; ++n) {
           if (n == switch_at) REQUIRE(matcher.ReplacePattern(v2).ok());
           feeder.Add(&matcher, {Event(n, n, "k" + std::to_string(n % 64))});
@@ -178,8 +168,8 @@ TEST_CASE("Engine: a slow worker holds the input back and loses nothing") {
   auto every = Compile(kEveryEvent, &schema);
   Collector collector(3);
   collector.slow_worker = 1;
-  Feeder feeder(&schema);
-  engine::ShardedMatcher matcher({every}, Options(3), &collector, collector.sinks());
+  Feeder feeder;
+  engine::ShardedMatcher matcher({every}, &schema, Options(3), &collector, collector.sinks());
   // The queues hold 2 blocks of 4 events per worker; far more than that goes to the slow one.
   std::vector<std::string> texts;
   for (int64_t n = 0; n < 600; ++n) texts.push_back(Event(n, n, "k" + std::to_string(n % 30)));
@@ -216,8 +206,8 @@ sequence:
     nfa::FieldSchema schema;
     auto pair = Compile(timeouts, &schema);
     Collector collector(workers);
-    Feeder feeder(&schema);
-    engine::ShardedMatcher matcher({pair}, Options(workers), &collector, collector.sinks());
+    Feeder feeder;
+    engine::ShardedMatcher matcher({pair}, &schema, Options(workers), &collector, collector.sinks());
     // Key "lonely" starts a window; then only events of keys that other workers own arrive,
     // and event time passes its deadline.
     feeder.Add(&matcher, {Event(0, 1, "lonely")});
@@ -260,13 +250,15 @@ sequence:
   engine::EngineOptions options = Options(4);
   options.matcher.max_out_of_orderness_ms = 5;
   Collector collector(4);
-  Feeder feeder(&schema);
-  engine::ShardedMatcher matcher({by_k, user}, options, &collector, collector.sinks());
+  Feeder feeder;
+  engine::ShardedMatcher matcher({by_k, user}, &schema, options, &collector, collector.sinks());
   feeder.Add(&matcher, {"{\"ts\":10,\"n\":1,\"k\":\"a\",\"user\":\"u1\"}",  // line 1: both keys
                         "{\"ts\":20,\"n\":2,\"k\":\"b\"}",                  // 2: no user
                         "{\"ts\":12,\"n\":3,\"k\":\"c\",\"user\":\"u2\"}",  // 3: late (watermark 15)
-                        "{\"ts\":21,\"n\":4,\"k\":[1],\"user\":\"u3\"}"});  // 4: k is a list
+                        "{\"ts\":21,\"n\":4,\"k\":[1],\"user\":\"u3\"}",  // 4: k is a list
+                        "{\"ts\":22,"});                                  // 5: malformed
   matcher.Finish();
+  CHECK(collector.malformed == std::vector<uint64_t>{5});
   CHECK(collector.late == std::vector<uint64_t>{3});
   CHECK(collector.rejected == std::vector<std::string>{"by-user@2", "every@4"});
   CHECK(collector.found.size() == 4);  // 1 twice, 2 by k, 4 by user
@@ -289,8 +281,8 @@ sequence:
 )";
   auto p = Compile(pair, &schema);
   Collector collector(3);
-  Feeder feeder(&schema);
-  engine::ShardedMatcher matcher({}, Options(3), &collector, collector.sinks());
+  Feeder feeder;
+  engine::ShardedMatcher matcher({}, &schema, Options(3), &collector, collector.sinks());
   CHECK(matcher.AddPattern(p).ok());
   CHECK(matcher.AddPattern(p).code() == Status::Code::kAlreadyExists);
   for (int i = 0; i < 40; ++i) feeder.Add(&matcher, {Event(i, 1, "k" + std::to_string(i))});
@@ -305,4 +297,39 @@ sequence:
   CHECK(*dropped == 40);
   CHECK(matcher.RemovePattern("pair").status().code() == Status::Code::kNotFound);
   CHECK(matcher.Observe().active_keys == 0);
+}
+
+TEST_CASE("Engine: a pattern added while events flow reads its new fields from the next event on") {
+  const std::string by_m = R"(
+id: by-m
+key: k
+sequence:
+  - begin: a
+    where: m == 'yes'
+)";
+  for (const size_t workers : {1, 2, 4}) {
+    CAPTURE(workers);
+    nfa::FieldSchema schema;
+    auto every = Compile(kEveryEvent, &schema);
+    Collector collector(workers);
+    Feeder feeder;
+    engine::ShardedMatcher matcher({every}, &schema, Options(workers), &collector, collector.sinks());
+    auto event = [](int64_t n) {
+      return "{\"ts\":" + std::to_string(n) + ",\"n\":" + std::to_string(n) + ",\"k\":\"k" +
+             std::to_string(n % 16) + "\",\"m\":\"yes\"}";
+    };
+    for (int64_t n = 0; n < 200; ++n) feeder.Add(&matcher, {event(n)});
+    // Compiled while the workers parse what came before: the schema grows under them.
+    auto m = Compile(by_m, &schema, 7);
+    REQUIRE(matcher.AddPattern(m).ok());
+    for (int64_t n = 200; n < 400; ++n) feeder.Add(&matcher, {event(n)});
+    matcher.Finish();
+    size_t by_m_matches = 0;
+    for (const Found& f : collector.found) {
+      if (f.version != 7) continue;
+      ++by_m_matches;
+      CHECK(f.n >= 200);
+    }
+    CHECK(by_m_matches == 200);
+  }
 }

@@ -14,9 +14,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
-#include <span>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "engine/sharded_matcher.h"
@@ -94,6 +92,9 @@ class ShardedCollector : public engine::InputSink {
     for (Worker& w : workers_) out.push_back(&w);
     return out;
   }
+  void OnMalformed(uint64_t line, std::string_view, std::string_view reason) override {
+    sink_.problems.push_back("line " + std::to_string(line) + ": " + std::string(reason));
+  }
   void OnLate(const nfa::Event& e, int64_t watermark) override { sink_.OnLate(e, watermark); }
   void OnRejected(const nfa::Event& e, const nfa::Nfa& nfa, std::string_view reason) override {
     sink_.OnRejected(e, nfa, reason);
@@ -106,41 +107,28 @@ class ShardedCollector : public engine::InputSink {
   std::deque<Worker> workers_;
 };
 
-// Feeds `events` to `matcher` (a Matcher, one event at a time, or a ShardedMatcher, in
-// batches) and finishes. Lines that do not parse are reported to `problems`.
-template <typename AnyMatcher>
-void Feed(AnyMatcher* matcher, nfa::FieldSchema* schema, const std::vector<std::string>& events,
-          std::vector<std::string>* problems) {
+// Feeds `events` to a Matcher, one at a time, and finishes. Lines that do not parse are
+// reported to `problems`.
+inline void FeedOneByOne(nfa::Matcher* matcher, nfa::FieldSchema* schema,
+                         const std::vector<std::string>& events, std::vector<std::string>* problems) {
   nfa::EventParser parser(schema, "ts");
-  std::deque<nfa::Event> parsed(events.size());
-  std::vector<std::string> padded(events.size());
-  std::vector<nfa::Event*> kept;
+  nfa::Event event;
   for (size_t i = 0; i < events.size(); ++i) {
-    padded[i] = events[i];
-    padded[i].resize(events[i].size() + simdjson::SIMDJSON_PADDING, '\0');
-    Status s = parser.Parse(std::string_view(padded[i].data(), events[i].size()), padded[i].size(),
-                            &parsed[i]);
+    std::string padded = events[i] + std::string(simdjson::SIMDJSON_PADDING, '\0');
+    Status s = parser.Parse(std::string_view(padded.data(), events[i].size()), padded.size(), &event);
     if (!s.ok()) {
       problems->push_back("line " + std::to_string(i + 1) + ": " + s.message());
       continue;
     }
-    parsed[i].set_line(i + 1);
-    kept.push_back(&parsed[i]);
-  }
-  if constexpr (std::is_same_v<AnyMatcher, nfa::Matcher>) {
-    for (nfa::Event* e : kept) matcher->Add(e);
-  } else {
-    // Small, uneven batches: block and batch boundaries fall everywhere.
-    for (size_t i = 0; i < kept.size(); i += 3) {
-      matcher->AddBatch(std::span<nfa::Event* const>(kept).subspan(i, std::min<size_t>(3, kept.size() - i)));
-    }
+    event.set_line(i + 1);
+    matcher->Add(&event);
   }
   matcher->Finish();
 }
 
 // Runs the pattern documents over the events with one Matcher and, to pin that sharding
-// changes nothing, with the engine on 2, 4 and 7 workers: each must give the same matches
-// and report the same problems.
+// changes nothing, with the engine on 2, 4 and 7 workers (which parse the texts themselves):
+// each must give the same matches and report the same problems.
 inline HarnessResult RunPattern(const std::string& pattern_yaml,
                                 const std::vector<std::string>& events,
                                 int64_t max_out_of_orderness_ms = 0) {
@@ -163,7 +151,7 @@ inline HarnessResult RunPattern(const std::string& pattern_yaml,
   CollectingSink sink;
   {
     nfa::Matcher matcher(nfas, options, &sink);
-    Feed(&matcher, &schema, events, &sink.problems);
+    FeedOneByOne(&matcher, &schema, events, &sink.problems);
   }
   result.matches = Sorted(std::move(sink.matches));
   result.problems = std::move(sink.problems);
@@ -173,11 +161,14 @@ inline HarnessResult RunPattern(const std::string& pattern_yaml,
     engine::EngineOptions engine_options;
     engine_options.matcher = options;
     engine_options.workers = workers;
-    engine_options.events_per_block = 2;
-    engine_options.blocks_per_worker = 2;
+    // Tiny chunks: chunk boundaries fall everywhere.
+    engine_options.events_per_chunk = 2;
+    engine_options.chunks = 3;
     {
-      engine::ShardedMatcher matcher(nfas, engine_options, &collector, collector.worker_sinks());
-      Feed(&matcher, &schema, events, &collector.sink().problems);
+      engine::ShardedMatcher matcher(nfas, &schema, engine_options, &collector,
+                                     collector.worker_sinks());
+      for (size_t i = 0; i < events.size(); ++i) matcher.Add(events[i], i + 1);
+      matcher.Finish();
     }
     CHECK(Sorted(collector.sink().matches) == result.matches);
     CHECK(Sorted(collector.sink().problems) == Sorted(result.problems));
