@@ -3,14 +3,14 @@
 #
 # Generates (once, cached under $BENCH_DIR) an NDJSON stream with vigil-generate, then for
 # each rule runs
-#     taskset -c CPU <build>/vigil replay --patterns RULE --events FILE > /dev/null
+#     taskset -c CPUS <build>/vigil replay --workers N --patterns RULE --events FILE > /dev/null
 # under /usr/bin/time -v, and prints one Markdown table row per run: wall-clock seconds,
 # events per second, peak resident memory, and the number of matches (counted in a
 # second, untimed run).
 #
 # Usage: load-tests/bench_replay.sh [--build DIR] [--events N] [--keys K] [--seed S]
 #            [--fraud-rate R] [--zipf S] [--rules "patterns/a.yaml patterns/b.yaml"]
-#            [--all] [--cpu N] [--no-count]
+#            [--all] [--workers N] [--cpu LIST] [--no-count]
 # See load-tests/README.md.
 
 set -euo pipefail
@@ -27,6 +27,7 @@ zipf=""
 rules=""
 all=0
 cpu=0
+workers=1
 count=1
 
 usage() {
@@ -40,7 +41,8 @@ usage: load-tests/bench_replay.sh [options]
   --zipf S           skew card keys with Zipf(S) (default: uniform)
   --rules "F ..."    pattern files, one run each (default: the five rules in patterns/)
   --all              one run with all the rules loaded at once, instead of one run each
-  --cpu N            CPU to pin the run to with taskset (default 0)
+  --workers N        matching threads (default 1)
+  --cpu LIST         CPUs to pin the run to, as taskset takes them: 0 or 0,1 (default 0)
   --no-count         skip the second run that counts matches
 environment:
   BENCH_DIR          where generated events are cached (default /tmp/vigil-bench)
@@ -65,6 +67,7 @@ while [[ $# -gt 0 ]]; do
     --rules) rules="${2:?--rules needs a value}"; shift 2 ;;
     --all) all=1; shift ;;
     --cpu) cpu="${2:?--cpu needs a value}"; shift 2 ;;
+    --workers) workers="${2:?--workers needs a value}"; shift 2 ;;
     --no-count) count=0; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
@@ -73,6 +76,7 @@ done
 
 [[ "$events" =~ ^[0-9]+$ && "$events" -gt 0 ]] || die "--events must be a positive integer"
 [[ "$keys" =~ ^[0-9]+$ && "$keys" -gt 0 ]] || die "--keys must be a positive integer"
+[[ "$workers" =~ ^[0-9]+$ && "$workers" -gt 0 ]] || die "--workers must be a positive integer"
 
 # shellcheck source=load-tests/common.sh
 source "$ROOT/load-tests/common.sh"
@@ -123,7 +127,7 @@ trap 'rm -f "$err_file" "$time_file"' EXIT
 
 # run_timed PATTERN...: runs one replay; sets run_seconds, run_rss_kb and run_status.
 run_timed() {
-  local cmd=(${pin[@]+"${pin[@]}"} "$vigil" replay --patterns "$@" --events "$events_file")
+  local cmd=(${pin[@]+"${pin[@]}"} "$vigil" replay --workers "$workers" --patterns "$@" --events "$events_file")
   run_status=0
   if [[ $gnu_time -eq 1 ]]; then
     /usr/bin/time -v -o "$time_file" "${cmd[@]}" > /dev/null 2> "$err_file" || run_status=$?
@@ -157,7 +161,7 @@ count_matches() {
     echo "-"
     return
   fi
-  ${pin[@]+"${pin[@]}"} "$vigil" replay --patterns "$@" --events "$events_file" 2> /dev/null | wc -l | tr -d ' '
+  ${pin[@]+"${pin[@]}"} "$vigil" replay --workers "$workers" --patterns "$@" --events "$events_file" 2> /dev/null | wc -l | tr -d ' '
 }
 
 # One row: LABEL PATTERN...
@@ -184,7 +188,7 @@ failures=0
 echo "events: $events_file ($(wc -c < "$events_file") bytes)"
 echo "vigil:  $vigil"
 if [[ -r /proc/cpuinfo ]]; then
-  echo "cpu:    $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)${pin[0]:+ (pinned to CPU $cpu)}"
+  echo "cpu:    $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)${pin[0]:+ (pinned to CPU $cpu)}, $workers worker(s)"
 fi
 echo
 echo "| rule(s) | events | keys | seconds | events/s | peak RSS MB | matches |"

@@ -14,7 +14,8 @@
 #
 # Usage: load-tests/bench_serve.sh [--build DIR] [--events N] [--keys K] [--seed S]
 #            [--fraud-rate R] [--zipf S] [--batch N] [--connections C] [--rate R]
-#            [--duration S] [--max-out-of-orderness D] [--server-cpu N] [--client-cpu N]
+#            [--duration S] [--max-out-of-orderness D] [--workers N] [--server-cpu LIST]
+#            [--client-cpu LIST]
 #            [--max-seconds S] [--no-throughput] [--no-latency] [--keep]
 # See load-tests/README.md ("HTTP ingest").
 
@@ -35,6 +36,7 @@ rate=50000
 duration=20
 out_of_orderness="5s"
 server_cpu=0
+workers=1
 client_cpu=1
 max_seconds=300
 do_throughput=1
@@ -55,8 +57,9 @@ usage: load-tests/bench_serve.sh [options]
   --rate R                    events/s of the latency run (default 50000)
   --duration S                seconds of the latency run (default 20)
   --max-out-of-orderness D    the server's allowed lateness (default 5s)
-  --server-cpu N              CPU for the server (default 0)
-  --client-cpu N              CPU for the client (default 1)
+  --workers N                 the server's matching threads (default 1)
+  --server-cpu LIST           CPUs for the server, as taskset takes them: 0 or 0,1 (default 0)
+  --client-cpu LIST           CPUs for the client (default 1)
   --max-seconds S             cap on the throughput run (default 300)
   --no-throughput             skip the throughput run
   --no-latency                skip the latency run
@@ -86,6 +89,7 @@ while [[ $# -gt 0 ]]; do
     --rate) rate="${2:?--rate needs a value}"; shift 2 ;;
     --duration) duration="${2:?--duration needs a value}"; shift 2 ;;
     --max-out-of-orderness) out_of_orderness="${2:?--max-out-of-orderness needs a value}"; shift 2 ;;
+    --workers) workers="${2:?--workers needs a value}"; shift 2 ;;
     --server-cpu) server_cpu="${2:?--server-cpu needs a value}"; shift 2 ;;
     --client-cpu) client_cpu="${2:?--client-cpu needs a value}"; shift 2 ;;
     --max-seconds) max_seconds="${2:?--max-seconds needs a value}"; shift 2 ;;
@@ -103,6 +107,7 @@ positive() {  # NAME VALUE
 positive --events "$events"
 positive --keys "$keys"
 positive --batch "$batch"
+positive --workers "$workers"
 positive --connections "$connections"
 positive --rate "$rate"
 positive --duration "$duration"
@@ -177,7 +182,7 @@ clk_tck="$(getconf CLK_TCK 2> /dev/null || echo 100)"
 start_server() {
   local dir="$1" line="" i
   mkdir -p "$dir"
-  ${server_pin[@]+"${server_pin[@]}"} "$vigil" serve --listen 127.0.0.1:0 --data-dir "$dir/data" \
+  ${server_pin[@]+"${server_pin[@]}"} "$vigil" serve --listen 127.0.0.1:0 --data-dir "$dir/data" --workers "$workers" \
     --patterns-dir "$patterns_dir" --max-out-of-orderness "$out_of_orderness" \
     > "$dir/server.out" 2> "$dir/server.err" &
   server_pid=$!
@@ -347,7 +352,7 @@ echo "client:  $client"
 if [[ -r /proc/cpuinfo ]]; then
   echo "cpu:     $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo) ($pinning)"
 fi
-echo "server:  vigil serve --listen 127.0.0.1:0 --patterns-dir $patterns_dir --max-out-of-orderness $out_of_orderness"
+echo "server:  vigil serve --listen 127.0.0.1:0 --workers $workers --patterns-dir $patterns_dir --max-out-of-orderness $out_of_orderness"
 echo "client:  batches of $batch events over $connections keep-alive connections"
 # The allowed lateness in ms, for the hold-back estimate ("5s", "500ms", "2m", "1h", "1d"; a bare
 # number is taken as ms; anything else as unknown).
