@@ -71,6 +71,7 @@ struct ShardedMatcher::Chunk {
   std::vector<std::pair<size_t, std::string>> errors;    // (text, reason), in text order
   std::vector<uint64_t> key_hashes;                      // by (text, key group)
   std::vector<uint8_t> key_usable;                       // by (text, key group)
+  std::atomic<bool> claimed{false};  // whoever sets it parses the chunk
   std::atomic<bool> parsed{false};
   // Filled by the input thread once parsed.
   std::vector<std::vector<const nfa::Event*>> for_worker;
@@ -83,12 +84,20 @@ struct ShardedMatcher::Chunk {
     entered_steady_ns = 0;
     errors.clear();
     for (auto& events_of_worker : for_worker) events_of_worker.clear();
+    claimed.store(false, std::memory_order_relaxed);
     parsed.store(false, std::memory_order_relaxed);
   }
 };
 
 struct ShardedMatcher::FreeChunks : BoundedQueue<Chunk*> {
   using BoundedQueue::BoundedQueue;
+};
+
+struct ShardedMatcher::Parsing {
+  Parsing(nfa::FieldSchema* schema, const std::string& time_field) : parser(schema, time_field) {}
+  nfa::EventParser parser;
+  std::string key_buffer;
+  uint64_t busy_ns = 0;  // the parsing thread's; read in barriers
 };
 
 struct ShardedMatcher::Worker {
@@ -104,10 +113,10 @@ struct ShardedMatcher::Worker {
   WorkerSink* matches;
   MatchesOnly sink;
   std::unique_ptr<nfa::Matcher> matcher;
-  std::unique_ptr<nfa::EventParser> parser;
-  BoundedQueue<Message> inbox;  // threaded only
+  // Threaded only.
+  std::unique_ptr<Parsing> parsing;
+  BoundedQueue<Message> inbox;
   std::thread thread;
-  std::string key_buffer;
   uint64_t events = 0;   // the worker's own; read in barriers
   uint64_t busy_ns = 0;  // the worker's own; read in barriers
 };
@@ -119,6 +128,7 @@ ShardedMatcher::ShardedMatcher(std::vector<std::shared_ptr<const nfa::Nfa>> patt
       schema_(schema),
       input_sink_(input_sink),
       free_chunks_(std::make_unique<FreeChunks>(options_.chunks)),
+      input_parsing_(std::make_unique<Parsing>(schema, options_.time_field)),
       patterns_(std::move(patterns)) {
   const size_t n = options_.workers;
   for (size_t i = 0; i < options_.chunks; ++i) {
@@ -133,7 +143,7 @@ ShardedMatcher::ShardedMatcher(std::vector<std::shared_ptr<const nfa::Nfa>> patt
     matcher_options.shard = static_cast<uint32_t>(i);
     matcher_options.shards = static_cast<uint32_t>(n);
     worker->matcher = std::make_unique<nfa::Matcher>(patterns_, matcher_options, &worker->sink);
-    worker->parser = std::make_unique<nfa::EventParser>(schema_, options_.time_field);
+    if (n > 1) worker->parsing = std::make_unique<Parsing>(schema_, options_.time_field);
     workers_.push_back(std::move(worker));
   }
   RebuildKeyGroups();
@@ -155,9 +165,11 @@ void ShardedMatcher::RunWorker(Worker& worker) {
     const Worker::Message message = worker.inbox.Pop();
     switch (message.kind) {
       case Kind::kParse:
-        Parse(worker, *message.chunk);
-        message.chunk->parsed.store(true, std::memory_order_release);
-        message.chunk->parsed.notify_one();
+        if (!message.chunk->claimed.exchange(true, std::memory_order_acquire)) {
+          Parse(*worker.parsing, *message.chunk);
+          message.chunk->parsed.store(true, std::memory_order_release);
+          message.chunk->parsed.notify_one();
+        }
         break;
       case Kind::kMatch:
         Match(worker, *message.chunk);
@@ -205,7 +217,7 @@ void ShardedMatcher::Dispatch() {
   chunk->key_slots.clear();
   for (const KeyGroup& group : key_groups_) chunk->key_slots.push_back(group.key_slot);
   if (!threaded()) {
-    Parse(*workers_[0], *chunk);
+    Parse(*input_parsing_, *chunk);
     Decide(*chunk);
     HandOut(chunk);
     return;
@@ -217,7 +229,7 @@ void ShardedMatcher::Dispatch() {
   while (parsing_.size() > std::min(workers_.size(), options_.chunks - 1)) DecideOldest();
 }
 
-void ShardedMatcher::Parse(Worker& worker, Chunk& chunk) {
+void ShardedMatcher::Parse(Parsing& parsing, Chunk& chunk) {
   const auto started = std::chrono::steady_clock::now();
   const size_t groups = chunk.key_slots.size();
   chunk.key_hashes.resize(chunk.texts.size() * groups);
@@ -225,7 +237,7 @@ void ShardedMatcher::Parse(Worker& worker, Chunk& chunk) {
   for (size_t i = 0; i < chunk.texts.size(); ++i) {
     const Chunk::Text& text = chunk.texts[i];
     nfa::Event& event = chunk.events[i];
-    Status parsed = worker.parser->Parse(std::string_view(chunk.arena).substr(text.offset, text.size),
+    Status parsed = parsing.parser.Parse(std::string_view(chunk.arena).substr(text.offset, text.size),
                                          chunk.arena.size() - text.offset, &event);
     if (!parsed.ok()) {
       chunk.errors.emplace_back(i, parsed.message());
@@ -233,18 +245,23 @@ void ShardedMatcher::Parse(Worker& worker, Chunk& chunk) {
     }
     event.set_line(text.line);
     for (size_t g = 0; g < groups; ++g) {
-      const bool usable = nfa::EncodeKey(nfa::KeyOfSlot(chunk.key_slots[g], event), &worker.key_buffer);
+      const bool usable = nfa::EncodeKey(nfa::KeyOfSlot(chunk.key_slots[g], event), &parsing.key_buffer);
       chunk.key_usable[i * groups + g] = usable;
-      chunk.key_hashes[i * groups + g] = usable && threaded() ? nfa::HashKey(worker.key_buffer) : 0;
+      chunk.key_hashes[i * groups + g] = usable && threaded() ? nfa::HashKey(parsing.key_buffer) : 0;
     }
   }
-  worker.busy_ns += NanosSince(started);
+  parsing.busy_ns += NanosSince(started);
 }
 
 void ShardedMatcher::DecideOldest() {
   Chunk* chunk = parsing_.front();
   parsing_.pop_front();
-  chunk->parsed.wait(false, std::memory_order_acquire);
+  if (!chunk->claimed.exchange(true, std::memory_order_acquire)) {
+    // Its worker has not started on it (busy matching): parsing it here beats waiting.
+    Parse(*input_parsing_, *chunk);
+  } else {
+    chunk->parsed.wait(false, std::memory_order_acquire);
+  }
   Decide(*chunk);
   HandOut(chunk);
 }
@@ -361,6 +378,11 @@ void ShardedMatcher::Finish() {
   handed_out_watermark_ms_ = INT64_MAX;
 }
 
+// A new or replaced pattern may read fields the parsers do not extract yet.
+void ShardedMatcher::RefreshParser(Worker& worker) {
+  if (worker.parsing) worker.parsing->parser.Refresh();
+}
+
 Status ShardedMatcher::AddPattern(std::shared_ptr<const nfa::Nfa> nfa) {
   const std::string& id = nfa->pattern().id;
   if (std::any_of(patterns_.begin(), patterns_.end(),
@@ -370,8 +392,9 @@ Status ShardedMatcher::AddPattern(std::shared_ptr<const nfa::Nfa> nfa) {
   std::vector<Status> results(workers_.size());
   Barrier([&](Worker& w) {
     results[w.index] = w.matcher->AddPattern(nfa);
-    w.parser->Refresh();  // the pattern may read fields the parsers do not extract yet
+    RefreshParser(w);
   });
+  input_parsing_->parser.Refresh();
   for (const Status& s : results) {
     if (!s.ok()) return s;
   }
@@ -388,8 +411,9 @@ Result<size_t> ShardedMatcher::ReplacePattern(std::shared_ptr<const nfa::Nfa> nf
   std::vector<Result<size_t>> results(workers_.size(), size_t{0});
   Barrier([&](Worker& w) {
     results[w.index] = w.matcher->ReplacePattern(nfa);
-    w.parser->Refresh();
+    RefreshParser(w);
   });
+  input_parsing_->parser.Refresh();
   size_t dropped = 0;
   for (const Result<size_t>& r : results) {
     if (!r.ok()) return r.status();
@@ -431,7 +455,7 @@ ShardedMatcher::Observation ShardedMatcher::Observe() {
     o.stored_nodes = m.stored_nodes();
     for (const std::string& id : m.pattern_ids()) o.partial_matches[id] = m.partial_matches(id);
     out.workers[w.index].events = w.events;
-    out.workers[w.index].busy_ns = w.busy_ns;
+    out.workers[w.index].busy_ns = w.busy_ns + (w.parsing ? w.parsing->busy_ns : 0);
     out.workers[w.index].keys = o.active_keys;
   });
   for (const Observation& o : per_worker) {

@@ -139,6 +139,7 @@ class ShardedMatcher {
 
  private:
   struct Chunk;
+  struct Parsing;
   struct Worker;
   struct KeyGroup {  // the patterns keyed by one field (key_slot -1: no key)
     int key_slot;
@@ -156,7 +157,8 @@ class ShardedMatcher {
   void DecideOldest();
   void Decide(Chunk& chunk);
   void HandOut(Chunk* chunk);
-  void Parse(Worker& worker, Chunk& chunk);
+  void Parse(Parsing& parsing, Chunk& chunk);
+  void RefreshParser(Worker& worker);
   void Match(Worker& worker, Chunk& chunk);
   // Returns a chunk whose readers are done with it to the pool.
   void Release(Chunk* chunk);
@@ -169,6 +171,9 @@ class ShardedMatcher {
   std::vector<std::unique_ptr<Chunk>> all_chunks_;
   struct FreeChunks;
   std::unique_ptr<FreeChunks> free_chunks_;
+  // The input thread's parser: all of them with one worker; with more, for the chunks it
+  // parses rather than wait for the worker they were sent to.
+  std::unique_ptr<Parsing> input_parsing_;
   std::vector<std::shared_ptr<const nfa::Nfa>> patterns_;  // as the workers have them
   std::vector<KeyGroup> key_groups_;
   Chunk* filling_ = nullptr;
