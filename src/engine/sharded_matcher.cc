@@ -52,7 +52,8 @@ size_t AvailableCpus() {
 }
 
 struct ShardedMatcher::Chunk {
-  Chunk(size_t capacity, size_t workers) : events(capacity), for_worker(workers) {
+  Chunk(size_t capacity, size_t workers)
+      : events(capacity), for_worker(workers), hashes_for_worker(workers) {
     arena.reserve(capacity * kTextBytesPerEvent + simdjson::SIMDJSON_PADDING);
     texts.reserve(capacity);
   }
@@ -75,6 +76,7 @@ struct ShardedMatcher::Chunk {
   std::atomic<bool> parsed{false};
   // Filled by the input thread once parsed.
   std::vector<std::vector<const nfa::Event*>> for_worker;
+  std::vector<std::vector<uint64_t>> hashes_for_worker;  // their key_hashes rows
   int64_t watermark_ms = INT64_MIN;
   std::atomic<int> readers{0};
 
@@ -84,6 +86,7 @@ struct ShardedMatcher::Chunk {
     entered_steady_ns = 0;
     errors.clear();
     for (auto& events_of_worker : for_worker) events_of_worker.clear();
+    for (auto& hashes_of_worker : hashes_for_worker) hashes_of_worker.clear();
     claimed.store(false, std::memory_order_relaxed);
     parsed.store(false, std::memory_order_relaxed);
   }
@@ -247,7 +250,7 @@ void ShardedMatcher::Parse(Parsing& parsing, Chunk& chunk) {
     for (size_t g = 0; g < groups; ++g) {
       const bool usable = nfa::EncodeKey(nfa::KeyOfSlot(chunk.key_slots[g], event), &parsing.key_buffer);
       chunk.key_usable[i * groups + g] = usable;
-      chunk.key_hashes[i * groups + g] = usable && threaded() ? nfa::HashKey(parsing.key_buffer) : 0;
+      chunk.key_hashes[i * groups + g] = usable ? nfa::HashKey(parsing.key_buffer) : 0;
     }
   }
   parsing.busy_ns += NanosSince(started);
@@ -298,7 +301,12 @@ void ShardedMatcher::Decide(Chunk& chunk) {
       const uint32_t shard = nfa::ShardOf(chunk.key_hashes[i * groups + g], shards);
       if (std::find(targets_.begin(), targets_.end(), shard) == targets_.end()) targets_.push_back(shard);
     }
-    for (const uint32_t shard : targets_) chunk.for_worker[shard].push_back(&event);
+    const auto row = chunk.key_hashes.begin() + static_cast<std::ptrdiff_t>(i * groups);
+    for (const uint32_t shard : targets_) {
+      chunk.for_worker[shard].push_back(&event);
+      chunk.hashes_for_worker[shard].insert(chunk.hashes_for_worker[shard].end(), row,
+                                            row + static_cast<std::ptrdiff_t>(groups));
+    }
     max_time_ms_ = std::max(max_time_ms_, event.time_ms());
     watermark_ms_ = std::max(
         watermark_ms_, SaturatingSub(max_time_ms_, options_.matcher.max_out_of_orderness_ms));
@@ -321,8 +329,12 @@ void ShardedMatcher::Match(Worker& worker, Chunk& chunk) {
   const auto started = std::chrono::steady_clock::now();
   worker.matches->BeginBlock(chunk.entered_steady_ns);
   const std::span<const nfa::Event* const> events(chunk.for_worker[worker.index]);
+  const std::span<const uint64_t> hashes(chunk.hashes_for_worker[worker.index]);
+  const size_t groups = chunk.key_slots.size();
   for (size_t i = 0; i < events.size(); i += kMatchBatch) {
-    worker.matcher->AddBatch(events.subspan(i, std::min(kMatchBatch, events.size() - i)));
+    const size_t n = std::min(kMatchBatch, events.size() - i);
+    worker.matcher->AddBatch(events.subspan(i, n),
+                             {&chunk.key_slots, hashes.subspan(i * groups, n * groups)});
   }
   worker.matcher->AdvanceWatermark(chunk.watermark_ms);
   worker.events += events.size();

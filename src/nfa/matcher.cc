@@ -72,7 +72,7 @@ void Matcher::Accept(const Event* event) {
   if (options_.max_out_of_orderness_ms == 0 && waiting_.empty()) {
     // In order: the event is at the watermark and can be matched at once, uncopied.
     CurrentEvent current(event, next_seq_++);
-    Dispatch(&current);
+    Dispatch(&current, given_hashes_);
   } else {
     waiting_.push({event->Retain(), next_arrival_++});
     ReleaseWaiting(watermark);
@@ -86,7 +86,7 @@ void Matcher::ReleaseWaiting(int64_t watermark_ms) {
     waiting_.pop();
     CurrentEvent current(ready.get(), next_seq_++);
     current.Adopt(ready);
-    Dispatch(&current);
+    Dispatch(&current, nullptr);
   }
 }
 
@@ -98,24 +98,31 @@ void Matcher::AdvanceWatermark(int64_t watermark_ms) {
   FireTimers(watermark_ms);
 }
 
-void Matcher::AddBatch(std::span<const Event* const> events) {
+void Matcher::AddBatch(std::span<const Event* const> events, const KeyHashes& hashes) {
   // Four passes, each issuing the loads the next one needs: the events, their keys' index
-  // slots, the records those name, then each record's runs. Prefetches are hints: matching below looks every key
-  // up again, so keys that appear or disappear within the batch stay correct.
+  // slots, the records those name, then each record's runs. Prefetches are hints: matching
+  // looks every key up again, so keys that appear or disappear within the batch stay correct.
   // batch_hashes_ is indexed by slot position: valid only within this call, during which the
   // patterns cannot change (CheckNotMatching).
   const MatchingScope scope(&matching_);
   for (const Event* event : events) event->Prefetch();
   const size_t patterns = slots_.size();
   const size_t groups = key_slots_.size();
+  // Hashes computed upstream are used only if they are of this Matcher's key fields.
+  const bool given = hashes.key_slots != nullptr && *hashes.key_slots == key_slots_ &&
+                     hashes.by_event_and_group.size() == events.size() * groups;
   batch_hashes_.resize(events.size() * patterns);
+  group_hashes_.resize(groups);
   for (size_t i = 0; i < events.size(); ++i) {
     // Patterns keyed by the same field share one hash.
-    group_hashes_.resize(groups);
     for (size_t g = 0; g < groups; ++g) {
-      group_hashes_[g] = EncodeKey(KeyOfSlot(key_slots_[g], *events[i]), &key_buffer_)
-                             ? HashKey(key_buffer_)
-                             : 0;
+      if (given) {
+        group_hashes_[g] = hashes.by_event_and_group[i * groups + g];
+      } else {
+        group_hashes_[g] = EncodeKey(KeyOfSlot(key_slots_[g], *events[i]), &key_buffer_)
+                               ? HashKey(key_buffer_)
+                               : 0;
+      }
     }
     for (size_t p = 0; p < patterns; ++p) {
       const uint64_t hash = group_hashes_[slots_[p].key_group];
@@ -134,19 +141,26 @@ void Matcher::AddBatch(std::span<const Event* const> events) {
     const KeyNfaState& state = slots_[i % patterns].records[batch_records_[i]].state;
     if (!state.partial.empty()) __builtin_prefetch(state.partial.data());
   }
-  for (const Event* event : events) Accept(event);
+  for (size_t i = 0; i < events.size(); ++i) {
+    given_hashes_ = given ? &hashes.by_event_and_group[i * groups] : nullptr;
+    Accept(events[i]);
+  }
+  given_hashes_ = nullptr;
   // Timers fire once for the whole batch. Firing them later than the watermark allowed is
   // safe: a key's own next event first advances that key to its event time (DispatchTo),
   // which closes the same windows, and the batch lets the due keys' state be prefetched.
   FireTimers(watermark_ms_);
 }
 
-void Matcher::Dispatch(CurrentEvent* current) {
+void Matcher::Dispatch(CurrentEvent* current, const uint64_t* given_hashes) {
   event_keys_.resize(key_slots_.size());
   for (size_t g = 0; g < key_slots_.size(); ++g) {
     EventKey& key = event_keys_[g];
+    // With the hash known, a key of another shard costs nothing more.
+    key.owned = !given_hashes || Owns(given_hashes[g]);
+    if (!key.owned) continue;
     key.usable = EncodeKey(KeyOfSlot(key_slots_[g], current->event()), &key.identity);
-    key.hash = key.usable ? HashKey(key.identity) : 0;
+    key.hash = !key.usable ? 0 : given_hashes ? given_hashes[g] : HashKey(key.identity);
   }
   for (PatternSlot& slot : slots_) DispatchTo(slot, current);
 }
@@ -156,6 +170,7 @@ void Matcher::DispatchTo(PatternSlot& slot, CurrentEvent* current) {
   const Event& event = current->event();
   const Pattern& pattern = nfa.pattern();
   const EventKey& key = event_keys_[slot.key_group];
+  if (!key.owned) return;
   if (!key.usable) {
     sink_->OnRejected(event, nfa, KeyProblem(pattern, KeyOf(pattern, event)));
     return;

@@ -87,7 +87,18 @@ class Matcher {
   // cache at once: a key's state is a few dependent memory reads, and overlapping them across
   // a batch hides most of their latency. Timers due within the batch fire at its end (the
   // matches are the same; only their order on the sink may differ).
-  void AddBatch(std::span<const Event* const> events);
+  void AddBatch(std::span<const Event* const> events) { AddBatch(events, KeyHashes{}); }
+
+  // The key hashes of a batch, computed where the events were parsed (HashKey of each key's
+  // identity, 0 for a key that cannot be one): by_event_and_group[i * G + g] is event i's under
+  // key_slots[g], G = key_slots->size(). Used only when key_slots lists this Matcher's key
+  // fields in its own order (patterns' key fields, first use first, as listed by key_slots()).
+  struct KeyHashes {
+    const std::vector<int>* key_slots = nullptr;
+    std::span<const uint64_t> by_event_and_group;
+  };
+  // AddBatch, without hashing the keys again.
+  void AddBatch(std::span<const Event* const> events, const KeyHashes& hashes);
 
   // Advances the watermark without an event (a quiet live stream): events held back that it
   // passes are matched and timers due by it fire. Later events below it are late. No effect
@@ -131,6 +142,8 @@ class Matcher {
   size_t partial_matches(std::string_view id) const;
 
   const MatcherOptions& options() const { return options_; }
+  // The patterns' distinct key fields (schema slots; -1: no key), in order of first use.
+  const std::vector<int>& key_slots() const { return key_slots_; }
   int64_t watermark_ms() const { return watermark_ms_; }
   const Stats& stats() const { return stats_; }
   // Keys that hold state, over all patterns.
@@ -177,6 +190,7 @@ class Matcher {
   }
   // The key of the event being dispatched under one key field.
   struct EventKey {
+    bool owned = true;  // false: another shard's key, skipped
     bool usable = false;
     uint64_t hash = 0;
     std::string identity;
@@ -187,7 +201,8 @@ class Matcher {
   void Accept(const Event* event);
   // Matches the held-back events with time <= `watermark_ms`, in event-time order.
   void ReleaseWaiting(int64_t watermark_ms);
-  void Dispatch(CurrentEvent* current);
+  // `given_hashes`: the event's key hashes by key group, or null to compute them.
+  void Dispatch(CurrentEvent* current, const uint64_t* given_hashes);
   void DispatchTo(PatternSlot& slot, CurrentEvent* current);
   void AfterStep(PatternSlot& slot, uint32_t record_index);
   void FireTimers(int64_t watermark_ms);
@@ -222,6 +237,7 @@ class Matcher {
   std::vector<int> key_slots_;
   std::vector<EventKey> event_keys_;     // by key group, for the event being dispatched
   std::vector<uint64_t> group_hashes_;   // AddBatch: by key group, for one event
+  const uint64_t* given_hashes_ = nullptr;  // AddBatch: the accepted event's, when given
   std::vector<uint64_t> batch_hashes_;   // AddBatch: each (event, pattern)'s key hash
   std::vector<uint32_t> batch_records_;  // AddBatch: the record each hash likely names
   std::vector<Timer> due_;
