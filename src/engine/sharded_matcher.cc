@@ -39,6 +39,12 @@ class MatchesOnly : public nfa::MatchSink {
 constexpr size_t kMatchBatch = 32;
 constexpr size_t kTextBytesPerEvent = 256;
 
+EngineOptions WithDefaults(EngineOptions options) {
+  // Enough chunks for every worker to have some to parse and some to match.
+  if (options.chunks == 0) options.chunks = 8 * options.workers + 8;
+  return options;
+}
+
 uint64_t NanosSince(std::chrono::steady_clock::time_point start) {
   return static_cast<uint64_t>((std::chrono::steady_clock::now() - start).count());
 }
@@ -127,7 +133,7 @@ struct ShardedMatcher::Worker {
 ShardedMatcher::ShardedMatcher(std::vector<std::shared_ptr<const nfa::Nfa>> patterns,
                                nfa::FieldSchema* schema, EngineOptions options,
                                InputSink* input_sink, std::vector<WorkerSink*> worker_sinks)
-    : options_(std::move(options)),
+    : options_(WithDefaults(std::move(options))),
       schema_(schema),
       input_sink_(input_sink),
       free_chunks_(std::make_unique<FreeChunks>(options_.chunks)),

@@ -55,9 +55,10 @@ struct EngineOptions {
   // Event time field: epoch milliseconds or RFC 3339.
   std::string time_field = "ts";
   size_t workers = 1;
-  size_t events_per_chunk = 1024;
+  size_t events_per_chunk = 256;
   // Chunks being filled, parsed or matched at once, at least 2; bounds the events in flight.
-  size_t chunks = 16;
+  // 0: 8 per worker, plus 8.
+  size_t chunks = 0;
 };
 
 // Decisions made where events enter; called on the input thread, in input order.
