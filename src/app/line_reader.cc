@@ -8,7 +8,7 @@
 
 namespace vigil::app {
 
-LineReader::LineReader(int fd, size_t block_size) : fd_(fd), buffer_(block_size + kPadding) {}
+LineReader::LineReader(int fd, size_t block_size) : fd_(fd), buffer_(block_size) {}
 
 // Moves the unread tail to the front and reads more after it, growing the buffer when a
 // single line fills it.
@@ -19,9 +19,9 @@ bool LineReader::Fill() {
     end_ -= begin_;
     begin_ = 0;
   }
-  if (buffer_.size() - end_ < kPadding + 4096) buffer_.resize(buffer_.size() * 2);
+  if (buffer_.size() - end_ < 4096) buffer_.resize(buffer_.size() * 2);
   while (true) {
-    const ssize_t n = ::read(fd_, buffer_.data() + end_, buffer_.size() - kPadding - end_);
+    const ssize_t n = ::read(fd_, buffer_.data() + end_, buffer_.size() - end_);
     if (n > 0) {
       end_ += static_cast<size_t>(n);
       return true;
@@ -38,15 +38,13 @@ bool LineReader::Fill() {
   }
 }
 
-bool LineReader::Next(std::string_view* line, size_t* readable, bool may_refill) {
+bool LineReader::Next(std::string_view* line) {
   while (true) {
     const char* start = buffer_.data() + begin_;
     const void* newline = std::memchr(start, '\n', end_ - begin_);
     size_t length;
     if (newline) {
       length = static_cast<const char*>(newline) - start;
-    } else if (!may_refill && !eof_) {
-      return false;
     } else if (!Fill()) {
       if (begin_ == end_) return false;
       length = end_ - begin_;  // a last line without a line break
@@ -57,7 +55,6 @@ bool LineReader::Next(std::string_view* line, size_t* readable, bool may_refill)
     ++line_number_;
     *line = std::string_view(start, length);
     if (!line->empty() && line->back() == '\r') line->remove_suffix(1);
-    *readable = buffer_.size() - begin_;
     begin_ += std::min(length + 1, end_ - begin_);
     return true;
   }

@@ -125,8 +125,7 @@ int RunReplay(const ReplayOptions& options, std::FILE* out, std::FILE* err) {
 
   LineReader reader(fd);
   std::string_view line;
-  size_t readable = 0;
-  while (reader.Next(&line, &readable, /*may_refill=*/true)) {
+  while (reader.Next(&line)) {
     const std::string_view text = TrimJsonWhitespace(line);
     if (!text.empty()) matcher.Add(text, reader.line_number());
   }

@@ -60,7 +60,6 @@ size_t AvailableCpus() {
 struct ShardedMatcher::Chunk {
   Chunk(size_t capacity, size_t workers)
       : events(capacity), for_worker(workers), hashes_for_worker(workers) {
-    arena.reserve(capacity * kTextBytesPerEvent + simdjson::SIMDJSON_PADDING);
     texts.reserve(capacity);
   }
   // Filled by the input thread.
@@ -86,7 +85,10 @@ struct ShardedMatcher::Chunk {
   int64_t watermark_ms = INT64_MIN;
   std::atomic<int> readers{0};
 
-  void Reset() {
+  void Reset(size_t usual_arena_bytes) {
+    // A chunk that once carried a huge event does not keep its memory for ever.
+    if (arena.capacity() > 4 * usual_arena_bytes) arena = std::string();
+    if (arena.capacity() < usual_arena_bytes) arena.reserve(usual_arena_bytes);
     arena.clear();
     texts.clear();
     entered_steady_ns = 0;
@@ -174,6 +176,8 @@ void ShardedMatcher::RunWorker(Worker& worker) {
     const Worker::Message message = worker.inbox.Pop();
     switch (message.kind) {
       case Kind::kParse:
+        // Already claimed: the input thread parsed it. The chunk cannot have been reused
+        // since: this worker's own request to match it comes after this one.
         if (!message.chunk->claimed.exchange(true, std::memory_order_acquire)) {
           Parse(*worker.parsing, *message.chunk);
           message.chunk->parsed.store(true, std::memory_order_release);
@@ -211,12 +215,16 @@ void ShardedMatcher::Add(std::string_view text, uint64_t line, int64_t entered_s
   if (filling_ && filling_->texts.size() == options_.events_per_chunk) Dispatch();
   if (!filling_) {
     filling_ = free_chunks_->Pop();  // waits while every chunk is in use: back-pressure
-    filling_->Reset();
+    filling_->Reset(UsualArenaBytes());
   }
   Chunk& chunk = *filling_;
   chunk.texts.push_back({chunk.arena.size(), text.size(), line});
   chunk.arena.append(text);
   if (chunk.entered_steady_ns == 0) chunk.entered_steady_ns = entered_steady_ns;
+}
+
+size_t ShardedMatcher::UsualArenaBytes() const {
+  return options_.events_per_chunk * kTextBytesPerEvent + simdjson::SIMDJSON_PADDING;
 }
 
 void ShardedMatcher::Dispatch() {
@@ -356,7 +364,7 @@ void ShardedMatcher::Flush() {
     // Only the watermark moved: an empty chunk carries it to every worker.
     if (!filling_) {
       filling_ = free_chunks_->Pop();
-      filling_->Reset();
+      filling_->Reset(UsualArenaBytes());
     }
     Chunk* chunk = filling_;
     filling_ = nullptr;

@@ -153,6 +153,8 @@ class ShardedMatcher {
   void Barrier(const std::function<void(Worker&)>& task);
   // Sends the chunk being filled to be parsed.
   void Dispatch();
+  // The text a chunk usually holds, in bytes: what its buffer is sized for.
+  size_t UsualArenaBytes() const;
   // Takes the oldest chunk sent for parsing once it is parsed, decides its events and hands
   // it to every worker.
   void DecideOldest();

@@ -326,7 +326,7 @@ HttpResponse Api::OpenApi(const HttpRequest& request, const std::string&) {
       first = false;
       std::string method(http::to_string(spec.verb));
       std::transform(method.begin(), method.end(), method.begin(), ::tolower);
-      doc += "\"" + method + "\":{\"summary\":";
+      doc.append("\"").append(method).append("\":{\"summary\":");
       AppendJsonString(&doc, spec.summary);
       if (spec.path.find("{id}") != std::string_view::npos) {
         doc += ",\"parameters\":[{\"name\":\"id\",\"in\":\"path\",\"required\":true,"
@@ -349,7 +349,7 @@ HttpResponse Api::OpenApi(const HttpRequest& request, const std::string&) {
       doc += ",\"responses\":{";
       for (size_t r = 0; r < spec.responses.size(); ++r) {
         if (r) doc += ',';
-        doc += "\"" + std::to_string(spec.responses[r].first) + "\":{\"description\":";
+        doc.append("\"").append(std::to_string(spec.responses[r].first)).append("\":{\"description\":");
         AppendJsonString(&doc, spec.responses[r].second);
         doc += "}";
       }

@@ -1,5 +1,4 @@
-// LineReader: lines across block boundaries, long lines, CRLF, a last line without a break,
-// and batches that must not be overwritten.
+// LineReader: lines across block boundaries, long lines, CRLF, a last line without a break.
 #include "app/line_reader.h"
 
 #include <doctest/doctest.h>
@@ -33,36 +32,11 @@ TEST_CASE("LineReader: lines come back whole whatever the block size") {
   vigil::app::LineReader reader(fd, 16);
   std::vector<std::string> lines;
   std::string_view line;
-  size_t readable = 0;
-  while (reader.Next(&line, &readable)) {
-    CHECK(readable >= line.size() + 64);
-    lines.emplace_back(line);
-  }
+  while (reader.Next(&line)) lines.emplace_back(line);
   ::close(fd);
   CHECK(reader.status().ok());
   CHECK(lines == std::vector<std::string>{"a", "", long_line, "bc", "last"});
   CHECK(reader.line_number() == 5);
-}
-
-TEST_CASE("LineReader: without refill, lines handed out stay valid") {
-  std::string text;
-  for (int i = 0; i < 50; ++i) text += "line" + std::to_string(i) + "\n";
-  const int fd = FdWith(text);
-  vigil::app::LineReader reader(fd, 64);
-  int total = 0;
-  while (true) {
-    std::vector<std::string_view> batch;
-    std::string_view line;
-    size_t readable = 0;
-    while (reader.Next(&line, &readable, /*may_refill=*/batch.empty())) batch.push_back(line);
-    if (batch.empty()) break;
-    for (std::string_view l : batch) {
-      CHECK(l == "line" + std::to_string(total));  // still intact after the whole batch
-      ++total;
-    }
-  }
-  ::close(fd);
-  CHECK(total == 50);
 }
 
 TEST_SUITE_END();

@@ -168,6 +168,16 @@ TEST_CASE("Serve: events in, alerts out, bad events reported by index") {
   CHECK(Has(metrics.body, "vigil_server_requests_total{route=\"/events\",code=\"202\"} 2"));
   CHECK(Has(metrics.body, "vigil_server_ingest_to_alert_seconds_count 2"));
   CHECK(Has(metrics.body, "vigil_server_ingest_to_alert_seconds_bucket{le=\"+Inf\"} 2"));
+  // Per worker: the events delivered add up to the events matched (4, one key field).
+  CHECK(Has(metrics.body, "vigil_worker_events_total{worker=\"0\"} "));
+  CHECK(Has(metrics.body, "vigil_worker_busy_seconds_total{worker=\"0\"} "));
+  CHECK(Has(metrics.body, "vigil_worker_skew "));
+  uint64_t delivered = 0;
+  for (size_t at = metrics.body.find("\nvigil_worker_events_total{"); at != std::string::npos;
+       at = metrics.body.find("\nvigil_worker_events_total{", at + 1)) {
+    delivered += std::stoull(metrics.body.substr(metrics.body.find("} ", at) + 2));
+  }
+  CHECK(delivered == 4);
   // The alerts file holds the same alerts.
   std::string file;
   std::FILE* f = std::fopen((dir.path() + "/alerts.ndjson").c_str(), "r");
