@@ -481,7 +481,9 @@ ShardedMatcher::Observation ShardedMatcher::Observe() {
     o.stored_nodes = m.stored_nodes();
     for (const std::string& id : m.pattern_ids()) o.partial_matches[id] = m.partial_matches(id);
     out.workers[w.index].events = w.events;
-    out.workers[w.index].busy_ns = w.busy_ns + (w.parsing ? w.parsing->busy_ns : 0);
+    // With one worker, the input thread's parsing is that worker's.
+    const Parsing* parsing = w.parsing ? w.parsing.get() : threaded() ? nullptr : input_parsing_.get();
+    out.workers[w.index].busy_ns = w.busy_ns + (parsing ? parsing->busy_ns : 0);
     out.workers[w.index].keys = o.active_keys;
   });
   for (const Observation& o : per_worker) {

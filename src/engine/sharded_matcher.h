@@ -129,7 +129,8 @@ class ShardedMatcher {
   int64_t max_event_time_ms() const { return max_time_ms_; }
 
   // Hot reload, as the Matcher's methods of the same names, applied at one input position in
-  // every worker; events added later are parsed for the new pattern's fields.
+  // every worker: a new pattern (or version) sees exactly the events added after the call,
+  // parsed for its fields, whichever worker holds them.
   // ReplacePattern and RemovePattern return the partial matches dropped over all workers.
   Status AddPattern(std::shared_ptr<const nfa::Nfa> nfa);
   Result<size_t> ReplacePattern(std::shared_ptr<const nfa::Nfa> nfa);

@@ -72,9 +72,9 @@ void Matcher::Accept(const Event* event) {
   if (options_.max_out_of_orderness_ms == 0 && waiting_.empty()) {
     // In order: the event is at the watermark and can be matched at once, uncopied.
     CurrentEvent current(event, next_seq_++);
-    Dispatch(&current, given_hashes_);
+    Dispatch(&current, given_hashes_, epoch_);
   } else {
-    waiting_.push({event->Retain(), next_arrival_++});
+    waiting_.push({event->Retain(), next_arrival_++, epoch_});
     ReleaseWaiting(watermark);
   }
   watermark_ms_ = watermark;
@@ -83,10 +83,11 @@ void Matcher::Accept(const Event* event) {
 void Matcher::ReleaseWaiting(int64_t watermark_ms) {
   while (!waiting_.empty() && waiting_.top().event->time_ms() <= watermark_ms) {
     EventRef ready = waiting_.top().event;
+    const uint64_t epoch = waiting_.top().epoch;
     waiting_.pop();
     CurrentEvent current(ready.get(), next_seq_++);
     current.Adopt(ready);
-    Dispatch(&current, nullptr);
+    Dispatch(&current, nullptr, epoch);
   }
 }
 
@@ -152,7 +153,7 @@ void Matcher::AddBatch(std::span<const Event* const> events, const KeyHashes& ha
   FireTimers(watermark_ms_);
 }
 
-void Matcher::Dispatch(CurrentEvent* current, const uint64_t* given_hashes) {
+void Matcher::Dispatch(CurrentEvent* current, const uint64_t* given_hashes, uint64_t epoch) {
   event_keys_.resize(key_slots_.size());
   for (size_t g = 0; g < key_slots_.size(); ++g) {
     EventKey& key = event_keys_[g];
@@ -162,10 +163,11 @@ void Matcher::Dispatch(CurrentEvent* current, const uint64_t* given_hashes) {
     key.usable = EncodeKey(KeyOfSlot(key_slots_[g], current->event()), &key.identity);
     key.hash = !key.usable ? 0 : given_hashes ? given_hashes[g] : HashKey(key.identity);
   }
-  for (PatternSlot& slot : slots_) DispatchTo(slot, current);
+  for (PatternSlot& slot : slots_) DispatchTo(slot, current, epoch);
 }
 
-void Matcher::DispatchTo(PatternSlot& slot, CurrentEvent* current) {
+void Matcher::DispatchTo(PatternSlot& slot, CurrentEvent* current, uint64_t epoch) {
+  if (slot.since_epoch > epoch) return;  // the event was added before the pattern
   const Nfa& nfa = *slot.nfa;
   const Event& event = current->event();
   const Pattern& pattern = nfa.pattern();
@@ -329,7 +331,9 @@ Status Matcher::AddPattern(std::shared_ptr<const Nfa> nfa) {
   if (FindSlot(id) != slots_.end()) {
     return Status::AlreadyExists("pattern '" + id + "' already exists");
   }
-  slots_.emplace_back().nfa = std::move(nfa);
+  PatternSlot& slot = slots_.emplace_back();
+  slot.nfa = std::move(nfa);
+  slot.since_epoch = ++epoch_;
   GroupKeys();
   return Status::Ok();
 }
@@ -342,6 +346,7 @@ Result<size_t> Matcher::ReplacePattern(std::shared_ptr<const Nfa> nfa) {
   // The runs are states of the old graph and mean nothing in the new one: drop them.
   const size_t dropped = DropState(*slot);
   slot->nfa = std::move(nfa);
+  slot->since_epoch = ++epoch_;
   GroupKeys();
   return dropped;
 }

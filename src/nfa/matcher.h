@@ -17,10 +17,11 @@
 //  1. changing one pattern never touches another's runs, timers or pending matches;
 //  2. replacing or removing a pattern drops all of its state; nothing of the old version
 //     completes, times out or reaches the sink afterwards;
-//  3. a change takes effect for the next event matched, at the current watermark: events
-//     still held back for the watermark (max_out_of_orderness_ms > 0) are matched by the
-//     patterns present when the watermark releases them, so a new pattern sees every event
-//     from the watermark on, in event-time order, and none before.
+//  3. a change takes effect for the next event added: a new pattern (or version) sees the
+//     events added after it, in event-time order, and none before, not even events added
+//     before it but still held back for the watermark (max_out_of_orderness_ms > 0). So what
+//     a pattern sees depends only on the order of changes and events, not on where and how
+//     long events wait (the sharded engine relies on this).
 
 #include <cstdint>
 #include <memory>
@@ -169,6 +170,7 @@ class Matcher {
   struct PatternSlot {
     std::shared_ptr<const Nfa> nfa;
     size_t key_group = 0;  // index of its key field in key_slots_
+    uint64_t since_epoch = 0;  // epoch_ when it was added: it sees events added from then on
     KeyIndex index;
     std::vector<KeyRecord> records;
     std::vector<uint32_t> free_records;
@@ -177,6 +179,7 @@ class Matcher {
   struct Waiting {
     EventRef event;
     uint64_t arrival;
+    uint64_t epoch;  // epoch_ when it was added
   };
   struct LaterFirst {
     bool operator()(const Waiting& a, const Waiting& b) const {
@@ -201,9 +204,10 @@ class Matcher {
   void Accept(const Event* event);
   // Matches the held-back events with time <= `watermark_ms`, in event-time order.
   void ReleaseWaiting(int64_t watermark_ms);
-  // `given_hashes`: the event's key hashes by key group, or null to compute them.
-  void Dispatch(CurrentEvent* current, const uint64_t* given_hashes);
-  void DispatchTo(PatternSlot& slot, CurrentEvent* current);
+  // `given_hashes`: the event's key hashes by key group, or null to compute them. `epoch`:
+  // epoch_ when the event was added; patterns added later pass it over.
+  void Dispatch(CurrentEvent* current, const uint64_t* given_hashes, uint64_t epoch);
+  void DispatchTo(PatternSlot& slot, CurrentEvent* current, uint64_t epoch);
   void AfterStep(PatternSlot& slot, uint32_t record_index);
   void FireTimers(int64_t watermark_ms);
   // Hands the pending matches of `slot` for the key `identity` to the sink.
@@ -227,6 +231,7 @@ class Matcher {
   int64_t watermark_ms_ = INT64_MIN;
   int64_t max_time_ms_ = INT64_MIN;
   uint64_t next_seq_ = 0;
+  uint64_t epoch_ = 0;  // counts patterns added or replaced
   uint64_t next_arrival_ = 0;
   std::priority_queue<Waiting, std::vector<Waiting>, LaterFirst> waiting_;
   std::vector<Match> matches_;

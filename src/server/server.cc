@@ -13,7 +13,8 @@ namespace fs = std::filesystem;
 Server::Server(ServerOptions options)
     : options_(std::move(options)), signals_(io_, SIGINT, SIGTERM), grace_(io_), tick_(io_) {
   engine::EngineOptions engine_options;
-  engine_options.workers = options_.workers > 0 ? options_.workers : engine::AvailableCpus();
+  engine_options.workers =
+      options_.workers > 0 ? options_.workers : std::min(engine::AvailableCpus(), engine::kMaxWorkers);
   engine_options.matcher.max_out_of_orderness_ms = options_.max_out_of_orderness_ms;
   engine_options.matcher.max_partial_matches_per_key = options_.max_partial_matches_per_key;
   alerts_ = std::make_unique<AlertLog>(io_, options_.recent_alerts, engine_options.workers);

@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 #include <simdjson.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <deque>
@@ -331,5 +332,53 @@ sequence:
       CHECK(f.n >= 200);
     }
     CHECK(by_m_matches == 200);
+  }
+}
+
+TEST_CASE("Engine: a pattern added while events are held back sees only those added after it") {
+  // P routes by user; Q, added while E1 waits for the watermark, keys by host, so E1's owner
+  // under Q may be another worker than the one holding it. Whatever the worker count, Q sees
+  // the events added after it and none before.
+  const std::string p = R"(
+id: p
+key: user
+sequence:
+  - begin: a
+    where: host != ''
+)";
+  const std::string q = R"(
+id: q
+key: host
+sequence:
+  - begin: a
+    where: n >= 0
+)";
+  for (const size_t workers : {1, 2, 4, 7}) {
+    CAPTURE(workers);
+    nfa::FieldSchema schema;
+    auto by_user = Compile(p, &schema, 1);
+    auto by_host = Compile(q, &schema, 2);
+    engine::EngineOptions options = Options(workers);
+    options.matcher.max_out_of_orderness_ms = 1000;
+    Collector collector(workers);
+    Feeder feeder;
+    engine::ShardedMatcher matcher({by_user}, &schema, options, &collector, collector.sinks());
+    for (int64_t n = 0; n < 20; ++n) {
+      if (n == 10) REQUIRE(matcher.AddPattern(by_host).ok());
+      feeder.Add(&matcher, {"{\"ts\":" + std::to_string(1000 + n) + ",\"n\":" + std::to_string(n) +
+                            ",\"user\":\"u" + std::to_string(n) + "\",\"host\":\"h" +
+                            std::to_string(n) + "\"}"});
+    }
+    matcher.Finish();
+    std::vector<std::string> found;
+    for (const Found& f : collector.found) {
+      found.push_back((f.version == 1 ? "p" : "q") + std::to_string(f.n));
+    }
+    std::vector<std::string> want;
+    for (int n = 0; n < 20; ++n) want.push_back("p" + std::to_string(n));
+    for (int n = 10; n < 20; ++n) want.push_back("q" + std::to_string(n));
+    std::sort(found.begin(), found.end());
+    std::sort(want.begin(), want.end());
+    CHECK(found == want);
   }
 }

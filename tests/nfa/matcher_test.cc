@@ -281,17 +281,31 @@ TEST_CASE("Matcher: a removed pattern added again starts empty") {
   CHECK(f.sink.tagged == std::vector<std::string>{"pa: a2 b3"});
 }
 
-TEST_CASE("Matcher: events held back for the watermark are matched by the patterns present then") {
+TEST_CASE("Matcher: a pattern sees the events added after it, even those released before") {
   using vigil::testing::Ev;
   MatcherOptions options;
   options.max_out_of_orderness_ms = 5;
   Fixture f(kPa, options);
   f.Add({Ev("a1", 10, "a", 0, "x")});  // held: the watermark is 5
   REQUIRE(f.matcher->AddPattern(f.Compile(kPb)).ok());
-  f.Add({Ev("c1", 12, "c", 0, "x"), Ev("q1", 30, "q", 0, "q")});
+  // a2 comes after pb, so pb sees it; a1 came before pb, so pb never sees it, although the
+  // watermark releases both later.
+  f.Add({Ev("a2", 11, "a", 0, "x"), Ev("c1", 12, "c", 0, "x"), Ev("q1", 30, "q", 0, "q")});
   f.matcher->Finish();
   CHECK(vigil::testing::Sorted(f.sink.tagged) ==
-        std::vector<std::string>{"pa: a1 (timeout)", "pb: a1 c1"});
+        std::vector<std::string>{"pa: a1 (timeout)", "pa: a2 (timeout)", "pb: a2 c1"});
+}
+
+TEST_CASE("Matcher: a replaced pattern's new version skips the events held back before it") {
+  using vigil::testing::Ev;
+  MatcherOptions options;
+  options.max_out_of_orderness_ms = 5;
+  Fixture f(kPa, options);
+  f.Add({Ev("a1", 10, "a", 0, "x")});  // held
+  REQUIRE(f.matcher->ReplacePattern(f.Compile(kPaV2)).ok());
+  f.Add({Ev("a2", 11, "a", 0, "x"), Ev("c1", 12, "c", 0, "x"), Ev("q1", 30, "q", 0, "q")});
+  f.matcher->Finish();
+  CHECK(vigil::testing::Sorted(f.sink.tagged) == std::vector<std::string>{"pa: a2 c1"});
 }
 
 TEST_CASE("Matcher: patterns cannot change from a sink callback") {
