@@ -114,9 +114,8 @@ class Matcher {
 
   // Hot reload (see the class comment for what a change promises). Patterns are identified by
   // Pattern::id. Disabling a pattern is RemovePattern here; its definition is the caller's to
-  // keep. An event held back for the watermark was parsed with the schema of its time: call
-  // EventParser::Refresh() after adding a pattern that reads new fields, and expect such
-  // fields to be missing from events parsed before it.
+  // keep. A new pattern sees only events added after it: call EventParser::Refresh() before
+  // parsing them if it reads new fields.
   // Every call returns kFailedPrecondition when made from a MatchSink callback (the patterns
   // must not change under the event being matched).
 
