@@ -242,8 +242,9 @@ void ShardedMatcher::Dispatch() {
   parsing_.push_back(chunk);
   workers_[next_parser_]->inbox.Push({Worker::Message::Kind::kParse, chunk});
   next_parser_ = (next_parser_ + 1) % workers_.size();
-  // Enough chunks in parsing to keep every worker busy, and always one left for filling.
-  while (parsing_.size() > std::min(workers_.size(), options_.chunks - 1)) DecideOldest();
+  // Several chunks per worker in parsing, so that workers always have some queued while the
+  // input thread decides; and always one left for filling.
+  while (parsing_.size() > std::min(4 * workers_.size(), options_.chunks - 1)) DecideOldest();
 }
 
 void ShardedMatcher::Parse(Parsing& parsing, Chunk& chunk) {
