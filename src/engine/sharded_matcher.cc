@@ -202,12 +202,13 @@ void ShardedMatcher::RunWorker(Worker& worker) {
 
 void ShardedMatcher::RebuildKeyGroups() {
   key_groups_.clear();
+  pattern_groups_.clear();
   for (const auto& nfa : patterns_) {
     const int slot = nfa->pattern().key_slot;
     auto group = std::find_if(key_groups_.begin(), key_groups_.end(),
                               [slot](const KeyGroup& g) { return g.key_slot == slot; });
-    if (group == key_groups_.end()) group = key_groups_.insert(key_groups_.end(), {slot, {}});
-    group->patterns.push_back(nfa.get());
+    if (group == key_groups_.end()) group = key_groups_.insert(key_groups_.end(), {slot});
+    pattern_groups_.push_back(static_cast<size_t>(group - key_groups_.begin()));
   }
 }
 
@@ -305,16 +306,23 @@ void ShardedMatcher::Decide(Chunk& chunk) {
       continue;
     }
     targets_.clear();
+    bool any_unusable = false;
     for (size_t g = 0; g < groups; ++g) {
       if (!chunk.key_usable[i * groups + g]) {
-        const nfa::Value key = nfa::KeyOfSlot(key_groups_[g].key_slot, event);
-        for (const nfa::Nfa* nfa : key_groups_[g].patterns) {
-          input_sink_->OnRejected(event, *nfa, nfa::KeyProblem(nfa->pattern(), key));
-        }
+        any_unusable = true;
         continue;
       }
       const uint32_t shard = nfa::ShardOf(chunk.key_hashes[i * groups + g], shards);
       if (std::find(targets_.begin(), targets_.end(), shard) == targets_.end()) targets_.push_back(shard);
+    }
+    if (any_unusable) {
+      for (size_t p = 0; p < patterns_.size(); ++p) {  // in pattern order, as one Matcher reports
+        const KeyGroup& group = key_groups_[pattern_groups_[p]];
+        if (chunk.key_usable[i * groups + pattern_groups_[p]]) continue;
+        const nfa::Pattern& pattern = patterns_[p]->pattern();
+        input_sink_->OnRejected(event, *patterns_[p],
+                                nfa::KeyProblem(pattern, nfa::KeyOfSlot(group.key_slot, event)));
+      }
     }
     const auto row = chunk.key_hashes.begin() + static_cast<std::ptrdiff_t>(i * groups);
     for (const uint32_t shard : targets_) {

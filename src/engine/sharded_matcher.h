@@ -143,9 +143,8 @@ class ShardedMatcher {
   struct Chunk;
   struct Parsing;
   struct Worker;
-  struct KeyGroup {  // the patterns keyed by one field (key_slot -1: no key)
+  struct KeyGroup {  // one field the patterns key by (key_slot -1: no key)
     int key_slot;
-    std::vector<const nfa::Nfa*> patterns;
   };
 
   bool threaded() const { return workers_.size() > 1; }
@@ -179,7 +178,8 @@ class ShardedMatcher {
   // parses rather than wait for the worker they were sent to.
   std::unique_ptr<Parsing> input_parsing_;
   std::vector<std::shared_ptr<const nfa::Nfa>> patterns_;  // as the workers have them
-  std::vector<KeyGroup> key_groups_;
+  std::vector<KeyGroup> key_groups_;    // distinct key fields, in order of first use
+  std::vector<size_t> pattern_groups_;  // by pattern: its index in key_groups_
   Chunk* filling_ = nullptr;
   std::deque<Chunk*> parsing_;  // sent for parsing, in input order
   size_t next_parser_ = 0;
