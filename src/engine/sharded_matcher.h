@@ -3,8 +3,9 @@
 //
 // Events enter as JSON text on one thread (the input thread: replay's reader, the HTTP
 // server's thread), which copies them into chunks. A chunk is parsed by one worker (workers
-// take chunks in turn, so parsing runs on every core) and then comes back to the input thread
-// in input order. There the decisions of one Matcher are made once for all workers, in
+// take chunks in turn, so parsing runs on every core; the input thread parses a chunk itself
+// when it needs it before its worker has started on it) and then comes back to the input
+// thread in input order. There the decisions of one Matcher are made once for all workers, in
 // arrival order and from what the parse left behind (times and key hashes, nothing more):
 // malformed events, the watermark, late events, unusable keys, and which workers own each
 // event's keys (patterns keyed by different fields can need several). Then every worker reads
