@@ -214,14 +214,18 @@ void ShardedMatcher::RebuildKeyGroups() {
 
 void ShardedMatcher::Add(std::string_view text, uint64_t line, int64_t entered_steady_ns) {
   if (filling_ && filling_->texts.size() == options_.events_per_chunk) Dispatch();
+  Chunk& chunk = Filling();
+  chunk.texts.push_back({chunk.arena.size(), text.size(), line});
+  chunk.arena.append(text);
+  if (chunk.entered_steady_ns == 0) chunk.entered_steady_ns = entered_steady_ns;
+}
+
+ShardedMatcher::Chunk& ShardedMatcher::Filling() {
   if (!filling_) {
     filling_ = free_chunks_->Pop();  // waits while every chunk is in use: back-pressure
     filling_->Reset(UsualArenaBytes());
   }
-  Chunk& chunk = *filling_;
-  chunk.texts.push_back({chunk.arena.size(), text.size(), line});
-  chunk.arena.append(text);
-  if (chunk.entered_steady_ns == 0) chunk.entered_steady_ns = entered_steady_ns;
+  return *filling_;
 }
 
 size_t ShardedMatcher::UsualArenaBytes() const {
@@ -371,11 +375,7 @@ void ShardedMatcher::Flush() {
   while (!parsing_.empty()) DecideOldest();
   if (handed_out_watermark_ms_ < watermark_ms_) {
     // Only the watermark moved: an empty chunk carries it to every worker.
-    if (!filling_) {
-      filling_ = free_chunks_->Pop();
-      filling_->Reset(UsualArenaBytes());
-    }
-    Chunk* chunk = filling_;
+    Chunk* chunk = &Filling();
     filling_ = nullptr;
     chunk->watermark_ms = watermark_ms_;
     HandOut(chunk);
@@ -413,23 +413,45 @@ void ShardedMatcher::Finish() {
   handed_out_watermark_ms_ = INT64_MAX;
 }
 
-// A new or replaced pattern may read fields the parsers do not extract yet.
-void ShardedMatcher::RefreshParser(Worker& worker) {
-  if (worker.parsing) worker.parsing->parser.Refresh();
+std::vector<std::shared_ptr<const nfa::Nfa>>::iterator ShardedMatcher::FindPattern(std::string_view id) {
+  return std::find_if(patterns_.begin(), patterns_.end(),
+                      [id](const auto& p) { return p->pattern().id == id; });
 }
+
+template <typename T>
+std::vector<T> ShardedMatcher::ChangeEveryWorker(const std::function<T(nfa::Matcher&)>& change,
+                                                 T initial) {
+  std::vector<T> results(workers_.size(), initial);
+  Barrier([&](Worker& w) {
+    results[w.index] = change(*w.matcher);
+    // A new or replaced pattern may read fields the parsers do not extract yet.
+    if (w.parsing) w.parsing->parser.Refresh();
+  });
+  input_parsing_->parser.Refresh();
+  return results;
+}
+
+namespace {
+
+// The partial matches the workers dropped, or the first worker's error.
+Result<size_t> TotalDropped(const std::vector<Result<size_t>>& results) {
+  size_t dropped = 0;
+  for (const Result<size_t>& r : results) {
+    if (!r.ok()) return r.status();
+    dropped += *r;
+  }
+  return dropped;
+}
+
+}  // namespace
 
 Status ShardedMatcher::AddPattern(std::shared_ptr<const nfa::Nfa> nfa) {
   const std::string& id = nfa->pattern().id;
-  if (std::any_of(patterns_.begin(), patterns_.end(),
-                  [&id](const auto& p) { return p->pattern().id == id; })) {
+  if (FindPattern(id) != patterns_.end()) {
     return Status::AlreadyExists("pattern '" + id + "' already exists");
   }
-  std::vector<Status> results(workers_.size());
-  Barrier([&](Worker& w) {
-    results[w.index] = w.matcher->AddPattern(nfa);
-    RefreshParser(w);
-  });
-  input_parsing_->parser.Refresh();
+  const std::vector<Status> results = ChangeEveryWorker<Status>(
+      [&nfa](nfa::Matcher& m) { return m.AddPattern(nfa); }, Status::Ok());
   for (const Status& s : results) {
     if (!s.ok()) return s;
   }
@@ -440,36 +462,22 @@ Status ShardedMatcher::AddPattern(std::shared_ptr<const nfa::Nfa> nfa) {
 
 Result<size_t> ShardedMatcher::ReplacePattern(std::shared_ptr<const nfa::Nfa> nfa) {
   const std::string& id = nfa->pattern().id;
-  auto it = std::find_if(patterns_.begin(), patterns_.end(),
-                         [&id](const auto& p) { return p->pattern().id == id; });
+  const auto it = FindPattern(id);
   if (it == patterns_.end()) return Status::NotFound("pattern '" + id + "' not found");
-  std::vector<Result<size_t>> results(workers_.size(), size_t{0});
-  Barrier([&](Worker& w) {
-    results[w.index] = w.matcher->ReplacePattern(nfa);
-    RefreshParser(w);
-  });
-  input_parsing_->parser.Refresh();
-  size_t dropped = 0;
-  for (const Result<size_t>& r : results) {
-    if (!r.ok()) return r.status();
-    dropped += *r;
-  }
+  const Result<size_t> dropped = TotalDropped(ChangeEveryWorker<Result<size_t>>(
+      [&nfa](nfa::Matcher& m) { return m.ReplacePattern(nfa); }, size_t{0}));
+  if (!dropped.ok()) return dropped;
   *it = std::move(nfa);
   RebuildKeyGroups();
   return dropped;
 }
 
 Result<size_t> ShardedMatcher::RemovePattern(std::string_view id) {
-  auto it = std::find_if(patterns_.begin(), patterns_.end(),
-                         [id](const auto& p) { return p->pattern().id == id; });
+  const auto it = FindPattern(id);
   if (it == patterns_.end()) return Status::NotFound("pattern '" + std::string(id) + "' not found");
-  std::vector<Result<size_t>> results(workers_.size(), size_t{0});
-  Barrier([&](Worker& w) { results[w.index] = w.matcher->RemovePattern(id); });
-  size_t dropped = 0;
-  for (const Result<size_t>& r : results) {
-    if (!r.ok()) return r.status();
-    dropped += *r;
-  }
+  const Result<size_t> dropped = TotalDropped(ChangeEveryWorker<Result<size_t>>(
+      [id](nfa::Matcher& m) { return m.RemovePattern(id); }, size_t{0}));
+  if (!dropped.ok()) return dropped;
   patterns_.erase(it);
   RebuildKeyGroups();
   return dropped;

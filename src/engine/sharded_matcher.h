@@ -152,6 +152,8 @@ class ShardedMatcher {
   void RebuildKeyGroups();
   // Runs `task` on every worker after the chunks handed out, and waits for all.
   void Barrier(const std::function<void(Worker&)>& task);
+  // The chunk being filled, taken from the pool if there is none.
+  Chunk& Filling();
   // Sends the chunk being filled to be parsed.
   void Dispatch();
   // The text a chunk usually holds, in bytes: what its buffer is sized for.
@@ -162,7 +164,11 @@ class ShardedMatcher {
   void Decide(Chunk& chunk);
   void HandOut(Chunk* chunk);
   void Parse(Parsing& parsing, Chunk& chunk);
-  void RefreshParser(Worker& worker);
+  std::vector<std::shared_ptr<const nfa::Nfa>>::iterator FindPattern(std::string_view id);
+  // Applies `change` to every worker's Matcher at a barrier, then lets every parser pick up
+  // new fields; returns each worker's result (`initial` until set).
+  template <typename T>
+  std::vector<T> ChangeEveryWorker(const std::function<T(nfa::Matcher&)>& change, T initial);
   void Match(Worker& worker, Chunk& chunk);
   // Returns a chunk whose readers are done with it to the pool.
   void Release(Chunk* chunk);
