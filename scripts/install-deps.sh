@@ -6,11 +6,11 @@ set -euo pipefail
 
 BUILD_PACKAGES=(
   build-essential cmake ninja-build pkg-config ccache
-  libyaml-cpp-dev libsimdjson-dev libre2-dev libboost-dev
+  libyaml-cpp-dev libsimdjson-dev libre2-dev libboost-dev librocksdb-dev
   doctest-dev libbenchmark-dev
   time
 )
-RUNTIME_PACKAGES=(libyaml-cpp0.7 libsimdjson14 libre2-9 libstdc++6)
+RUNTIME_PACKAGES=(libyaml-cpp0.7 libsimdjson14 libre2-9 librocksdb7.8 libstdc++6)
 
 packages=("${BUILD_PACKAGES[@]}")
 if [[ "${1:-}" == "--runtime" ]]; then

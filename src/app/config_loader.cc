@@ -117,6 +117,17 @@ ParseError ParseDuration(const std::string& text, int64_t* out) {
   return std::nullopt;
 }
 
+ParseError ParseBool(const std::string& text, bool* out) {
+  if (text == "true" || text == "1" || text == "yes") {
+    *out = true;
+  } else if (text == "false" || text == "0" || text == "no") {
+    *out = false;
+  } else {
+    return "must be true or false";
+  }
+  return std::nullopt;
+}
+
 ParseError ParseNonEmpty(const std::string& text, std::string* out) {
   if (text.empty()) return std::string("must not be empty");
   *out = text;
@@ -209,6 +220,21 @@ const Setting kSettings[] = {
      [](const std::string& v, ServerOptions* o) {
        return ParseCount(v, 1, SIZE_MAX, &o->max_partial_matches_per_key);
      }},
+    {"checkpoint.interval", "VIGIL_CHECKPOINT_INTERVAL", "--checkpoint-interval", "DURATION",
+     "how often the matching state is checkpointed, at least 100ms", "10s",
+     [](const std::string& v, ServerOptions* o) -> ParseError {
+       if (ParseError e = ParseDuration(v, &o->checkpoint_interval_ms)) return e;
+       if (o->checkpoint_interval_ms < 100) return "must be at least 100ms";
+       return std::nullopt;
+     }},
+    {"checkpoint.retain", "VIGIL_CHECKPOINT_RETAIN", "--checkpoints-retained", "N",
+     "checkpoints kept, 1..100; restoring falls back to older ones", "3",
+     [](const std::string& v, ServerOptions* o) {
+       return ParseCount(v, 1, 100, &o->checkpoints_retained);
+     }},
+    {"input_log.fsync", "VIGIL_INPUT_LOG_FSYNC", "--input-log-fsync", "BOOL",
+     "sync accepted events to disk before acknowledging them (power-loss safety)", "false",
+     [](const std::string& v, ServerOptions* o) { return ParseBool(v, &o->input_log_fsync); }},
     {"api.token", "VIGIL_API_TOKEN", "--api-token", "TOKEN",
      "bearer token required by every endpoint but /healthz, /readyz, /metrics; empty: none", "none",
      [](const std::string& v, ServerOptions* o) -> ParseError {

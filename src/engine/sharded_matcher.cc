@@ -10,6 +10,7 @@
 #include <span>
 #include <thread>
 
+#include "common/byte_codec.h"
 #include "common/time_util.h"
 #include "engine/bounded_queue.h"
 #include "nfa/event_key.h"
@@ -515,6 +516,91 @@ ShardedMatcher::Observation ShardedMatcher::Observe() {
   out.totals.events = events_;
   out.totals.late_events = late_events_;
   return out;
+}
+
+namespace {
+
+// The engine's progress, format 1: u8 version, watermark, largest event time, then each
+// worker's Matcher progress.
+constexpr uint8_t kProgressFormat = 1;
+
+// Parses stored event texts again, for the fields the patterns read now.
+class Reparser {
+ public:
+  explicit Reparser(nfa::EventParser* parser) : parser_(parser) {}
+  Result<nfa::EventRef> operator()(std::string_view text) {
+    padded_.assign(text);
+    padded_.append(simdjson::SIMDJSON_PADDING, '\0');
+    if (Status s = parser_->Parse(std::string_view(padded_).substr(0, text.size()), padded_.size(), &scratch_);
+        !s.ok()) {
+      return Status::Corruption("a stored event no longer parses: " + s.message());
+    }
+    return scratch_.Retain();
+  }
+
+ private:
+  nfa::EventParser* parser_;
+  std::string padded_;
+  nfa::Event scratch_;
+};
+
+}  // namespace
+
+std::string ShardedMatcher::Checkpoint(std::span<nfa::StateWriter* const> writers) {
+  std::vector<std::string> progress(workers_.size());
+  Barrier([&](Worker& w) {
+    w.matcher->WriteChanges(writers[w.index]);
+    progress[w.index] = w.matcher->EncodeProgress();
+  });
+  std::string out(1, static_cast<char>(kProgressFormat));
+  PutSignedVarint(&out, watermark_ms_);
+  PutSignedVarint(&out, max_time_ms_);
+  PutVarint(&out, progress.size());
+  for (const std::string& p : progress) PutBytes(&out, p);
+  return out;
+}
+
+Status ShardedMatcher::Restore(std::string_view progress, const KeyScan& scan) {
+  if (progress.empty() || static_cast<uint8_t>(progress[0]) != kProgressFormat) {
+    return Status::Corruption("stored engine progress has an unknown format");
+  }
+  ByteReader in(progress.substr(1));
+  const int64_t watermark = in.SignedVarint();
+  const int64_t max_time = in.SignedVarint();
+  std::vector<std::string> matchers(in.Below(progress.size()));
+  for (std::string& m : matchers) m = in.Bytes();
+  if (!in.done()) return Status::Corruption("stored engine progress is truncated or corrupt");
+
+  std::vector<Status> results(workers_.size());
+  Barrier([&](Worker& w) {
+    Parsing& parsing = w.parsing ? *w.parsing : *input_parsing_;
+    Reparser reparse(&parsing.parser);
+    const nfa::EventRestorer restore = std::ref(reparse);
+    Status s = w.matcher->RestoreProgress(matchers, restore);
+    if (s.ok()) {
+      s = scan([&](std::string_view pattern_id, std::string_view identity, std::string_view state) {
+        return w.matcher->RestoreKey(pattern_id, identity, state, restore);
+      });
+    }
+    results[w.index] = std::move(s);
+  });
+  for (Status& s : results) {
+    if (!s.ok()) return std::move(s);
+  }
+  watermark_ms_ = handed_out_watermark_ms_ = watermark;
+  max_time_ms_ = max_time;
+  return Status::Ok();
+}
+
+void ShardedMatcher::Reset() {
+  Barrier([](Worker& w) {
+    w.matcher = std::make_unique<nfa::Matcher>(std::vector<std::shared_ptr<const nfa::Nfa>>{},
+                                               w.matcher->options(), &w.sink);
+  });
+  patterns_.clear();
+  RebuildKeyGroups();
+  watermark_ms_ = handed_out_watermark_ms_ = max_time_ms_ = INT64_MIN;
+  events_ = late_events_ = 0;
 }
 
 }  // namespace vigil::engine

@@ -34,6 +34,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -139,6 +140,29 @@ class ShardedMatcher {
 
   // Counters and state sizes over all workers, taken at one input position (a barrier).
   Observation Observe();
+
+  // Checkpoints (see nfa::StateWriter). At one input position (a barrier), worker i writes
+  // the keys that changed since the last checkpoint to writers[i], on its own thread; returns
+  // the engine's progress (watermark, largest event time, every worker's Matcher progress) as
+  // one value. REQUIRES: options.matcher.track_changes; writers.size() == workers().
+  std::string Checkpoint(std::span<nfa::StateWriter* const> writers);
+
+  // Calls `visit` for every stored key (pattern id, key identity, state); stops at and returns
+  // the first error, its own or visit's.
+  using KeyVisitor = std::function<Status(std::string_view pattern_id, std::string_view identity,
+                                          std::string_view state)>;
+  using KeyScan = std::function<Status(const KeyVisitor& visit)>;
+  // Restores a checkpoint into this engine, which must have the checkpoint's patterns and no
+  // events yet. `scan` is called once by every worker, on its own thread, at the same time;
+  // each keeps the keys it owns, so the checkpoint may come from a different worker count.
+  // Errors: kCorruption for unreadable progress or state, scan's errors. On error the engine
+  // holds part of the state: discard it.
+  Status Restore(std::string_view progress, const KeyScan& scan);
+  // Back to no patterns, no state and no watermark, as if just made (after a failed Restore).
+  void Reset();
+
+  // The patterns, in matching order.
+  const std::vector<std::shared_ptr<const nfa::Nfa>>& patterns() const { return patterns_; }
 
  private:
   struct Chunk;

@@ -1,5 +1,6 @@
 #include "nfa/matcher.h"
 
+#include "common/byte_codec.h"
 #include "common/time_util.h"
 #include "nfa/event_key.h"
 
@@ -221,13 +222,25 @@ void Matcher::AfterStep(PatternSlot& slot, uint32_t record_index) {
   stats_.dropped_partial_matches +=
       runtime_.EnforceLimit(&record.state, options_.max_partial_matches_per_key);
   if (record.state.empty()) {
+    if (record.stored) slot.deleted.push_back(std::move(record.identity));
+    record.stored = false;
+    record.changed = false;
     slot.index.Erase(record.hash, record_index);
     record.live = false;
     ++record.generation;
     slot.free_records.push_back(record_index);
     return;
   }
+  if (options_.track_changes && !record.changed) {
+    record.changed = true;
+    slot.changed.emplace_back(record_index, record.generation);
+  }
+  ArmTimer(slot, record_index);
+}
+
+void Matcher::ArmTimer(PatternSlot& slot, uint32_t record_index) {
   if (!slot.nfa->has_window()) return;
+  KeyRecord& record = slot.records[record_index];
   const int64_t deadline = runtime_.NextDeadline(*slot.nfa, record.state);
   if (deadline < record.timer_ms) {
     record.timer_ms = deadline;
@@ -322,6 +335,9 @@ size_t Matcher::DropState(PatternSlot& slot) {
   slot.records.clear();
   slot.free_records.clear();
   slot.timers = {};
+  slot.changed.clear();
+  slot.deleted.clear();
+  if (options_.track_changes) dropped_patterns_.push_back(slot.nfa->pattern().id);
   return dropped;
 }
 
@@ -381,6 +397,135 @@ size_t Matcher::partial_matches(std::string_view id) const {
     if (record.live) n += record.state.partial.size() + record.state.completed.size();
   }
   return n;
+}
+
+}  // namespace vigil::nfa
+
+namespace vigil::nfa {
+
+void Matcher::WriteChanges(StateWriter* writer) {
+  for (const std::string& id : dropped_patterns_) writer->DropPattern(id);
+  dropped_patterns_.clear();
+  std::string value;
+  for (PatternSlot& slot : slots_) {
+    const std::string& id = slot.nfa->pattern().id;
+    // Deletions first: a key deleted and then started again is put after its deletion.
+    for (const std::string& identity : slot.deleted) writer->DeleteKey(id, identity);
+    slot.deleted.clear();
+    for (const auto& [index, generation] : slot.changed) {
+      KeyRecord& record = slot.records[index];
+      if (!record.live || record.generation != generation || !record.changed) continue;
+      value.clear();
+      EncodeKeyState(record.state, &value);
+      writer->PutKey(id, record.identity, value);
+      record.changed = false;
+      record.stored = true;
+    }
+    slot.changed.clear();
+  }
+}
+
+namespace {
+
+// Progress, format 1: u8 version, watermark, max event time, next seq, epoch; then the
+// patterns (id, since_epoch); then the held-back events (arrival, epoch, line, text).
+constexpr uint8_t kProgressFormat = 1;
+
+}  // namespace
+
+std::string Matcher::EncodeProgress() const {
+  std::string out(1, static_cast<char>(kProgressFormat));
+  PutSignedVarint(&out, watermark_ms_);
+  PutSignedVarint(&out, max_time_ms_);
+  PutVarint(&out, next_seq_);
+  PutVarint(&out, epoch_);
+  PutVarint(&out, slots_.size());
+  for (const PatternSlot& slot : slots_) {
+    PutBytes(&out, slot.nfa->pattern().id);
+    PutVarint(&out, slot.since_epoch);
+  }
+  // The queue's order does not matter here: the restore sorts.
+  auto waiting = waiting_;
+  PutVarint(&out, waiting.size());
+  for (; !waiting.empty(); waiting.pop()) {
+    const Waiting& w = waiting.top();
+    PutVarint(&out, w.arrival);
+    PutVarint(&out, w.epoch);
+    PutVarint(&out, w.event->line());
+    PutBytes(&out, w.event->raw());
+  }
+  return out;
+}
+
+Status Matcher::RestoreProgress(std::span<const std::string> progress, const EventRestorer& restore) {
+  struct Held {
+    uint64_t line, arrival, epoch;
+    std::string_view text;
+  };
+  std::vector<Held> held;
+  for (const std::string& value : progress) {
+    if (value.empty() || static_cast<uint8_t>(value[0]) != kProgressFormat) {
+      return Status::Corruption("stored matcher progress has an unknown format");
+    }
+    ByteReader in(std::string_view(value).substr(1));
+    watermark_ms_ = std::max(watermark_ms_, in.SignedVarint());
+    max_time_ms_ = std::max(max_time_ms_, in.SignedVarint());
+    next_seq_ = std::max(next_seq_, in.Varint());
+    epoch_ = std::max(epoch_, in.Varint());
+    const uint64_t patterns = in.Below(value.size());
+    for (uint64_t i = 0; i < patterns && in.ok(); ++i) {
+      const std::string_view id = in.Bytes();
+      const uint64_t since_epoch = in.Varint();
+      if (auto slot = FindSlot(id); slot != slots_.end()) slot->since_epoch = since_epoch;
+    }
+    const uint64_t count = in.Below(value.size());
+    for (uint64_t i = 0; i < count && in.ok(); ++i) {
+      Held h;
+      h.arrival = in.Varint();
+      h.epoch = in.Varint();
+      h.line = in.Varint();
+      h.text = in.Bytes();
+      held.push_back(h);
+    }
+    if (!in.done()) return Status::Corruption("stored matcher progress is truncated or corrupt");
+  }
+  // Input order; an event that several shards held (patterns keyed differently) once.
+  std::sort(held.begin(), held.end(), [](const Held& a, const Held& b) {
+    return a.line != b.line ? a.line < b.line : a.arrival < b.arrival;
+  });
+  uint64_t last_line = 0;
+  for (const Held& h : held) {
+    if (h.line != 0 && h.line == last_line) continue;
+    last_line = h.line;
+    Result<EventRef> event = restore(h.text);
+    if (!event.ok()) return event.status();
+    (*event)->set_line(h.line);
+    waiting_.push({std::move(*event), next_arrival_++, h.epoch});
+  }
+  return Status::Ok();
+}
+
+Status Matcher::RestoreKey(std::string_view pattern_id, std::string_view identity,
+                           std::string_view state, const EventRestorer& restore) {
+  const auto slot = FindSlot(pattern_id);
+  const uint64_t hash = HashKey(identity);
+  if (slot == slots_.end() || !Owns(hash)) return Status::Ok();
+  KeyNfaState decoded;
+  if (Status s = DecodeKeyState(state, *slot->nfa, restore, &runtime_.mutable_buffer(), &decoded);
+      !s.ok()) {
+    return s;
+  }
+  if (decoded.empty()) return Status::Ok();
+  const auto index = static_cast<uint32_t>(slot->records.size());
+  KeyRecord& record = slot->records.emplace_back();
+  record.identity = identity;
+  record.hash = hash;
+  record.state = std::move(decoded);
+  record.live = true;
+  record.stored = true;
+  slot->index.Insert(hash, index);
+  ArmTimer(*slot, index);
+  return Status::Ok();
 }
 
 }  // namespace vigil::nfa

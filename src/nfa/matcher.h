@@ -35,6 +35,7 @@
 #include "nfa/event_key.h"
 #include "nfa/key_index.h"
 #include "nfa/nfa.h"
+#include "nfa/state_codec.h"
 
 namespace vigil::nfa {
 
@@ -49,6 +50,8 @@ struct MatcherOptions {
   // event_key.h); events of other keys are passed over without a trace. Default: all keys.
   uint32_t shard = 0;
   uint32_t shards = 1;
+  // Remember which keys change, for WriteChanges() (checkpoints). Default: off.
+  bool track_changes = false;
 };
 
 // Receives what the Matcher produces. Called on the matching thread.
@@ -61,6 +64,17 @@ class MatchSink {
   virtual void OnLate(const Event& event, int64_t watermark_ms) = 0;
   // `event` could not be matched by `nfa` (for example its key field is missing).
   virtual void OnRejected(const Event& event, const Nfa& nfa, std::string_view reason) = 0;
+};
+
+// Where a Matcher's state goes at a checkpoint: the port a state backend implements. A key is
+// (pattern id, key identity as EncodeKey gives it); its value is EncodeKeyState's.
+class StateWriter {
+ public:
+  virtual ~StateWriter() = default;
+  // Every stored key of pattern `id` is gone (the pattern was replaced or removed).
+  virtual void DropPattern(std::string_view id) = 0;
+  virtual void PutKey(std::string_view pattern_id, std::string_view identity, std::string_view state) = 0;
+  virtual void DeleteKey(std::string_view pattern_id, std::string_view identity) = 0;
 };
 
 class Matcher {
@@ -132,6 +146,26 @@ class Matcher {
   // Errors: kNotFound when the id is absent.
   Result<size_t> RemovePattern(std::string_view id);
 
+  // Checkpoints. A Matcher's state is its keys' states (written to a StateWriter key by key,
+  // so a checkpoint costs what changed) and its progress (watermark, event time, held-back
+  // events, counters that order events and pattern changes), a few bytes plus held events.
+
+  // Writes what changed since the last call: first the patterns whose state was dropped, then
+  // every key whose state changed, deleted when none is left. REQUIRES: options.track_changes;
+  // not called from a sink callback.
+  void WriteChanges(StateWriter* writer);
+  std::string EncodeProgress() const;
+
+  // Restoring, into a Matcher made with the checkpoint's patterns that has seen no event yet.
+  // `progress`: EncodeProgress() of each Matcher of the checkpoint (all shards, so the shard
+  // count may change across a restart); held-back events are merged in input (line) order, and
+  // each Matcher matches only the keys it owns. Errors: kCorruption for an unreadable value.
+  Status RestoreProgress(std::span<const std::string> progress, const EventRestorer& restore);
+  // One key's state of pattern `pattern_id`; a key of another shard or of a pattern not present
+  // is passed over. Errors: as DecodeKeyState's.
+  Status RestoreKey(std::string_view pattern_id, std::string_view identity, std::string_view state,
+                    const EventRestorer& restore);
+
   // The ids of the patterns present, in matching order.
   std::vector<std::string> pattern_ids() const;
   // The pattern `id`; nullptr when absent.
@@ -159,6 +193,8 @@ class Matcher {
     int64_t timer_ms = INT64_MAX;
     uint32_t generation = 0;
     bool live = false;
+    bool changed = false;  // since the last WriteChanges (track_changes)
+    bool stored = false;   // the state backend holds a value for this key
   };
   struct Timer {
     int64_t deadline_ms;
@@ -174,6 +210,10 @@ class Matcher {
     std::vector<KeyRecord> records;
     std::vector<uint32_t> free_records;
     std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers;
+    // track_changes: records changed since the last WriteChanges, as (index, generation), and
+    // identities of stored keys whose state is gone.
+    std::vector<std::pair<uint32_t, uint32_t>> changed;
+    std::vector<std::string> deleted;
   };
   struct Waiting {
     EventRef event;
@@ -208,6 +248,8 @@ class Matcher {
   void Dispatch(CurrentEvent* current, const uint64_t* given_hashes, uint64_t epoch);
   void DispatchTo(PatternSlot& slot, CurrentEvent* current, uint64_t epoch);
   void AfterStep(PatternSlot& slot, uint32_t record_index);
+  // Arms the record's timer at the next deadline of its runs, if earlier than the armed one.
+  void ArmTimer(PatternSlot& slot, uint32_t record_index);
   void FireTimers(int64_t watermark_ms);
   // Hands the pending matches of `slot` for the key `identity` to the sink.
   void Emit(const PatternSlot& slot, std::string_view identity);
@@ -235,6 +277,7 @@ class Matcher {
   std::priority_queue<Waiting, std::vector<Waiting>, LaterFirst> waiting_;
   std::vector<Match> matches_;
   KeyNfaState scratch_state_;
+  std::vector<std::string> dropped_patterns_;  // track_changes: since the last WriteChanges
   std::string key_buffer_;
   // The distinct key fields of the patterns (-1: no key), so that patterns keyed alike
   // encode and hash an event's key once.

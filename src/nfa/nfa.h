@@ -106,6 +106,8 @@ class NfaRuntime {
   void Clear(KeyNfaState* state);
 
   const SharedBuffer& buffer() const { return buffer_; }
+  // For rebuilding stored states (DecodeKeyState) that this runtime will then run.
+  SharedBuffer& mutable_buffer() { return buffer_; }
 
  private:
   class RunView;

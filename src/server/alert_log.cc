@@ -1,14 +1,20 @@
 #include "server/alert_log.h"
 
+#include <sys/stat.h>
+
 #include <cerrno>
+#include <charconv>
+#include <optional>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 
 #include <boost/asio/post.hpp>
 
+#include "common/files.h"
 #include "common/json_text.h"
 #include "common/time_util.h"
+#include "nfa/event_key.h"
 #include "nfa/match_json.h"
 
 namespace vigil::server {
@@ -44,7 +50,99 @@ Status Append(std::FILE* file, std::string* pending) {
   return Status::Ok();
 }
 
+// A crash while an alert was being appended leaves part of a line: cut it, so the file stays
+// whole lines (the replay writes that alert again).
+Status CutTornLine(const std::string& path) {
+  Result<std::string> text = ReadFile(path);
+  if (!text.ok() || text->empty() || text->back() == '\n') return Status::Ok();
+  const size_t keep = text->rfind('\n') + 1;  // npos + 1 == 0: no whole line
+  std::error_code ec;
+  std::filesystem::resize_file(path, keep, ec);
+  if (ec) return Status::IoError("cannot cut the torn last line of " + path + ": " + ec.message());
+  return Status::Ok();
+}
+
+// An alert line starts with its id: {"id":"<16 hex digits>",...
+constexpr std::string_view kIdPrefix = "{\"id\":\"";
+
+std::string IdText(uint64_t id) {
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(id));
+  return text;
+}
+
+std::optional<uint64_t> IdOfLine(std::string_view line) {
+  if (!line.starts_with(kIdPrefix) || line.size() < kIdPrefix.size() + 16) return std::nullopt;
+  uint64_t id = 0;
+  const char* begin = line.data() + kIdPrefix.size();
+  const auto [end, err] = std::from_chars(begin, begin + 16, id, 16);
+  if (err != std::errc() || end != begin + 16) return std::nullopt;
+  return id;
+}
+
+uint64_t AlertId(const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match) {
+  std::string identity = nfa.pattern().id;
+  identity += '\0';
+  identity += std::to_string(nfa.pattern().version);
+  identity += '\0';
+  identity.append(key_json);
+  identity += match.timed_out ? "\0t" : "\0m";
+  for (const nfa::MatchedEvent& e : match.events) {
+    identity += '\0';
+    identity += std::to_string(e.stage);
+    identity += ':';
+    identity += std::to_string(e.event->line());
+  }
+  return nfa::HashKey(identity);
+}
+
+uint64_t InodeOf(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_ino) : 0;
+}
+
 }  // namespace
+
+std::string AlertLog::OutputPosition() const {
+  const std::lock_guard lock(mutex_);
+  return std::to_string(InodeOf(alerts_path_)) + ":" + std::to_string(file_bytes_);
+}
+
+Result<size_t> AlertLog::Reconcile(std::string_view position) {
+  uint64_t inode = 0, offset = 0;
+  if (!position.empty()) {
+    const size_t colon = position.find(':');
+    if (colon == std::string_view::npos ||
+        std::from_chars(position.data(), position.data() + colon, inode).ec != std::errc() ||
+        std::from_chars(position.data() + colon + 1, position.data() + position.size(), offset).ec != std::errc()) {
+      return Status::Corruption("unreadable alert output position '" + std::string(position) + "'");
+    }
+  }
+  const std::lock_guard lock(mutex_);
+  // Newest file first, back to the one the position is in: rotation renames files, so the
+  // inode finds it under whatever name it has now.
+  for (size_t i = 0; i <= keep_files_; ++i) {
+    const std::string path = i == 0 ? alerts_path_ : alerts_path_ + "." + std::to_string(i);
+    Result<std::string> text = ReadFile(path);
+    if (!text.ok()) break;
+    const bool holds_position = inode != 0 && InodeOf(path) == inode;
+    size_t pos = holds_position ? std::min<size_t>(offset, text->size()) : 0;
+    while (pos < text->size()) {
+      size_t end = text->find('\n', pos);
+      if (end == std::string::npos) end = text->size();
+      if (auto id = IdOfLine(std::string_view(*text).substr(pos, end - pos))) written_before_.insert(*id);
+      pos = end + 1;
+    }
+    if (holds_position) break;
+  }
+  return written_before_.size();
+}
+
+uint64_t AlertLog::EndReconcile() {
+  const std::lock_guard lock(mutex_);
+  written_before_.clear();
+  return std::exchange(recognised_, 0);
+}
 
 Status AlertLog::Open(const std::string& alerts_path, const std::string& late_events_path,
                       size_t max_file_bytes, size_t keep_files) {
@@ -52,6 +150,7 @@ Status AlertLog::Open(const std::string& alerts_path, const std::string& late_ev
   alerts_path_ = alerts_path;
   max_file_bytes_ = max_file_bytes;
   keep_files_ = keep_files;
+  if (Status s = CutTornLine(alerts_path); !s.ok()) return s;
   if (Status s = OpenForAppend(alerts_path, &file_); !s.ok()) return s;
   std::error_code ec;
   file_bytes_ = static_cast<size_t>(std::filesystem::file_size(alerts_path, ec));
@@ -100,7 +199,10 @@ Status AlertLog::Flush() {
 void AlertLog::Record(const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match,
                       int64_t entered_steady_ns) {
   // Formatted before taking the lock: workers contend only for the appends.
-  std::string alert = "{";
+  const uint64_t alert_id = AlertId(nfa, key_json, match);
+  std::string alert(kIdPrefix);
+  alert += IdText(alert_id);
+  alert += "\",";
   nfa::AppendMatchFields(&alert, nfa, key_json, match);
   alert += ",\"version\":" + std::to_string(nfa.pattern().version);
   alert += ",\"first_event_time\":" + std::to_string(match.events.front().event->time_ms());
@@ -110,6 +212,10 @@ void AlertLog::Record(const nfa::Nfa& nfa, std::string_view key_json, const nfa:
   const std::string& id = nfa.pattern().id;
 
   const std::lock_guard lock(mutex_);
+  if (!written_before_.empty() && written_before_.erase(alert_id) > 0) {
+    ++recognised_;
+    return;
+  }
   ++(match.timed_out ? timeouts_ : matches_)[id];
   if (entered_steady_ns > 0) {
     const double seconds =
@@ -166,7 +272,7 @@ std::map<std::string, uint64_t> AlertLog::timeouts_by_pattern() const {
 }
 
 void AlertLog::OnMalformed(uint64_t line, std::string_view, std::string_view reason) {
-  if (problems_) problems_->push_back({line - 1, std::string(reason)});
+  if (problems_) problems_->push_back({line - first_line_, std::string(reason)});
 }
 
 void AlertLog::OnLate(const nfa::Event& event, int64_t watermark_ms) {
@@ -178,7 +284,7 @@ void AlertLog::OnLate(const nfa::Event& event, int64_t watermark_ms) {
   pending_late_ += ",\"event\":";
   pending_late_ += event.raw();
   pending_late_ += "}\n";
-  if (problems_) problems_->push_back({event.line() - 1, std::move(reason)});
+  if (problems_) problems_->push_back({event.line() - first_line_, std::move(reason)});
 }
 
 void AlertLog::OnRejected(const nfa::Event&, const nfa::Nfa& nfa, std::string_view) {

@@ -1,8 +1,13 @@
 #pragma once
 // AlertLog: where the server's matches go. Each match becomes an alert (the replay match
-// shape plus version, first and last event time and detection time), appended to the alerts
-// NDJSON file and kept in a bounded in-memory list for GET /alerts. Late events of the
+// shape plus id, version, first and last event time and detection time), appended to the
+// alerts NDJSON file and kept in a bounded in-memory list for GET /alerts. Late events of the
 // request being ingested are collected for its response.
+//
+// An alert's id is a hash of what identifies its match: pattern, version, key, timeout or
+// not, and the input position and stage of each of its events. A replay of the same input
+// after a crash finds the same matches with the same ids, so the alerts already written
+// (Reconcile) are recognised and not written twice.
 //
 // Thread safety: matches arrive on the matching workers' threads, through the sinks of
 // worker_sink(); everything they touch is behind one mutex, taken once per alert. Live
@@ -18,6 +23,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "common/status.h"
@@ -61,13 +67,25 @@ class AlertLog : public engine::InputSink {
   // Writes buffered alerts and late events to their files.
   Status Flush();
 
-  // While set, malformed and late events are reported here, with the index of the event in
-  // its request (its line number - 1).
+  // Where the alerts file stands (after Flush()): an opaque value for Reconcile.
+  std::string OutputPosition() const;
+  // Recovery: reads the ids of the alerts written since `position` (empty: all the files
+  // hold); a match with one of them is not written again until EndReconcile(). Returns how
+  // many ids were read.
+  Result<size_t> Reconcile(std::string_view position);
+  // Returns the alerts recognised as already written since Reconcile().
+  uint64_t EndReconcile();
+
+  // While set, malformed and late events are reported here, `index` being the event's line
+  // (its input position) less `first_line`.
   struct Problem {
     size_t index;
     std::string reason;
   };
-  void CollectProblems(std::vector<Problem>* problems) { problems_ = problems; }
+  void CollectProblems(std::vector<Problem>* problems, uint64_t first_line = 0) {
+    problems_ = problems;
+    first_line_ = first_line;
+  }
 
   uint64_t late_events() const { return late_events_; }
   std::map<std::string, uint64_t> matches_by_pattern() const;
@@ -116,10 +134,13 @@ class AlertLog : public engine::InputSink {
   std::vector<std::weak_ptr<EventStream>> subscribers_;
   std::map<std::string, uint64_t> matches_;
   std::map<std::string, uint64_t> timeouts_;
+  std::unordered_set<uint64_t> written_before_;  // Reconcile's ids
+  uint64_t recognised_ = 0;
 
   std::FILE* late_file_ = nullptr;
   std::string pending_late_;  // late events not yet written to theirs
   std::vector<Problem>* problems_ = nullptr;
+  uint64_t first_line_ = 0;
   uint64_t late_events_ = 0;
   std::map<std::string, uint64_t> unkeyed_;
 };

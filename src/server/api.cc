@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "common/json_text.h"
+#include "common/time_util.h"
 
 namespace vigil::server {
 namespace http = boost::beast::http;
@@ -155,8 +156,13 @@ uint64_t ResidentBytes() {
 }  // namespace
 
 Api::Api(const ServerOptions& options, PatternRegistry* registry, Ingest* ingest, AlertLog* alerts,
-         engine::ShardedMatcher* matcher)
-    : options_(options), registry_(registry), ingest_(ingest), alerts_(alerts), matcher_(matcher) {}
+         engine::ShardedMatcher* matcher, Durability* durability)
+    : options_(options),
+      registry_(registry),
+      ingest_(ingest),
+      alerts_(alerts),
+      matcher_(matcher),
+      durability_(durability) {}
 
 // Compares without an early exit, so the time taken says nothing about where a wrong token
 // differs (its length is not hidden).
@@ -226,8 +232,15 @@ const std::vector<Api::RouteSpec>& Api::Routes() {
        "application/x-ndjson,application/json",
        {{202, "{accepted, rejected:[{index, reason}]} (malformed and late events)"},
         {400, "a JSON array body that does not parse"}, {413, "body too large"},
-        {415, "unknown content type"}},
+        {415, "unknown content type"}, {503, "the input log cannot be written: nothing taken"}},
        &Api::PostEvents},
+      {V::get, "/checkpoints",
+       "Checkpoints kept, newest first: id, time, duration, size, input position", "",
+       {{200, "{checkpoints:[{id, created_ms, duration_ms, bytes, new_bytes, keys_written, input_position}]}"}},
+       &Api::ListCheckpoints},
+      {V::post, "/checkpoints", "Take a checkpoint now", "",
+       {{201, "the checkpoint"}, {500, "it failed: the previous ones still count"}},
+       &Api::TakeCheckpoint},
       {V::get, "/alerts",
        "The most recent alerts, newest first (query: limit, default 100); includes the alerts of "
        "every event posted before",
@@ -508,6 +521,10 @@ HttpResponse Api::PostEvents(const HttpRequest& request, const std::string&) {
                              std::string(type) + "'");
   }
   IngestResult result = ingest_->Feed(request.body());
+  if (!result.unavailable.empty()) {
+    return ErrorResponse(request, http::status::service_unavailable, "unavailable",
+                         "events not taken: " + result.unavailable);
+  }
   if (!result.malformed_body.empty()) {
     return ErrorResponse(request, http::status::bad_request, "bad_request", result.malformed_body);
   }
@@ -526,6 +543,86 @@ HttpResponse Api::PostEvents(const HttpRequest& request, const std::string&) {
   body += "]}";
   events_malformed_ += result.received - result.accepted;
   return JsonResponse(request, http::status::accepted, std::move(body));
+}
+
+namespace {
+
+void AppendCheckpointJson(std::string* out, const state::CheckpointMeta& c) {
+  *out += "{\"id\":" + std::to_string(c.id);
+  *out += ",\"created_ms\":" + std::to_string(c.created_ms);
+  *out += ",\"duration_ms\":" + std::to_string(c.duration_ms);
+  *out += ",\"bytes\":" + std::to_string(c.bytes);
+  *out += ",\"new_bytes\":" + std::to_string(c.new_bytes);
+  *out += ",\"keys_written\":" + std::to_string(c.keys_written);
+  *out += ",\"input_position\":" + std::to_string(c.input_position);
+  *out += "}";
+}
+
+}  // namespace
+
+HttpResponse Api::ListCheckpoints(const HttpRequest& request, const std::string&) {
+  std::string body = "{\"checkpoints\":[";
+  bool first = true;
+  for (const state::CheckpointMeta& c : durability_->checkpoints()) {
+    if (!first) body.push_back(',');
+    first = false;
+    AppendCheckpointJson(&body, c);
+  }
+  body += "]}";
+  return JsonResponse(request, http::status::ok, std::move(body));
+}
+
+HttpResponse Api::TakeCheckpoint(const HttpRequest& request, const std::string&) {
+  Result<state::CheckpointMeta> taken = durability_->Checkpoint();
+  if (!taken.ok()) {
+    return ErrorResponse(request, http::status::internal_server_error, "checkpoint_failed",
+                         taken.status().message());
+  }
+  std::string body;
+  AppendCheckpointJson(&body, *taken);
+  return JsonResponse(request, http::status::created, std::move(body));
+}
+
+void Api::AppendStateMetrics(std::string* out) {
+  auto metric = [out](const char* name, const char* type, const char* help, auto value) {
+    *out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+    *out += name;
+    out->push_back(' ');
+    *out += std::to_string(value);
+    out->push_back('\n');
+  };
+  const Durability::Stats& stats = durability_->stats();
+  const auto& kept = durability_->checkpoints();
+  metric("vigil_checkpoints_total", "counter", "Checkpoints taken by this process.", stats.checkpoints);
+  metric("vigil_checkpoint_failures_total", "counter", "Checkpoints that failed (the previous ones still count).",
+         stats.failed_checkpoints);
+  metric("vigil_checkpoints_kept", "gauge", "Checkpoints on disk.", kept.size());
+  if (!kept.empty()) {
+    const state::CheckpointMeta& last = kept.front();
+    metric("vigil_checkpoint_last_duration_seconds", "gauge", "Time the last checkpoint took.",
+           static_cast<double>(last.duration_ms) / 1000);
+    metric("vigil_checkpoint_last_bytes", "gauge", "Size of the last checkpoint's files.", last.bytes);
+    metric("vigil_checkpoint_last_new_bytes", "gauge", "Bytes the last checkpoint wrote (the rest it shares).",
+           last.new_bytes);
+    metric("vigil_checkpoint_last_keys_written", "gauge", "Keys the last checkpoint wrote or deleted.",
+           last.keys_written);
+    metric("vigil_checkpoint_age_seconds", "gauge", "Time since the last checkpoint was taken.",
+           static_cast<double>(WallClockMs() - last.created_ms) / 1000);
+    metric("vigil_checkpoint_last_input_position", "gauge", "Input position the last checkpoint holds.",
+           last.input_position);
+  }
+  metric("vigil_state_disk_bytes", "gauge", "State on disk: the live database and the checkpoints.",
+         durability_->state_disk_bytes());
+  metric("vigil_input_log_bytes", "gauge", "Input log on disk (trimmed behind the oldest checkpoint).",
+         durability_->input_log_bytes());
+  metric("vigil_input_position", "gauge", "Last input position taken.", durability_->last_position());
+  metric("vigil_recovery_seconds", "gauge", "Time the last start-up took to restore and replay.",
+         static_cast<double>(stats.recovery_ms) / 1000);
+  metric("vigil_recovery_replayed_records", "gauge", "Input log records replayed at start-up.",
+         stats.replayed_records);
+  metric("vigil_recovery_recognised_alerts", "gauge",
+         "Alerts the replay found again that were written before the restart (not written twice).",
+         stats.recognised_alerts);
 }
 
 HttpResponse Api::GetAlerts(const HttpRequest& request, const std::string&) {
@@ -598,6 +695,7 @@ HttpResponse Api::Metrics(const HttpRequest& request, const std::string&) {
   out += "vigil_nfa_dropped_partial_matches_total " +
          std::to_string(seen.totals.dropped_partial_matches) + "\n";
   AppendWorkerMetrics(&out, seen.workers, metric);
+  AppendStateMetrics(&out);
   metric("vigil_server_patterns", "gauge", "Stored patterns.");
   out += "vigil_server_patterns " + std::to_string(registry_->List().size()) + "\n";
   metric("vigil_server_requests_total", "counter", "HTTP requests by route and status.");

@@ -14,6 +14,7 @@
 
 #include "engine/sharded_matcher.h"
 #include "server/alert_log.h"
+#include "server/durability.h"
 #include "server/http_server.h"
 #include "server/ingest.h"
 #include "server/pattern_registry.h"
@@ -24,7 +25,7 @@ namespace vigil::server {
 class Api {
  public:
   Api(const ServerOptions& options, PatternRegistry* registry, Ingest* ingest, AlertLog* alerts,
-      engine::ShardedMatcher* matcher);
+      engine::ShardedMatcher* matcher, Durability* durability);
 
   HttpResponse Handle(const HttpRequest& request);
 
@@ -62,7 +63,11 @@ class Api {
   HttpResponse PostEvents(const HttpRequest& request, const std::string& id);
   HttpResponse GetAlerts(const HttpRequest& request, const std::string& id);
   HttpResponse StreamAlerts(const HttpRequest& request, const std::string& id);
+  HttpResponse ListCheckpoints(const HttpRequest& request, const std::string& id);
+  HttpResponse TakeCheckpoint(const HttpRequest& request, const std::string& id);
   HttpResponse Metrics(const HttpRequest& request, const std::string& id);
+  // The durability metrics: checkpoints, state on disk, recovery.
+  void AppendStateMetrics(std::string* out);
   HttpResponse Health(const HttpRequest& request, const std::string& id);
   HttpResponse Ready(const HttpRequest& request, const std::string& id);
   HttpResponse OpenApi(const HttpRequest& request, const std::string& id);
@@ -75,6 +80,7 @@ class Api {
   Ingest* ingest_;
   AlertLog* alerts_;
   engine::ShardedMatcher* matcher_;
+  Durability* durability_;
   uint64_t events_received_ = 0;
   uint64_t events_accepted_ = 0;
   uint64_t events_malformed_ = 0;

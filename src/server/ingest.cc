@@ -10,17 +10,14 @@
 
 namespace vigil::server {
 
-Ingest::Ingest(engine::ShardedMatcher* matcher, AlertLog* alerts) : matcher_(matcher), alerts_(alerts) {}
+Ingest::Ingest(engine::ShardedMatcher* matcher, AlertLog* alerts, Durability* durability)
+    : matcher_(matcher), alerts_(alerts), durability_(durability) {}
 
 IngestResult Ingest::Feed(std::string_view body) {
   IngestResult result;
   const int64_t entered = std::chrono::steady_clock::now().time_since_epoch().count();
-  // Events are numbered from 1 for the matcher (its reports say line N); the response counts
-  // from 0.
-  auto add = [&](std::string_view text) {
-    matcher_->Add(TrimJsonWhitespace(text), ++result.received, entered);
-  };
-  alerts_->CollectProblems(&result.rejected);
+  events_.clear();
+  auto take = [&](std::string_view text) { events_.emplace_back(result.received++, TrimJsonWhitespace(text)); };
 
   if (TrimJsonWhitespace(body).starts_with('[')) {
     padded_.assign(body);
@@ -31,16 +28,16 @@ IngestResult Ingest::Feed(std::string_view body) {
     if (auto err = array_parser.iterate(padded_.data(), body.size(), padded_.size()).get(doc);
         err || (err = doc.get_array().get(array))) {
       result.malformed_body = std::string("malformed JSON array: ") + simdjson::error_message(err);
-    } else {
-      for (auto element : array) {
-        simdjson::ondemand::object object;
-        std::string_view raw;
-        if (element.get_object().get(object) || object.raw_json().get(raw)) {
-          result.rejected.push_back({result.received++, "element is not a JSON object"});
-          continue;
-        }
-        add(raw);  // raw_json() runs to the next token; add() drops the whitespace before it
+      return result;
+    }
+    for (auto element : array) {
+      simdjson::ondemand::object object;
+      std::string_view raw;
+      if (element.get_object().get(object) || object.raw_json().get(raw)) {
+        result.rejected.push_back({result.received++, "element is not a JSON object"});
+        continue;
       }
+      take(raw);  // raw_json() runs to the next token; take() drops the whitespace before it
     }
   } else {
     size_t pos = 0;
@@ -49,11 +46,24 @@ IngestResult Ingest::Feed(std::string_view body) {
       if (end == std::string_view::npos) end = body.size();
       const std::string_view line = body.substr(pos, end - pos);
       pos = end + 1;
-      if (!TrimJsonWhitespace(line).empty()) add(line);  // blank lines are not events
+      if (!TrimJsonWhitespace(line).empty()) take(line);  // blank lines are not events
     }
   }
-  matcher_->Flush();  // every event is decided: malformed and late ones are in `rejected`
+
+  texts_.clear();
+  for (const auto& [index, text] : events_) texts_.push_back(text);
+  const Result<uint64_t> first = durability_->LogEvents(texts_);
+  if (!first.ok()) {
+    result.unavailable = first.status().message();
+    return result;
+  }
+  // The matcher numbers events by input position; the response, by index in the body.
+  problems_.clear();
+  alerts_->CollectProblems(&problems_, *first);
+  for (size_t k = 0; k < events_.size(); ++k) matcher_->Add(events_[k].second, *first + k, entered);
+  matcher_->Flush();  // every event is decided: malformed and late ones are in problems_
   alerts_->CollectProblems(nullptr);
+  for (AlertLog::Problem& p : problems_) result.rejected.push_back({events_[p.index].first, std::move(p.reason)});
   std::stable_sort(result.rejected.begin(), result.rejected.end(),
                    [](const auto& a, const auto& b) { return a.index < b.index; });
   result.accepted = result.received - result.rejected.size();

@@ -1,8 +1,10 @@
 #pragma once
 // Ingest: the body of POST /events -> events in the matcher, with a verdict per event.
 //
-// A body is NDJSON (one object per line) or a JSON array of objects. Each event keeps its
-// exact bytes and is parsed once, by the matcher's workers; an event that is malformed, has no
+// A body is NDJSON (one object per line) or a JSON array of objects. Its events are first
+// numbered and logged durably (Durability::LogEvents): nothing is matched or acknowledged
+// before that, and when logging fails nothing of the body counts. Each event keeps its exact
+// bytes and is parsed once, by the matcher's workers; an event that is malformed, has no
 // usable time, or is late is reported with its index and the reason before Feed returns. The
 // matching itself goes on asynchronously.
 // Not thread-safe: used on the server's thread.
@@ -10,10 +12,12 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "engine/sharded_matcher.h"
 #include "server/alert_log.h"
+#include "server/durability.h"
 
 namespace vigil::server {
 
@@ -25,11 +29,13 @@ struct IngestResult {
   std::vector<AlertLog::Problem> rejected;
   // Set when the body as a whole could not be read (a JSON array that does not parse).
   std::string malformed_body;
+  // Set when the events could not be logged: none was taken.
+  std::string unavailable;
 };
 
 class Ingest {
  public:
-  Ingest(engine::ShardedMatcher* matcher, AlertLog* alerts);
+  Ingest(engine::ShardedMatcher* matcher, AlertLog* alerts, Durability* durability);
 
   // Feeds every event of `body`. `body` is NDJSON unless its first non-blank byte is '['.
   IngestResult Feed(std::string_view body);
@@ -40,7 +46,12 @@ class Ingest {
  private:
   engine::ShardedMatcher* matcher_;
   AlertLog* alerts_;
+  Durability* durability_;
   std::string padded_;  // a JSON array body with simdjson's padding after it
+  // The body's events: (index in the body, text), and the texts alone.
+  std::vector<std::pair<size_t, std::string_view>> events_;
+  std::vector<std::string_view> texts_;
+  std::vector<AlertLog::Problem> problems_;
   int64_t last_event_steady_ms_ = 0;
 };
 

@@ -93,6 +93,7 @@ std::variant<PatternRegistry::Change, PatternRegistry::Refusal> PatternRegistry:
   StoredPattern& stored = patterns_[id];
   stored = std::move(next);
   change.pattern = &stored;
+  if (on_change_) on_change_();
   return change;
 }
 
@@ -104,6 +105,7 @@ Status PatternRegistry::Delete(const std::string& id) {
   if (ec) return Status::IoError("cannot delete " + PathOf(id) + ": " + ec.message());
   if (it->second.enabled) matcher_->RemovePattern(id).status().IgnoreError();
   patterns_.erase(it);
+  if (on_change_) on_change_();
   return Status::Ok();
 }
 
@@ -120,6 +122,7 @@ Status PatternRegistry::SetEnabled(const std::string& id, bool enabled) {
   } else {
     matcher_->RemovePattern(id).status().IgnoreError();
   }
+  if (on_change_) on_change_();
   return Status::Ok();
 }
 
@@ -205,10 +208,31 @@ std::vector<std::string> PatternRegistry::Load() {
       errors.push_back(file + ": id differs from its document's");
       continue;
     }
-    if (p.enabled) matcher_->AddPattern(p.nfa).IgnoreError();
     patterns_[p.id] = std::move(p);
   }
+  ApplyAll();
   return errors;
+}
+
+// The matcher may hold the patterns of a restored checkpoint (with their partial matches):
+// those still stored as they were are kept, the others become what is stored.
+void PatternRegistry::ApplyAll() {
+  std::vector<std::string> gone;
+  for (const auto& nfa : matcher_->patterns()) {
+    auto it = patterns_.find(nfa->pattern().id);
+    if (it == patterns_.end() || !it->second.enabled) gone.push_back(nfa->pattern().id);
+  }
+  for (const std::string& id : gone) matcher_->RemovePattern(id).status().IgnoreError();
+  for (auto& [id, p] : patterns_) {
+    if (!p.enabled) continue;
+    const auto& live = matcher_->patterns();
+    auto present = std::find_if(live.begin(), live.end(), [&](const auto& n) { return n->pattern().id == id; });
+    if (present == live.end()) {
+      matcher_->AddPattern(p.nfa).IgnoreError();
+    } else if ((*present)->pattern().version != p.version || (*present)->pattern().source != p.nfa->pattern().source) {
+      matcher_->ReplacePattern(p.nfa).status().IgnoreError();
+    }
+  }
 }
 
 }  // namespace vigil::server

@@ -8,6 +8,7 @@
 // Not thread-safe: used on the server's one thread.
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -50,9 +51,14 @@ class PatternRegistry {
 
   PatternRegistry(std::string directory, nfa::FieldSchema* schema, engine::ShardedMatcher* matcher);
 
-  // Loads the stored patterns (at start-up). A stored file that no longer compiles is
-  // reported in the returned errors and skipped; the others load.
+  // Loads the stored patterns (at start-up) and makes the matcher's patterns what is stored:
+  // a pattern the matcher already has at the stored version and source keeps its state (one
+  // restored from a checkpoint). A stored file that no longer compiles is reported in the
+  // returned errors and skipped; the others load.
   std::vector<std::string> Load();
+
+  // Called after every change applied to the matcher (not those of Load).
+  void OnChange(std::function<void()> hook) { on_change_ = std::move(hook); }
 
   // Compiles `text` without storing it. Empty when valid.
   std::vector<nfa::PatternError> Validate(const std::string& text);
@@ -73,12 +79,14 @@ class PatternRegistry {
   std::variant<std::shared_ptr<const nfa::Nfa>, Refusal> Compile(const std::string& text,
                                                                  uint64_t version = 0);
   Status Persist(const StoredPattern& p) const;
+  void ApplyAll();
   std::string PathOf(const std::string& id) const;
 
   std::string directory_;
   nfa::FieldSchema* schema_;
   engine::ShardedMatcher* matcher_;
   std::map<std::string, StoredPattern> patterns_;
+  std::function<void()> on_change_;
 };
 
 }  // namespace vigil::server

@@ -1,6 +1,7 @@
 #include "server/server.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <csignal>
 #include <filesystem>
 
@@ -17,16 +18,24 @@ Server::Server(ServerOptions options)
       options_.workers > 0 ? options_.workers : std::min(engine::AvailableCpus(), engine::kMaxWorkers);
   engine_options.matcher.max_out_of_orderness_ms = options_.max_out_of_orderness_ms;
   engine_options.matcher.max_partial_matches_per_key = options_.max_partial_matches_per_key;
+  engine_options.matcher.track_changes = true;
   alerts_ = std::make_unique<AlertLog>(io_, options_.recent_alerts, engine_options.workers);
   std::vector<engine::WorkerSink*> sinks;
   for (size_t i = 0; i < engine_options.workers; ++i) sinks.push_back(alerts_->worker_sink(i));
   engine_options.time_field = options_.time_field;
   matcher_ = std::make_unique<engine::ShardedMatcher>(std::vector<std::shared_ptr<const nfa::Nfa>>{},
                                                       &schema_, engine_options, alerts_.get(), sinks);
+  Durability::Options durability;
+  durability.data_dir = options_.data_dir;
+  durability.checkpoint_interval_ms = options_.checkpoint_interval_ms;
+  durability.checkpoints_retained = options_.checkpoints_retained;
+  durability.input_log_fsync = options_.input_log_fsync;
+  durability_ = std::make_unique<Durability>(durability, matcher_.get(), &schema_, alerts_.get());
   registry_ = std::make_unique<PatternRegistry>((fs::path(options_.data_dir) / "patterns").string(),
                                                 &schema_, matcher_.get());
-  ingest_ = std::make_unique<Ingest>(matcher_.get(), alerts_.get());
-  api_ = std::make_unique<Api>(options_, registry_.get(), ingest_.get(), alerts_.get(), matcher_.get());
+  ingest_ = std::make_unique<Ingest>(matcher_.get(), alerts_.get(), durability_.get());
+  api_ = std::make_unique<Api>(options_, registry_.get(), ingest_.get(), alerts_.get(), matcher_.get(),
+                               durability_.get());
   HttpServer::Limits limits;
   limits.max_body_bytes = options_.max_body_bytes;
   limits.max_connections = options_.max_connections;
@@ -69,14 +78,23 @@ Status Server::LoadPatternsDirectory(std::vector<std::string>* warnings) {
 }
 
 Status Server::Start(std::vector<std::string>* warnings) {
-  for (std::string& e : registry_->Load()) warnings->push_back(std::move(e));
-  if (Status s = LoadPatternsDirectory(warnings); !s.ok()) return s;
   if (Status s = alerts_->Open(options_.alerts_file,
                                (fs::path(options_.data_dir) / "late-events.ndjson").string(),
                                options_.alerts_max_file_bytes, options_.alerts_keep_files);
       !s.ok()) {
     return s;
   }
+  if (Status s = durability_->Recover(warnings); !s.ok()) return s;
+  for (std::string& e : registry_->Load()) warnings->push_back(std::move(e));
+  if (Status s = LoadPatternsDirectory(warnings); !s.ok()) return s;
+  // From here on the state is what the checkpoints must hold; pattern changes take effect at
+  // one input position, which a checkpoint then records.
+  if (Result<state::CheckpointMeta> c = durability_->Checkpoint(); !c.ok()) return c.status();
+  registry_->OnChange([this] {
+    if (Result<state::CheckpointMeta> c = durability_->Checkpoint(); !c.ok()) {
+      std::fprintf(stderr, "vigil: checkpoint after a pattern change failed: %s\n", c.status().message().c_str());
+    }
+  });
   if (Status s = http_->Listen(options_.listen_address, options_.port); !s.ok()) return s;
   signals_.async_wait([this](const boost::system::error_code& ec, int) {
     if (!ec) Stop();
@@ -97,18 +115,23 @@ void Server::ScheduleTick() {
     const int64_t now = SteadyClockMs();
     if (options_.idle_timeout_ms > 0 && last > 0 && now - last >= options_.idle_timeout_ms) {
       const int64_t quiet_for = now - last;
-      matcher_->AdvanceWatermark(SaturatingSub(SaturatingAdd(matcher_->max_event_time_ms(), quiet_for),
-                                               options_.max_out_of_orderness_ms));
+      // Logged: a replay must advance it at the same input position.
+      durability_->AdvanceWatermark(SaturatingSub(SaturatingAdd(matcher_->max_event_time_ms(), quiet_for),
+                                                  options_.max_out_of_orderness_ms))
+          .IgnoreError();
     }
     alerts_->Flush().IgnoreError();
+    durability_->CheckpointIfDue();
     ScheduleTick();
   });
 }
 
 void Server::Run() {
   io_.run();
-  matcher_->Sync();  // the alerts of every accepted event reach the file before exit
-  alerts_->Flush().IgnoreError();
+  // The alerts of every accepted event reach the file, and a restart starts from here.
+  if (Result<state::CheckpointMeta> c = durability_->Checkpoint(); !c.ok()) {
+    std::fprintf(stderr, "vigil: checkpoint at shutdown failed: %s\n", c.status().message().c_str());
+  }
 }
 
 void Server::Stop() {

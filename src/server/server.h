@@ -1,6 +1,7 @@
 #pragma once
 // Server: `vigil serve` assembled: patterns (stored and from the patterns directory), the
-// sharded matcher and its workers, HTTP ingest, alerts and the REST API. HTTP, ingest and the
+// sharded matcher and its workers, durability (input log, checkpoints, recovery), HTTP
+// ingest, alerts and the REST API. HTTP, ingest and the
 // API run on one io_context thread; matching runs on the workers (see ShardedMatcher).
 //
 // Lifetime: construct, Start() (loads and listens), Run() until Stop() or SIGINT/SIGTERM;
@@ -19,6 +20,7 @@
 #include "engine/sharded_matcher.h"
 #include "server/alert_log.h"
 #include "server/api.h"
+#include "server/durability.h"
 #include "server/http_server.h"
 #include "server/ingest.h"
 #include "server/pattern_registry.h"
@@ -31,8 +33,10 @@ class Server {
   explicit Server(ServerOptions options);
   ~Server();
 
-  // Loads the stored patterns and the patterns directory, opens the alerts file and starts
-  // listening. Returns warnings (patterns that failed to load) through `warnings`.
+  // Opens the alerts file, recovers the state (restores the newest checkpoint that loads and
+  // replays the input log after it), loads the stored patterns and the patterns directory,
+  // takes a checkpoint and starts listening. Returns warnings (checkpoints skipped, patterns
+  // that failed to load) through `warnings`.
   Status Start(std::vector<std::string>* warnings);
   uint16_t port() const { return http_->port(); }
 
@@ -52,6 +56,7 @@ class Server {
   nfa::FieldSchema schema_;
   std::unique_ptr<AlertLog> alerts_;  // before the matcher: its workers write here until joined
   std::unique_ptr<engine::ShardedMatcher> matcher_;
+  std::unique_ptr<Durability> durability_;
   std::unique_ptr<PatternRegistry> registry_;
   std::unique_ptr<Ingest> ingest_;
   std::unique_ptr<Api> api_;

@@ -53,6 +53,14 @@ struct ServerOptions {
   // Partial matches kept per key and pattern. Default: 10000
   // (events.max_partial_matches_per_key).
   size_t max_partial_matches_per_key = 10000;
+  // A checkpoint of the matching state is taken this often (and at every pattern change and
+  // on shutdown). Default: 10 s (checkpoint.interval).
+  int64_t checkpoint_interval_ms = 10000;
+  // Checkpoints kept; restoring falls back to older ones. Default: 3 (checkpoint.retain).
+  size_t checkpoints_retained = 3;
+  // Sync the input log to disk before acknowledging events (survives power loss, not only a
+  // crash of vigil). Default: off (input_log.fsync).
+  bool input_log_fsync = false;
 };
 
 }  // namespace vigil::server

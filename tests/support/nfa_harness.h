@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -107,6 +108,58 @@ class ShardedCollector : public engine::InputSink {
   std::deque<Worker> workers_;
 };
 
+// A state backend in memory: what a checkpoint wrote, key by key, for restoring from.
+class MemoryStateStore : public nfa::StateWriter {
+ public:
+  void DropPattern(std::string_view id) override {
+    std::erase_if(keys_, [id](const auto& entry) { return entry.first.first == id; });
+  }
+  void PutKey(std::string_view pattern_id, std::string_view identity, std::string_view state) override {
+    keys_[{std::string(pattern_id), std::string(identity)}] = std::string(state);
+  }
+  void DeleteKey(std::string_view pattern_id, std::string_view identity) override {
+    keys_.erase({std::string(pattern_id), std::string(identity)});
+  }
+  // A ShardedMatcher::KeyScan over the keys (read-only: workers scan at once).
+  Status Scan(const engine::ShardedMatcher::KeyVisitor& visit) const {
+    for (const auto& [key, state] : keys_) {
+      if (Status s = visit(key.first, key.second, state); !s.ok()) return s;
+    }
+    return Status::Ok();
+  }
+  const std::map<std::pair<std::string, std::string>, std::string>& keys() const { return keys_; }
+
+ private:
+  std::map<std::pair<std::string, std::string>, std::string> keys_;
+};
+
+// Takes a checkpoint of `matcher` into `store` (one writer for all workers: they write
+// different keys, but at once, so through a lock).
+inline std::string CheckpointInto(engine::ShardedMatcher* matcher, MemoryStateStore* store) {
+  class Locked : public nfa::StateWriter {
+   public:
+    explicit Locked(MemoryStateStore* store) : store_(store) {}
+    void DropPattern(std::string_view id) override {
+      const std::lock_guard lock(mutex_);
+      store_->DropPattern(id);
+    }
+    void PutKey(std::string_view p, std::string_view k, std::string_view v) override {
+      const std::lock_guard lock(mutex_);
+      store_->PutKey(p, k, v);
+    }
+    void DeleteKey(std::string_view p, std::string_view k) override {
+      const std::lock_guard lock(mutex_);
+      store_->DeleteKey(p, k);
+    }
+
+   private:
+    MemoryStateStore* store_;
+    std::mutex mutex_;
+  } locked(store);
+  std::vector<nfa::StateWriter*> writers(matcher->workers(), &locked);
+  return matcher->Checkpoint(writers);
+}
+
 // Feeds `events` to a Matcher, one at a time, and finishes. Lines that do not parse are
 // reported to `problems`.
 inline void FeedOneByOne(nfa::Matcher* matcher, nfa::FieldSchema* schema,
@@ -126,9 +179,50 @@ inline void FeedOneByOne(nfa::Matcher* matcher, nfa::FieldSchema* schema,
   matcher->Finish();
 }
 
+// Stops the engine at every position of `events`, checkpoints it (also once half-way there, so
+// the last checkpoint writes only what changed since), restores the checkpoint into a new
+// engine with another worker count and goes on there: the matches and problems before the
+// stop plus those after it must be the uninterrupted run's.
+inline void CheckRestoreAtEveryPosition(const std::vector<std::shared_ptr<const nfa::Nfa>>& nfas,
+                                        nfa::FieldSchema* schema, nfa::MatcherOptions options,
+                                        const std::vector<std::string>& events,
+                                        const HarnessResult& expected) {
+  options.track_changes = true;
+  for (size_t stop = 1; stop < events.size(); ++stop) {
+    CAPTURE(stop);
+    ShardedCollector before(2), after(3);
+    engine::EngineOptions engine_options;
+    engine_options.matcher = options;
+    engine_options.events_per_chunk = 2;
+    engine_options.chunks = 3;
+    MemoryStateStore store;
+    std::string progress;
+    {
+      engine_options.workers = 2;
+      engine::ShardedMatcher first(nfas, schema, engine_options, &before, before.worker_sinks());
+      for (size_t i = 0; i < stop; ++i) {
+        first.Add(events[i], i + 1);
+        if (i + 1 == stop / 2) CheckpointInto(&first, &store);
+      }
+      progress = CheckpointInto(&first, &store);
+    }
+    engine_options.workers = 3;
+    engine::ShardedMatcher second(nfas, schema, engine_options, &after, after.worker_sinks());
+    REQUIRE(second.Restore(progress, [&store](const auto& visit) { return store.Scan(visit); }).ok());
+    for (size_t i = stop; i < events.size(); ++i) second.Add(events[i], i + 1);
+    second.Finish();
+    std::vector<std::string> matches = before.sink().matches, problems = before.sink().problems;
+    matches.insert(matches.end(), after.sink().matches.begin(), after.sink().matches.end());
+    problems.insert(problems.end(), after.sink().problems.begin(), after.sink().problems.end());
+    CHECK(Sorted(matches) == expected.matches);
+    CHECK(Sorted(problems) == Sorted(expected.problems));
+  }
+}
+
 // Runs the pattern documents over the events with one Matcher and, to pin that sharding
 // changes nothing, with the engine on 2, 4 and 7 workers (which parse the texts themselves):
-// each must give the same matches and report the same problems.
+// each must give the same matches and report the same problems. And a checkpoint restored at
+// any position changes nothing either (CheckRestoreAtEveryPosition).
 inline HarnessResult RunPattern(const std::string& pattern_yaml,
                                 const std::vector<std::string>& events,
                                 int64_t max_out_of_orderness_ms = 0) {
@@ -173,6 +267,7 @@ inline HarnessResult RunPattern(const std::string& pattern_yaml,
     CHECK(Sorted(collector.sink().matches) == result.matches);
     CHECK(Sorted(collector.sink().problems) == Sorted(result.problems));
   }
+  CheckRestoreAtEveryPosition(nfas, &schema, options, events, result);
   return result;
 }
 

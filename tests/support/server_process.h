@@ -74,6 +74,14 @@ class ServerProcess {
   }
 
   bool started() const { return port_ != 0; }
+  pid_t pid() const { return pid_; }
+
+  // SIGKILL (a crash: nothing is flushed), then waits for the process to be gone.
+  void Kill() {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    stopped_ = true;
+  }
   unsigned short port() const { return port_; }
 
   // SIGTERM, then the exit status.

@@ -1,0 +1,138 @@
+#include "server/durability.h"
+
+#include <filesystem>
+
+#include "common/time_util.h"
+#include "nfa/compiler.h"
+#include "nfa/pattern.h"
+
+namespace vigil::server {
+namespace fs = std::filesystem;
+
+Durability::Durability(Options options, engine::ShardedMatcher* matcher, nfa::FieldSchema* schema,
+                       AlertLog* alerts)
+    : options_(std::move(options)), matcher_(matcher), schema_(schema), alerts_(alerts) {}
+
+Durability::~Durability() = default;
+
+Status Durability::Restore(const state::CheckpointMeta& meta) {
+  for (const state::SavedPattern& saved : meta.patterns) {
+    nfa::ParsedPatterns parsed = nfa::ParsePatterns(saved.source, "checkpoint pattern " + saved.id, schema_);
+    if (!parsed.errors.empty() || parsed.patterns.size() != 1) {
+      return Status::Corruption("pattern '" + saved.id + "' of the checkpoint no longer compiles");
+    }
+    parsed.patterns[0].version = saved.version;
+    auto compiled = nfa::NfaCompiler::Compile(std::make_shared<const nfa::Pattern>(std::move(parsed.patterns[0])));
+    if (!compiled.ok()) return compiled.status();
+    if (Status s = matcher_->AddPattern(compiled.value()); !s.ok()) return s;
+  }
+  Result<std::unique_ptr<state::CheckpointStore::Reader>> reader = store_->OpenReader(meta.id);
+  if (!reader.ok()) return reader.status();
+  return matcher_->Restore(meta.engine_progress, [&reader](const engine::ShardedMatcher::KeyVisitor& visit) {
+    return (*reader)->Scan(visit);
+  });
+}
+
+Status Durability::Recover(std::vector<std::string>* warnings) {
+  const int64_t started = SteadyClockMs();
+  Result<std::unique_ptr<state::CheckpointStore>> store =
+      state::CheckpointStore::Open({(fs::path(options_.data_dir) / "state").string(), options_.checkpoints_retained});
+  if (!store.ok()) return store.status();
+  store_ = std::move(*store);
+  state::InputLog::Options log_options;
+  log_options.directory = (fs::path(options_.data_dir) / "input").string();
+  log_options.fsync = options_.input_log_fsync;
+  Result<std::unique_ptr<state::InputLog>> log = state::InputLog::Open(log_options, warnings);
+  if (!log.ok()) return log.status();
+  log_ = std::move(*log);
+
+  uint64_t from = 0;
+  std::string output_position;
+  bool restored = false;
+  for (state::CheckpointStore::Listed& candidate : store_->Candidates()) {
+    Status s = candidate.meta.ok() ? Restore(*candidate.meta) : candidate.meta.status();
+    if (!s.ok()) {
+      warnings->push_back("checkpoint " + std::to_string(candidate.id) + " skipped: " + s.message());
+      matcher_->Reset();
+      continue;
+    }
+    if (Status adopted = store_->Adopt(candidate.id); !adopted.ok()) return adopted;
+    from = candidate.meta->input_position;
+    output_position = candidate.meta->output_position;
+    restored = true;
+    break;
+  }
+  if (!restored) {
+    if (Status s = store_->StartEmpty(); !s.ok()) return s;
+  }
+  if (Result<size_t> ids = alerts_->Reconcile(output_position); !ids.ok()) return ids.status();
+  Status replayed = log_->Read(from, [this](const state::InputLog::Record& r) {
+    ++stats_.replayed_records;
+    if (r.kind == state::InputLog::Kind::kEvent) {
+      matcher_->Add(r.text, r.position);
+    } else {
+      matcher_->AdvanceWatermark(r.watermark_ms);
+    }
+    return Status::Ok();
+  });
+  if (!replayed.ok()) return replayed;
+  matcher_->Sync();
+  alerts_->Flush().IgnoreError();
+  stats_.recognised_alerts = alerts_->EndReconcile();
+  last_position_ = std::max(from, log_->last_position());
+  stats_.recovery_ms = SteadyClockMs() - started;
+  last_checkpoint_steady_ms_ = SteadyClockMs();
+  return Status::Ok();
+}
+
+Result<uint64_t> Durability::LogEvents(std::span<const std::string_view> texts) {
+  const uint64_t first = last_position_ + 1;
+  uint64_t position = first;
+  for (const std::string_view text : texts) log_->AppendEvent(position++, text);
+  if (Status s = log_->Commit(); !s.ok()) return s;
+  last_position_ = position - 1;
+  return first;
+}
+
+Status Durability::AdvanceWatermark(int64_t watermark_ms) {
+  if (watermark_ms <= matcher_->watermark_ms()) return Status::Ok();
+  log_->AppendWatermark(last_position_ + 1, watermark_ms);
+  if (Status s = log_->Commit(); !s.ok()) return s;
+  ++last_position_;
+  matcher_->AdvanceWatermark(watermark_ms);
+  return Status::Ok();
+}
+
+Result<state::CheckpointMeta> Durability::Checkpoint() {
+  const int64_t started = SteadyClockMs();
+  state::CheckpointMeta meta;
+  meta.engine_progress = matcher_->Checkpoint(store_->Writers(matcher_->workers()));
+  // Every alert of the input up to here was found at the barrier; on disk with the checkpoint.
+  if (Status s = alerts_->Flush(); !s.ok()) {
+    ++stats_.failed_checkpoints;
+    return s;
+  }
+  meta.output_position = alerts_->OutputPosition();
+  meta.input_position = last_position_;
+  meta.created_ms = WallClockMs();
+  for (const auto& nfa : matcher_->patterns()) {
+    meta.patterns.push_back({nfa->pattern().id, nfa->pattern().version, nfa->pattern().source});
+  }
+  Result<state::CheckpointMeta> committed = store_->Commit(std::move(meta), started);
+  last_checkpoint_steady_ms_ = SteadyClockMs();
+  if (!committed.ok()) {
+    ++stats_.failed_checkpoints;
+    return committed;
+  }
+  ++stats_.checkpoints;
+  // Restoring may fall back to the oldest checkpoint kept: keep the input after it.
+  log_->TrimThrough(store_->checkpoints().back().input_position).IgnoreError();
+  return committed;
+}
+
+void Durability::CheckpointIfDue() {
+  if (SteadyClockMs() - last_checkpoint_steady_ms_ < options_.checkpoint_interval_ms) return;
+  Checkpoint().status().IgnoreError();
+}
+
+}  // namespace vigil::server

@@ -1,0 +1,96 @@
+#pragma once
+// Durability: what makes a crash of `vigil serve`, kill -9 included, lose no accepted event
+// and write no alert twice.
+//
+//  1. Accepted means durable: the events of a request are numbered with input positions
+//     (increasing over the life of the data directory) and appended to the input log before
+//     the matcher sees them and before the request is answered. Watermark advances that come
+//     from no event (the idle clock) are logged too, so a replay decides as the first run did.
+//  2. Checkpoints: at one input position (an engine barrier) every worker writes the keys that
+//     changed since the last checkpoint; then the alerts found so far are flushed, and the
+//     checkpoint store records the engine's progress with that position, the alert output's
+//     position and the patterns. Taken every checkpoint.interval, at every pattern change, on
+//     request and on shutdown. The input log is trimmed behind the oldest checkpoint kept.
+//  3. Recovery: the newest checkpoint that loads is restored (an older one when it does not),
+//     under the patterns it was taken with; the alert output reads the ids it wrote after that
+//     checkpoint; the input log is replayed from the checkpoint's position; then the pattern
+//     registry brings the patterns up to date, as hot reloads would. Alert ids are
+//     deterministic, so the replay writes exactly the alerts that the crash lost.
+// Not thread-safe: the server's thread.
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "engine/sharded_matcher.h"
+#include "nfa/field_schema.h"
+#include "server/alert_log.h"
+#include "state/checkpoint_store.h"
+#include "state/input_log.h"
+
+namespace vigil::server {
+
+class Durability {
+ public:
+  struct Options {
+    std::string data_dir;
+    int64_t checkpoint_interval_ms = 10000;
+    size_t checkpoints_retained = 3;
+    bool input_log_fsync = false;
+  };
+
+  struct Stats {
+    int64_t recovery_ms = 0;
+    uint64_t replayed_records = 0;
+    uint64_t recognised_alerts = 0;  // written before the crash, not written again
+    uint64_t checkpoints = 0;        // taken by this process
+    uint64_t failed_checkpoints = 0;
+  };
+
+  // The matcher must have no patterns and no events yet (Recover fills it).
+  Durability(Options options, engine::ShardedMatcher* matcher, nfa::FieldSchema* schema,
+             AlertLog* alerts);
+  ~Durability();
+
+  // Start-up: restores the newest checkpoint that loads and replays the input log after it.
+  // What was skipped or cut (and why) goes to *warnings. Errors: the input log or the
+  // checkpoint directory cannot be opened, or the log is damaged.
+  Status Recover(std::vector<std::string>* warnings);
+
+  // Numbers the events of one request and logs them; returns the position of the first (the
+  // others follow one by one). Errors: kIoError (nothing of the request counts).
+  Result<uint64_t> LogEvents(std::span<const std::string_view> texts);
+  // Logs, then applies, a watermark advance that no event brought.
+  Status AdvanceWatermark(int64_t watermark_ms);
+
+  // Takes a checkpoint now.
+  Result<state::CheckpointMeta> Checkpoint();
+  // Takes one if checkpoint.interval has passed since the last.
+  void CheckpointIfDue();
+
+  const std::vector<state::CheckpointMeta>& checkpoints() const { return store_->checkpoints(); }
+  const Stats& stats() const { return stats_; }
+  uint64_t state_disk_bytes() const { return store_->disk_bytes(); }
+  uint64_t input_log_bytes() const { return log_->bytes_on_disk(); }
+  uint64_t last_position() const { return last_position_; }
+
+ private:
+  // Loads checkpoint `meta` into the matcher (left with part of it on error).
+  Status Restore(const state::CheckpointMeta& meta);
+
+  Options options_;
+  engine::ShardedMatcher* matcher_;
+  nfa::FieldSchema* schema_;
+  AlertLog* alerts_;
+  std::unique_ptr<state::CheckpointStore> store_;
+  std::unique_ptr<state::InputLog> log_;
+  uint64_t last_position_ = 0;
+  int64_t last_checkpoint_steady_ms_ = 0;
+  Stats stats_;
+};
+
+}  // namespace vigil::server
