@@ -220,6 +220,18 @@ const Setting kSettings[] = {
      [](const std::string& v, ServerOptions* o) {
        return ParseCount(v, 1, SIZE_MAX, &o->max_partial_matches_per_key);
      }},
+    {"state.max_age", "VIGIL_STATE_MAX_AGE", "--max-state-age", "DURATION",
+     "partial matches of a pattern without `within` are dropped this long after they started; 0: never",
+     "24h",
+     [](const std::string& v, ServerOptions* o) { return ParseDuration(v, &o->max_state_age_ms); }},
+    {"state.memory_budget_bytes", "VIGIL_STATE_MEMORY_BUDGET_BYTES", "--memory-budget-bytes", "N",
+     "memory the matching state may take; beyond it idle keys wait on disk; 0: no limit", "0",
+     [](const std::string& v, ServerOptions* o) {
+       size_t bytes = 0;
+       ParseError e = ParseCount(v, 0, SIZE_MAX, &bytes);
+       o->memory_budget_bytes = bytes;
+       return e;
+     }},
     {"checkpoint.interval", "VIGIL_CHECKPOINT_INTERVAL", "--checkpoint-interval", "DURATION",
      "how often the matching state is checkpointed, at least 100ms", "10s",
      [](const std::string& v, ServerOptions* o) -> ParseError {

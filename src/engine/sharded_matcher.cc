@@ -40,6 +40,26 @@ class MatchesOnly : public nfa::MatchSink {
 constexpr size_t kMatchBatch = 32;
 constexpr size_t kTextBytesPerEvent = 256;
 
+// Parses stored event texts again, for the fields the patterns read now.
+class Reparser {
+ public:
+  explicit Reparser(nfa::EventParser* parser) : parser_(parser) {}
+  Result<nfa::EventRef> operator()(std::string_view text) {
+    padded_.assign(text);
+    padded_.append(simdjson::SIMDJSON_PADDING, '\0');
+    if (Status s = parser_->Parse(std::string_view(padded_).substr(0, text.size()), padded_.size(), &scratch_);
+        !s.ok()) {
+      return Status::Corruption("a stored event no longer parses: " + s.message());
+    }
+    return scratch_.Retain();
+  }
+
+ private:
+  nfa::EventParser* parser_;
+  std::string padded_;
+  nfa::Event scratch_;
+};
+
 EngineOptions WithDefaults(EngineOptions options) {
   // Enough chunks for every worker to have some to parse and some to match.
   if (options.chunks == 0) options.chunks = 8 * options.workers + 8;
@@ -106,8 +126,10 @@ struct ShardedMatcher::FreeChunks : BoundedQueue<Chunk*> {
 };
 
 struct ShardedMatcher::Parsing {
-  Parsing(nfa::FieldSchema* schema, const std::string& time_field) : parser(schema, time_field) {}
+  Parsing(nfa::FieldSchema* schema, const std::string& time_field)
+      : parser(schema, time_field), reparse(&parser) {}
   nfa::EventParser parser;
+  Reparser reparse;  // for states restored or read back from a spill, on the parser's thread
   std::string key_buffer;
   uint64_t busy_ns = 0;  // the parsing thread's; read in barriers
 };
@@ -154,8 +176,13 @@ ShardedMatcher::ShardedMatcher(std::vector<std::shared_ptr<const nfa::Nfa>> patt
     nfa::MatcherOptions matcher_options = options_.matcher;
     matcher_options.shard = static_cast<uint32_t>(i);
     matcher_options.shards = static_cast<uint32_t>(n);
-    worker->matcher = std::make_unique<nfa::Matcher>(patterns_, matcher_options, &worker->sink);
     if (n > 1) worker->parsing = std::make_unique<Parsing>(schema_, options_.time_field);
+    // The worker's events are parsed on its thread, by its parser (the input thread's with one).
+    Parsing& parsing = n > 1 ? *worker->parsing : *input_parsing_;
+    matcher_options.restore_events = std::ref(parsing.reparse);
+    if (!options_.spills.empty()) matcher_options.spill = options_.spills[i];
+    matcher_options.memory_budget_bytes = options_.matcher.memory_budget_bytes / n;
+    worker->matcher = std::make_unique<nfa::Matcher>(patterns_, matcher_options, &worker->sink);
     workers_.push_back(std::move(worker));
   }
   RebuildKeyGroups();
@@ -497,6 +524,8 @@ ShardedMatcher::Observation ShardedMatcher::Observe() {
     o.totals = m.stats();
     o.active_keys = m.active_keys();
     o.stored_nodes = m.stored_nodes();
+    o.memory_bytes = m.memory_bytes();
+    o.spilled_keys = m.spilled_keys();
     for (const std::string& id : m.pattern_ids()) o.partial_matches[id] = m.partial_matches(id);
     out.workers[w.index].events = w.events;
     // With one worker, the input thread's parsing is that worker's.
@@ -508,6 +537,12 @@ ShardedMatcher::Observation ShardedMatcher::Observe() {
     out.totals.matches += o.totals.matches;
     out.totals.timeouts += o.totals.timeouts;
     out.totals.dropped_partial_matches += o.totals.dropped_partial_matches;
+    out.totals.expired_partial_matches += o.totals.expired_partial_matches;
+    out.totals.keys_spilled += o.totals.keys_spilled;
+    out.totals.keys_read_back += o.totals.keys_read_back;
+    out.totals.keys_lost += o.totals.keys_lost;
+    out.memory_bytes += o.memory_bytes;
+    out.spilled_keys += o.spilled_keys;
     out.active_keys += o.active_keys;
     out.stored_nodes += o.stored_nodes;
     for (const auto& [id, n] : o.partial_matches) out.partial_matches[id] += n;
@@ -524,34 +559,18 @@ namespace {
 // worker's Matcher progress.
 constexpr uint8_t kProgressFormat = 1;
 
-// Parses stored event texts again, for the fields the patterns read now.
-class Reparser {
- public:
-  explicit Reparser(nfa::EventParser* parser) : parser_(parser) {}
-  Result<nfa::EventRef> operator()(std::string_view text) {
-    padded_.assign(text);
-    padded_.append(simdjson::SIMDJSON_PADDING, '\0');
-    if (Status s = parser_->Parse(std::string_view(padded_).substr(0, text.size()), padded_.size(), &scratch_);
-        !s.ok()) {
-      return Status::Corruption("a stored event no longer parses: " + s.message());
-    }
-    return scratch_.Retain();
-  }
-
- private:
-  nfa::EventParser* parser_;
-  std::string padded_;
-  nfa::Event scratch_;
-};
-
 }  // namespace
 
-std::string ShardedMatcher::Checkpoint(std::span<nfa::StateWriter* const> writers) {
+Result<std::string> ShardedMatcher::Checkpoint(std::span<nfa::StateWriter* const> writers, bool everything) {
   std::vector<std::string> progress(workers_.size());
+  std::vector<Status> results(workers_.size());
   Barrier([&](Worker& w) {
-    w.matcher->WriteChanges(writers[w.index]);
+    results[w.index] = w.matcher->WriteChanges(writers[w.index], everything);
     progress[w.index] = w.matcher->EncodeProgress();
   });
+  for (Status& s : results) {
+    if (!s.ok()) return std::move(s);
+  }
   std::string out(1, static_cast<char>(kProgressFormat));
   PutSignedVarint(&out, watermark_ms_);
   PutSignedVarint(&out, max_time_ms_);
@@ -573,9 +592,7 @@ Status ShardedMatcher::Restore(std::string_view progress, const KeyScan& scan) {
 
   std::vector<Status> results(workers_.size());
   Barrier([&](Worker& w) {
-    Parsing& parsing = w.parsing ? *w.parsing : *input_parsing_;
-    Reparser reparse(&parsing.parser);
-    const nfa::EventRestorer restore = std::ref(reparse);
+    const nfa::EventRestorer& restore = w.matcher->options().restore_events;
     Status s = w.matcher->RestoreProgress(matchers, restore);
     if (s.ok()) {
       s = scan([&](std::string_view pattern_id, std::string_view identity, std::string_view state) {

@@ -61,6 +61,8 @@ struct EngineOptions {
   // Chunks being filled, parsed or matched at once, at least 2; bounds the events in flight.
   // 0: 8 per worker, plus 8.
   size_t chunks = 0;
+  // With matcher.memory_budget_bytes (shared equally by the workers): worker i's spill.
+  std::vector<nfa::StateSpill*> spills;
 };
 
 // Decisions made where events enter; called on the input thread, in input order.
@@ -97,6 +99,8 @@ class ShardedMatcher {
     nfa::Matcher::Stats totals;  // events and late_events counted once, where they entered
     size_t active_keys = 0;
     size_t stored_nodes = 0;
+    uint64_t memory_bytes = 0;  // Matcher::memory_bytes() summed
+    size_t spilled_keys = 0;
     std::map<std::string, size_t> partial_matches;  // by pattern id
     std::vector<WorkerStats> workers;
   };
@@ -142,10 +146,12 @@ class ShardedMatcher {
   Observation Observe();
 
   // Checkpoints (see nfa::StateWriter). At one input position (a barrier), worker i writes
-  // the keys that changed since the last checkpoint to writers[i], on its own thread; returns
-  // the engine's progress (watermark, largest event time, every worker's Matcher progress) as
-  // one value. REQUIRES: options.matcher.track_changes; writers.size() == workers().
-  std::string Checkpoint(std::span<nfa::StateWriter* const> writers);
+  // the keys that changed since the last checkpoint (`everything`: all keys, see
+  // Matcher::WriteChanges) to writers[i], on its own thread; returns the engine's progress
+  // (watermark, largest event time, every worker's Matcher progress) as one value.
+  // REQUIRES: options.matcher.track_changes; writers.size() == workers(). Errors: a worker's
+  // (its spill's); the checkpoint is then incomplete and the next must be `everything`.
+  Result<std::string> Checkpoint(std::span<nfa::StateWriter* const> writers, bool everything = false);
 
   // Calls `visit` for every stored key (pattern id, key identity, state); stops at and returns
   // the first error, its own or visit's.

@@ -60,10 +60,14 @@ class EventPool {
 };
 
 thread_local EventPool pool;
+thread_local uint64_t retained_bytes = 0;
 
 }  // namespace
 
+uint64_t Event::RetainedBytesOnThisThread() { return retained_bytes; }
+
 void Event::Recycle(Event* e) {
+  retained_bytes -= e->accounted_bytes_;
   if (!pool.Give(e)) delete e;
 }
 
@@ -72,6 +76,9 @@ EventRef Event::Retain() const {
   if (!copy) copy = new Event();
   copy->owned_raw_.assign(raw_);
   copy->CopyFrom(*this, copy->owned_raw_);
+  copy->accounted_bytes_ = sizeof(Event) + copy->owned_raw_.capacity() + copy->strings_.capacity() +
+                           (copy->slots_.capacity() + copy->items_.capacity()) * sizeof(Value);
+  retained_bytes += copy->accounted_bytes_;
   return EventRef(copy);
 }
 

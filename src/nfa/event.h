@@ -54,6 +54,9 @@ class Event {
 
   // A heap copy of this event that owns all its bytes, with one reference held.
   EventRef Retain() const;
+  // The memory of the retained events this thread holds (events kept by partial matches or
+  // waiting for the watermark), in bytes.
+  static uint64_t RetainedBytesOnThisThread();
 
   // Makes this event a copy of `from` whose text is `raw`: the caller's copy of from.raw(),
   // which must outlive this event. Reuses this event's buffers (no allocation once they have
@@ -80,6 +83,7 @@ class Event {
   int64_t time_ms_ = 0;
   uint64_t seq_ = 0;
   uint64_t line_ = 0;
+  uint64_t accounted_bytes_ = 0;  // retained events: what RetainedBytesOnThisThread counts
   uint32_t refs_ = 0;
 };
 

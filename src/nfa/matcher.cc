@@ -57,6 +57,7 @@ void Matcher::Add(const Event* event) {
   const MatchingScope scope(&matching_);
   Accept(event);
   FireTimers(watermark_ms_);
+  KeepWithinBudget();
 }
 
 void Matcher::Accept(const Event* event) {
@@ -98,6 +99,7 @@ void Matcher::AdvanceWatermark(int64_t watermark_ms) {
   watermark_ms_ = watermark_ms;
   ReleaseWaiting(watermark_ms);
   FireTimers(watermark_ms);
+  KeepWithinBudget();
 }
 
 void Matcher::AddBatch(std::span<const Event* const> events, const KeyHashes& hashes) {
@@ -152,6 +154,7 @@ void Matcher::AddBatch(std::span<const Event* const> events, const KeyHashes& ha
   // safe: a key's own next event first advances that key to its event time (DispatchTo),
   // which closes the same windows, and the batch lets the due keys' state be prefetched.
   FireTimers(watermark_ms_);
+  KeepWithinBudget();
 }
 
 void Matcher::Dispatch(CurrentEvent* current, const uint64_t* given_hashes, uint64_t epoch) {
@@ -181,9 +184,12 @@ void Matcher::DispatchTo(PatternSlot& slot, CurrentEvent* current, uint64_t epoc
   const uint64_t hash = key.hash;
   if (!Owns(hash)) return;
   const std::string& identity = key.identity;
-  const uint32_t found = slot.index.Find(hash, identity, [&slot](uint32_t r) {
+  uint32_t found = slot.index.Find(hash, identity, [&slot](uint32_t r) {
     return std::string_view(slot.records[r].identity);
   });
+  if (found != KeyIndex::kNone && slot.records[found].spilled && !ReadBack(slot, found)) {
+    found = KeyIndex::kNone;  // lost: the key starts again
+  }
   if (found == KeyIndex::kNone) {
     // Most events start nothing: try the start state on an empty scratch state and only keep
     // a record for the key if a run or held match results.
@@ -205,12 +211,14 @@ void Matcher::DispatchTo(PatternSlot& slot, CurrentEvent* current, uint64_t epoc
     record.state.completed.swap(scratch_state_.completed);
     record.timer_ms = INT64_MAX;
     record.live = true;
+    record.recently_used = true;
     slot.index.Insert(hash, index);
     AfterStep(slot, index);
     return;
   }
   KeyRecord& record = slot.records[found];
-  runtime_.AdvanceTime(nfa, &record.state, event.time_ms(), &matches_);
+  record.recently_used = true;
+  AdvanceKey(slot, &record.state, event.time_ms());
   runtime_.Process(nfa, &record.state, current, &matches_);
   Emit(slot, record.identity);
   AfterStep(slot, found);
@@ -222,13 +230,7 @@ void Matcher::AfterStep(PatternSlot& slot, uint32_t record_index) {
   stats_.dropped_partial_matches +=
       runtime_.EnforceLimit(&record.state, options_.max_partial_matches_per_key);
   if (record.state.empty()) {
-    if (record.stored) slot.deleted.push_back(std::move(record.identity));
-    record.stored = false;
-    record.changed = false;
-    slot.index.Erase(record.hash, record_index);
-    record.live = false;
-    ++record.generation;
-    slot.free_records.push_back(record_index);
+    FreeRecord(slot, record_index);
     return;
   }
   if (options_.track_changes && !record.changed) {
@@ -238,10 +240,101 @@ void Matcher::AfterStep(PatternSlot& slot, uint32_t record_index) {
   ArmTimer(slot, record_index);
 }
 
-void Matcher::ArmTimer(PatternSlot& slot, uint32_t record_index) {
-  if (!slot.nfa->has_window()) return;
+void Matcher::FreeRecord(PatternSlot& slot, uint32_t record_index) {
   KeyRecord& record = slot.records[record_index];
-  const int64_t deadline = runtime_.NextDeadline(*slot.nfa, record.state);
+  if (record.stored) slot.deleted.push_back(std::move(record.identity));
+  record.stored = false;
+  record.changed = false;
+  slot.index.Erase(record.hash, record_index);
+  record.live = false;
+  ++record.generation;
+  slot.free_records.push_back(record_index);
+}
+
+uint64_t Matcher::memory_bytes() const {
+  uint64_t records = 0;
+  for (const PatternSlot& slot : slots_) records += slot.records.capacity();
+  return Event::RetainedBytesOnThisThread() + runtime_.buffer().live_nodes() * sizeof(BufferNode) +
+         records * sizeof(KeyRecord);
+}
+
+bool Matcher::Spill(PatternSlot& slot, uint32_t record_index, bool write) {
+  KeyRecord& record = slot.records[record_index];
+  if (write) {
+    key_buffer_.clear();
+    EncodeKeyState(record.state, &key_buffer_);
+    if (!options_.spill->Put(slot.nfa->pattern().id, record.identity, key_buffer_).ok()) return false;
+  }
+  record.spilled_runs = static_cast<uint32_t>(record.state.partial.size() + record.state.completed.size());
+  runtime_.Clear(&record.state);
+  record.state = KeyNfaState();  // its buffers too
+  record.spilled = true;
+  ++spilled_keys_;
+  ++stats_.keys_spilled;
+  return true;
+}
+
+bool Matcher::ReadBack(PatternSlot& slot, uint32_t record_index) {
+  KeyRecord& record = slot.records[record_index];
+  record.spilled = false;
+  --spilled_keys_;
+  Result<std::string> bytes = options_.spill->Get(slot.nfa->pattern().id, record.identity, true);
+  const Status s = bytes.ok() ? DecodeKeyState(*bytes, *slot.nfa, options_.restore_events,
+                                               &runtime_.mutable_buffer(), &record.state)
+                              : bytes.status();
+  if (!s.ok()) {
+    ++stats_.keys_lost;
+    FreeRecord(slot, record_index);
+    return false;
+  }
+  ++stats_.keys_read_back;
+  return true;
+}
+
+void Matcher::KeepWithinBudget() {
+  const uint64_t budget = options_.memory_budget_bytes;
+  if (budget == 0 || memory_bytes() <= budget) return;
+  const uint64_t target = budget - budget / 10;
+  size_t records = 0;
+  for (const PatternSlot& slot : slots_) records += slot.records.size();
+  // The clock: a key used since the hand last passed it is spared once (its bit cleared), so
+  // two turns find every key not used in between.
+  for (size_t step = 0; step < 2 * records + slots_.size() && memory_bytes() > target; ++step) {
+    if (clock_slot_ >= slots_.size()) clock_slot_ = 0;
+    PatternSlot& slot = slots_[clock_slot_];
+    if (clock_record_ >= slot.records.size()) {
+      clock_slot_ = (clock_slot_ + 1) % slots_.size();
+      clock_record_ = 0;
+      continue;
+    }
+    const uint32_t index = clock_record_++;
+    KeyRecord& record = slot.records[index];
+    if (!record.live || record.spilled) continue;
+    if (record.recently_used) {
+      record.recently_used = false;
+      continue;
+    }
+    if (!Spill(slot, index, true)) return;  // the spill fails: keep what is in memory
+  }
+}
+
+void Matcher::AdvanceKey(const PatternSlot& slot, KeyNfaState* state, int64_t time_ms) {
+  if (slot.nfa->has_window()) {
+    runtime_.AdvanceTime(*slot.nfa, state, time_ms, &matches_);
+  } else if (options_.max_state_age_ms > 0) {
+    stats_.expired_partial_matches +=
+        runtime_.ExpireRuns(*slot.nfa, state, SaturatingSub(time_ms, options_.max_state_age_ms), &matches_);
+  }
+}
+
+void Matcher::ArmTimer(PatternSlot& slot, uint32_t record_index) {
+  KeyRecord& record = slot.records[record_index];
+  int64_t deadline = INT64_MAX;
+  if (slot.nfa->has_window()) {
+    deadline = runtime_.NextDeadline(*slot.nfa, record.state);
+  } else if (options_.max_state_age_ms > 0 && !record.state.partial.empty()) {
+    deadline = SaturatingAdd(record.state.partial.front().start_ms, options_.max_state_age_ms);
+  }
   if (deadline < record.timer_ms) {
     record.timer_ms = deadline;
     slot.timers.push({deadline, record_index, record.generation});
@@ -267,8 +360,9 @@ void Matcher::FireTimers(int64_t watermark_ms) {
           record.timer_ms != timer.deadline_ms) {
         continue;  // stale: the key was freed or re-armed since
       }
+      if (record.spilled && !ReadBack(slot, timer.record)) continue;
       record.timer_ms = INT64_MAX;
-      runtime_.AdvanceTime(*slot.nfa, &record.state, watermark_ms, &matches_);
+      AdvanceKey(slot, &record.state, watermark_ms);
       Emit(slot, record.identity);
       AfterStep(slot, timer.record);
     }
@@ -280,8 +374,9 @@ void Matcher::Finish() {
   ReleaseWaiting(INT64_MAX);
   watermark_ms_ = INT64_MAX;
   for (PatternSlot& slot : slots_) {
-    for (KeyRecord& record : slot.records) {
-      if (!record.live) continue;
+    for (uint32_t i = 0; i < slot.records.size(); ++i) {
+      KeyRecord& record = slot.records[i];
+      if (!record.live || (record.spilled && !ReadBack(slot, i))) continue;
       runtime_.Finish(*slot.nfa, &record.state, &matches_);
       Emit(slot, record.identity);
       runtime_.Clear(&record.state);
@@ -327,6 +422,11 @@ size_t Matcher::DropState(PatternSlot& slot) {
   size_t dropped = 0;
   for (KeyRecord& record : slot.records) {
     if (!record.live) continue;  // a freed record holds nothing (AfterStep)
+    if (record.spilled) {
+      dropped += record.spilled_runs;
+      --spilled_keys_;
+      continue;
+    }
     dropped += record.state.partial.size() + record.state.completed.size();
     runtime_.Clear(&record.state);
   }
@@ -394,7 +494,9 @@ size_t Matcher::partial_matches(std::string_view id) const {
   if (slot == slots_.end()) return 0;
   size_t n = 0;
   for (const KeyRecord& record : slot->records) {
-    if (record.live) n += record.state.partial.size() + record.state.completed.size();
+    if (record.live) {
+      n += record.spilled ? record.spilled_runs : record.state.partial.size() + record.state.completed.size();
+    }
   }
   return n;
 }
@@ -403,26 +505,41 @@ size_t Matcher::partial_matches(std::string_view id) const {
 
 namespace vigil::nfa {
 
-void Matcher::WriteChanges(StateWriter* writer) {
+Status Matcher::WriteChanges(StateWriter* writer, bool everything) {
   for (const std::string& id : dropped_patterns_) writer->DropPattern(id);
   dropped_patterns_.clear();
   std::string value;
   for (PatternSlot& slot : slots_) {
     const std::string& id = slot.nfa->pattern().id;
+    if (everything) {
+      writer->DropPattern(id);
+      slot.deleted.clear();
+      slot.changed.clear();
+      for (uint32_t i = 0; i < slot.records.size(); ++i) {
+        if (slot.records[i].live) slot.changed.emplace_back(i, slot.records[i].generation);
+      }
+    }
     // Deletions first: a key deleted and then started again is put after its deletion.
     for (const std::string& identity : slot.deleted) writer->DeleteKey(id, identity);
     slot.deleted.clear();
     for (const auto& [index, generation] : slot.changed) {
       KeyRecord& record = slot.records[index];
-      if (!record.live || record.generation != generation || !record.changed) continue;
-      value.clear();
-      EncodeKeyState(record.state, &value);
+      if (!record.live || record.generation != generation || !(record.changed || everything)) continue;
+      if (record.spilled) {
+        Result<std::string> spilled = options_.spill->Get(id, record.identity, false);
+        if (!spilled.ok()) return spilled.status();
+        value = std::move(*spilled);
+      } else {
+        value.clear();
+        EncodeKeyState(record.state, &value);
+      }
       writer->PutKey(id, record.identity, value);
       record.changed = false;
       record.stored = true;
     }
     slot.changed.clear();
   }
+  return Status::Ok();
 }
 
 namespace {
@@ -525,6 +642,10 @@ Status Matcher::RestoreKey(std::string_view pattern_id, std::string_view identit
   record.stored = true;
   slot->index.Insert(hash, index);
   ArmTimer(*slot, index);
+  // Beyond the budget a restored key stays where it is: in the checkpoint the spill reads.
+  if (options_.memory_budget_bytes > 0 && memory_bytes() > options_.memory_budget_bytes) {
+    Spill(*slot, index, false);
+  }
   return Status::Ok();
 }
 

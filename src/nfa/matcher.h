@@ -50,8 +50,31 @@ struct MatcherOptions {
   // event_key.h); events of other keys are passed over without a trace. Default: all keys.
   uint32_t shard = 0;
   uint32_t shards = 1;
+  // State TTL for patterns without `within`: a run that started this long (event time) before
+  // the watermark is dropped and counted; 0: runs live until they complete. Default: 0.
+  int64_t max_state_age_ms = 0;
   // Remember which keys change, for WriteChanges() (checkpoints). Default: off.
   bool track_changes = false;
+  // Memory the keys' state may take, as memory_bytes() estimates it; beyond it the least
+  // recently used keys are moved to `spill` (their timers stay) and read back when an event
+  // or a timer needs them. 0: no limit. REQUIRES: spill set when not 0. Default: 0.
+  uint64_t memory_budget_bytes = 0;
+  class StateSpill* spill = nullptr;
+  // Parses the events of spilled states read back (REQUIRES: set when spill is).
+  EventRestorer restore_events;
+};
+
+// Where keys beyond the memory budget wait: the port a state backend implements, one per
+// Matcher (used on its thread only). Values are EncodeKeyState's.
+class StateSpill {
+ public:
+  virtual ~StateSpill() = default;
+  // Keeps the state of a key moved out of memory, replacing any kept before.
+  virtual Status Put(std::string_view pattern_id, std::string_view identity, std::string_view state) = 0;
+  // The state of a key out of memory: the one Put last, or else the one of the checkpoint the
+  // Matcher was restored from. `take`: the key comes back to memory (a Put copy is dropped).
+  // Errors: kNotFound when neither has it, kIoError.
+  virtual Result<std::string> Get(std::string_view pattern_id, std::string_view identity, bool take) = 0;
 };
 
 // Receives what the Matcher produces. Called on the matching thread.
@@ -85,6 +108,10 @@ class Matcher {
     uint64_t matches = 0;
     uint64_t timeouts = 0;
     uint64_t dropped_partial_matches = 0;
+    uint64_t expired_partial_matches = 0;  // max_state_age_ms
+    uint64_t keys_spilled = 0;     // moved out of memory (memory_budget_bytes)
+    uint64_t keys_read_back = 0;   // brought back to memory
+    uint64_t keys_lost = 0;        // whose spilled state could not be read back (logged by the spill)
   };
 
   // Starts with `patterns`, matched in that order. REQUIRES: their ids are distinct.
@@ -151,9 +178,11 @@ class Matcher {
   // events, counters that order events and pattern changes), a few bytes plus held events.
 
   // Writes what changed since the last call: first the patterns whose state was dropped, then
-  // every key whose state changed, deleted when none is left. REQUIRES: options.track_changes;
-  // not called from a sink callback.
-  void WriteChanges(StateWriter* writer);
+  // every key whose state changed, deleted when none is left. `everything`: every pattern's
+  // stored keys are dropped and every key is written (after a checkpoint that failed, whose
+  // changes are lost). REQUIRES: options.track_changes; not called from a sink callback.
+  // Errors: the spill's, for a key out of memory.
+  Status WriteChanges(StateWriter* writer, bool everything = false);
   std::string EncodeProgress() const;
 
   // Restoring, into a Matcher made with the checkpoint's patterns that has seen no event yet.
@@ -182,8 +211,13 @@ class Matcher {
   const Stats& stats() const { return stats_; }
   // Keys that hold state, over all patterns.
   size_t active_keys() const;
-  // Events held by partial matches (shared-buffer nodes), over all patterns.
+  // Events held by partial matches (shared-buffer nodes) in memory, over all patterns.
   size_t stored_nodes() const { return runtime_.buffer().live_nodes(); }
+  // An estimate of the memory the state takes: retained events, shared-buffer nodes, key
+  // records. Only meaningful on the matching thread (retained events are counted per thread).
+  uint64_t memory_bytes() const;
+  // Keys whose state is out of memory (memory_budget_bytes).
+  size_t spilled_keys() const { return spilled_keys_; }
 
  private:
   struct KeyRecord {
@@ -195,6 +229,9 @@ class Matcher {
     bool live = false;
     bool changed = false;  // since the last WriteChanges (track_changes)
     bool stored = false;   // the state backend holds a value for this key
+    bool spilled = false;  // the state is in the spill, not in `state`
+    bool recently_used = false;  // the eviction clock's reference bit
+    uint32_t spilled_runs = 0;   // partial matches of a spilled state
   };
   struct Timer {
     int64_t deadline_ms;
@@ -248,8 +285,21 @@ class Matcher {
   void Dispatch(CurrentEvent* current, const uint64_t* given_hashes, uint64_t epoch);
   void DispatchTo(PatternSlot& slot, CurrentEvent* current, uint64_t epoch);
   void AfterStep(PatternSlot& slot, uint32_t record_index);
-  // Arms the record's timer at the next deadline of its runs, if earlier than the armed one.
+  // Arms the record's timer at the next deadline of its runs (window or state age), if
+  // earlier than the armed one.
   void ArmTimer(PatternSlot& slot, uint32_t record_index);
+  // Brings a spilled key's state back to memory; false (the key's record freed and counted as
+  // lost) when it cannot be read.
+  bool ReadBack(PatternSlot& slot, uint32_t record_index);
+  // Moves the state of a key out of memory. `write`: Put it in the spill (false: the checkpoint
+  // restored from holds it already).
+  bool Spill(PatternSlot& slot, uint32_t record_index, bool write);
+  // Spills least recently used keys (clock) while memory_bytes() is over the budget.
+  void KeepWithinBudget();
+  // Frees the record of a key that holds nothing.
+  void FreeRecord(PatternSlot& slot, uint32_t record_index);
+  // Advances one key of `slot` to `time_ms`: closes windows, expires runs past their age.
+  void AdvanceKey(const PatternSlot& slot, KeyNfaState* state, int64_t time_ms);
   void FireTimers(int64_t watermark_ms);
   // Hands the pending matches of `slot` for the key `identity` to the sink.
   void Emit(const PatternSlot& slot, std::string_view identity);
@@ -278,6 +328,9 @@ class Matcher {
   std::vector<Match> matches_;
   KeyNfaState scratch_state_;
   std::vector<std::string> dropped_patterns_;  // track_changes: since the last WriteChanges
+  size_t spilled_keys_ = 0;
+  size_t clock_slot_ = 0;    // the eviction clock's hand: a slot and a record in it
+  uint32_t clock_record_ = 0;
   std::string key_buffer_;
   // The distinct key fields of the patterns (-1: no key), so that patterns keyed alike
   // encode and hash an event's key once.

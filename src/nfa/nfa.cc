@@ -303,6 +303,20 @@ size_t NfaRuntime::EnforceLimit(KeyNfaState* state, size_t max_runs) {
   return excess;
 }
 
+size_t NfaRuntime::ExpireRuns(const Nfa& nfa, KeyNfaState* state, int64_t cutoff_ms,
+                              std::vector<Match>* out) {
+  // Runs are in the order of their first event, so those to expire come first.
+  size_t expired = 0;
+  while (expired < state->partial.size() && state->partial[expired].start_ms <= cutoff_ms) {
+    buffer_.Release(state->partial[expired].node);
+    ++expired;
+  }
+  if (expired == 0) return 0;
+  state->partial.erase(state->partial.begin(), state->partial.begin() + static_cast<ptrdiff_t>(expired));
+  ReleaseMatches(nfa, state, out);
+  return expired;
+}
+
 void NfaRuntime::Clear(KeyNfaState* state) {
   for (const ComputationState& cs : state->partial) buffer_.Release(cs.node);
   for (const ComputationState& cs : state->completed) buffer_.Release(cs.node);

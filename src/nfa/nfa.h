@@ -99,6 +99,10 @@ class NfaRuntime {
   // The earliest event time at which AdvanceTime would change `state`; INT64_MAX if none.
   int64_t NextDeadline(const Nfa& nfa, const KeyNfaState& state) const;
 
+  // State TTL, for a pattern without a window: drops the runs that started at or before
+  // `cutoff_ms` and releases the matches held back for them. Returns the runs dropped.
+  size_t ExpireRuns(const Nfa& nfa, KeyNfaState* state, int64_t cutoff_ms, std::vector<Match>* out);
+
   // Drops the oldest runs beyond `max_runs`; returns how many were dropped.
   size_t EnforceLimit(KeyNfaState* state, size_t max_runs);
 

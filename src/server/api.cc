@@ -694,6 +694,21 @@ HttpResponse Api::Metrics(const HttpRequest& request, const std::string&) {
          "Partial matches dropped because a key held more than the limit.");
   out += "vigil_nfa_dropped_partial_matches_total " +
          std::to_string(seen.totals.dropped_partial_matches) + "\n";
+  metric("vigil_nfa_expired_partial_matches_total", "counter",
+         "Partial matches of patterns without a window dropped at the maximum state age (state.max_age).");
+  out += "vigil_nfa_expired_partial_matches_total " +
+         std::to_string(seen.totals.expired_partial_matches) + "\n";
+  metric("vigil_state_memory_bytes", "gauge",
+         "Memory the matching state takes (estimate: retained events, shared-buffer nodes, key records).");
+  out += "vigil_state_memory_bytes " + std::to_string(seen.memory_bytes) + "\n";
+  metric("vigil_state_spilled_keys", "gauge", "Keys whose state waits on disk (state.memory_budget_bytes).");
+  out += "vigil_state_spilled_keys " + std::to_string(seen.spilled_keys) + "\n";
+  metric("vigil_state_evictions_total", "counter", "Keys moved out of memory to stay within the budget.");
+  out += "vigil_state_evictions_total " + std::to_string(seen.totals.keys_spilled) + "\n";
+  metric("vigil_state_read_backs_total", "counter", "Keys brought back to memory from disk.");
+  out += "vigil_state_read_backs_total " + std::to_string(seen.totals.keys_read_back) + "\n";
+  metric("vigil_state_lost_keys_total", "counter", "Keys whose state on disk could not be read back.");
+  out += "vigil_state_lost_keys_total " + std::to_string(seen.totals.keys_lost) + "\n";
   AppendWorkerMetrics(&out, seen.workers, metric);
   AppendStateMetrics(&out);
   metric("vigil_server_patterns", "gauge", "Stored patterns.");

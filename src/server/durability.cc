@@ -10,8 +10,8 @@ namespace vigil::server {
 namespace fs = std::filesystem;
 
 Durability::Durability(Options options, engine::ShardedMatcher* matcher, nfa::FieldSchema* schema,
-                       AlertLog* alerts)
-    : options_(std::move(options)), matcher_(matcher), schema_(schema), alerts_(alerts) {}
+                       AlertLog* alerts, state::SpillStore* spill)
+    : options_(std::move(options)), matcher_(matcher), schema_(schema), alerts_(alerts), spill_(spill) {}
 
 Durability::~Durability() = default;
 
@@ -39,6 +39,9 @@ Status Durability::Recover(std::vector<std::string>* warnings) {
       state::CheckpointStore::Open({(fs::path(options_.data_dir) / "state").string(), options_.checkpoints_retained});
   if (!store.ok()) return store.status();
   store_ = std::move(*store);
+  if (spill_) {
+    if (Status s = spill_->Open(store_.get()); !s.ok()) return s;
+  }
   state::InputLog::Options log_options;
   log_options.directory = (fs::path(options_.data_dir) / "input").string();
   log_options.fsync = options_.input_log_fsync;
@@ -106,12 +109,18 @@ Status Durability::AdvanceWatermark(int64_t watermark_ms) {
 Result<state::CheckpointMeta> Durability::Checkpoint() {
   const int64_t started = SteadyClockMs();
   state::CheckpointMeta meta;
-  meta.engine_progress = matcher_->Checkpoint(store_->Writers(matcher_->workers()));
-  // Every alert of the input up to here was found at the barrier; on disk with the checkpoint.
-  if (Status s = alerts_->Flush(); !s.ok()) {
+  // A failed checkpoint took the changes it wrote with it: the next writes every key.
+  auto failed = [this](Status s) {
     ++stats_.failed_checkpoints;
+    write_everything_ = true;
+    last_checkpoint_steady_ms_ = SteadyClockMs();
     return s;
-  }
+  };
+  Result<std::string> progress = matcher_->Checkpoint(store_->Writers(matcher_->workers()), write_everything_);
+  if (!progress.ok()) return failed(progress.status());
+  meta.engine_progress = std::move(*progress);
+  // Every alert of the input up to here was found at the barrier; on disk with the checkpoint.
+  if (Status s = alerts_->Flush(); !s.ok()) return failed(s);
   meta.output_position = alerts_->OutputPosition();
   meta.input_position = last_position_;
   meta.created_ms = WallClockMs();
@@ -119,11 +128,9 @@ Result<state::CheckpointMeta> Durability::Checkpoint() {
     meta.patterns.push_back({nfa->pattern().id, nfa->pattern().version, nfa->pattern().source});
   }
   Result<state::CheckpointMeta> committed = store_->Commit(std::move(meta), started);
+  if (!committed.ok()) return failed(committed.status());
   last_checkpoint_steady_ms_ = SteadyClockMs();
-  if (!committed.ok()) {
-    ++stats_.failed_checkpoints;
-    return committed;
-  }
+  write_everything_ = false;
   ++stats_.checkpoints;
   // Restoring may fall back to the oldest checkpoint kept: keep the input after it.
   log_->TrimThrough(store_->checkpoints().back().input_position).IgnoreError();

@@ -31,6 +31,7 @@
 #include "server/alert_log.h"
 #include "state/checkpoint_store.h"
 #include "state/input_log.h"
+#include "state/spill_store.h"
 
 namespace vigil::server {
 
@@ -51,9 +52,10 @@ class Durability {
     uint64_t failed_checkpoints = 0;
   };
 
-  // The matcher must have no patterns and no events yet (Recover fills it).
+  // The matcher must have no patterns and no events yet (Recover fills it). `spill`: the
+  // matcher's, when it has a memory budget (opened by Recover), else null.
   Durability(Options options, engine::ShardedMatcher* matcher, nfa::FieldSchema* schema,
-             AlertLog* alerts);
+             AlertLog* alerts, state::SpillStore* spill);
   ~Durability();
 
   // Start-up: restores the newest checkpoint that loads and replays the input log after it.
@@ -86,10 +88,12 @@ class Durability {
   engine::ShardedMatcher* matcher_;
   nfa::FieldSchema* schema_;
   AlertLog* alerts_;
+  state::SpillStore* spill_;
   std::unique_ptr<state::CheckpointStore> store_;
   std::unique_ptr<state::InputLog> log_;
   uint64_t last_position_ = 0;
   int64_t last_checkpoint_steady_ms_ = 0;
+  bool write_everything_ = false;  // the last checkpoint failed
   Stats stats_;
 };
 

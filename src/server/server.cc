@@ -19,6 +19,13 @@ Server::Server(ServerOptions options)
   engine_options.matcher.max_out_of_orderness_ms = options_.max_out_of_orderness_ms;
   engine_options.matcher.max_partial_matches_per_key = options_.max_partial_matches_per_key;
   engine_options.matcher.track_changes = true;
+  engine_options.matcher.max_state_age_ms = options_.max_state_age_ms;
+  if (options_.memory_budget_bytes > 0) {
+    spill_ = std::make_unique<state::SpillStore>((fs::path(options_.data_dir) / "spill").string(),
+                                                 engine_options.workers);
+    engine_options.matcher.memory_budget_bytes = options_.memory_budget_bytes;
+    for (size_t i = 0; i < engine_options.workers; ++i) engine_options.spills.push_back(spill_->worker(i));
+  }
   alerts_ = std::make_unique<AlertLog>(io_, options_.recent_alerts, engine_options.workers);
   std::vector<engine::WorkerSink*> sinks;
   for (size_t i = 0; i < engine_options.workers; ++i) sinks.push_back(alerts_->worker_sink(i));
@@ -30,7 +37,7 @@ Server::Server(ServerOptions options)
   durability.checkpoint_interval_ms = options_.checkpoint_interval_ms;
   durability.checkpoints_retained = options_.checkpoints_retained;
   durability.input_log_fsync = options_.input_log_fsync;
-  durability_ = std::make_unique<Durability>(durability, matcher_.get(), &schema_, alerts_.get());
+  durability_ = std::make_unique<Durability>(durability, matcher_.get(), &schema_, alerts_.get(), spill_.get());
   registry_ = std::make_unique<PatternRegistry>((fs::path(options_.data_dir) / "patterns").string(),
                                                 &schema_, matcher_.get());
   ingest_ = std::make_unique<Ingest>(matcher_.get(), alerts_.get(), durability_.get());

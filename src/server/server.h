@@ -21,6 +21,7 @@
 #include "server/alert_log.h"
 #include "server/api.h"
 #include "server/durability.h"
+#include "state/spill_store.h"
 #include "server/http_server.h"
 #include "server/ingest.h"
 #include "server/pattern_registry.h"
@@ -55,6 +56,7 @@ class Server {
   boost::asio::steady_timer tick_;
   nfa::FieldSchema schema_;
   std::unique_ptr<AlertLog> alerts_;  // before the matcher: its workers write here until joined
+  std::unique_ptr<state::SpillStore> spill_;  // with a memory budget; before the matcher too
   std::unique_ptr<engine::ShardedMatcher> matcher_;
   std::unique_ptr<Durability> durability_;
   std::unique_ptr<PatternRegistry> registry_;

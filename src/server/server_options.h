@@ -53,6 +53,14 @@ struct ServerOptions {
   // Partial matches kept per key and pattern. Default: 10000
   // (events.max_partial_matches_per_key).
   size_t max_partial_matches_per_key = 10000;
+  // State TTL: partial matches of a pattern without `within` are dropped once they started
+  // this long (event time) before the watermark; 0: kept until they complete. Default: 24 h
+  // (state.max_age).
+  int64_t max_state_age_ms = int64_t{24} * 3600 * 1000;
+  // Memory the matching state may take (an estimate: events kept by partial matches, their
+  // links, key records), in bytes; beyond it the least recently used keys wait on disk until
+  // an event or a deadline needs them. 0: no limit. Default: 0 (state.memory_budget_bytes).
+  uint64_t memory_budget_bytes = 0;
   // A checkpoint of the matching state is taken this often (and at every pattern change and
   // on shutdown). Default: 10 s (checkpoint.interval).
   int64_t checkpoint_interval_ms = 10000;

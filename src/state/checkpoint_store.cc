@@ -115,8 +115,7 @@ class CheckpointStore::BatchWriter : public nfa::StateWriter {
 
  private:
   void Key(std::string_view pattern_id, std::string_view identity) {
-    key_ = PatternPrefix(pattern_id);
-    key_.append(identity);
+    key_ = CheckpointStore::KeyOf(pattern_id, identity);
   }
   std::string key_;
 };
@@ -180,6 +179,22 @@ Result<CheckpointMeta> DecodeCheckpointMeta(std::string_view bytes) {
 }
 
 CheckpointStore::CheckpointStore(Options options) : options_(std::move(options)) {}
+
+std::string CheckpointStore::KeyOf(std::string_view pattern_id, std::string_view identity) {
+  std::string key = PatternPrefix(pattern_id);
+  key.append(identity);
+  return key;
+}
+
+Result<std::string> CheckpointStore::GetLive(std::string_view pattern_id, std::string_view identity) const {
+  std::string value;
+  if (Status s = FromRocks(live_->Get(rocksdb::ReadOptions(), KeyOf(pattern_id, identity), &value),
+                           "reading a key's state");
+      !s.ok()) {
+    return s;
+  }
+  return value;
+}
 CheckpointStore::~CheckpointStore() = default;
 CheckpointStore::Reader::~Reader() = default;
 

@@ -106,6 +106,12 @@ class CheckpointStore {
   // REQUIRES: Adopt() or StartEmpty() was called.
   Result<CheckpointMeta> Commit(CheckpointMeta meta, int64_t started_steady_ms);
 
+  // The state of one key in the live database (the checkpoint adopted, updated by every
+  // checkpoint since). Thread-safe. Errors: kNotFound, kIoError.
+  Result<std::string> GetLive(std::string_view pattern_id, std::string_view identity) const;
+  // How a key is named in the databases.
+  static std::string KeyOf(std::string_view pattern_id, std::string_view identity);
+
   // The checkpoints kept, newest first.
   const std::vector<CheckpointMeta>& checkpoints() const { return kept_; }
   // Bytes of the live database and the checkpoints' directories (shared files counted once).

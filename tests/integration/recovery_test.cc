@@ -87,20 +87,23 @@ std::vector<std::string> AlertsAsMatches(const std::string& path) {
   return out;
 }
 
-uint64_t InputPosition(const ServerProcess& server) {
+uint64_t Metric(const ServerProcess& server, const std::string& name) {
   const std::string metrics = server.Request(http::verb::get, "/metrics").body;
-  const std::string name = "\nvigil_input_position ";
-  const size_t at = metrics.find(name);
-  REQUIRE(at != std::string::npos);
-  return std::stoull(metrics.substr(at + name.size()));
+  const size_t at = metrics.find("\n" + name + " ");
+  REQUIRE_MESSAGE(at != std::string::npos, name);
+  return std::stoull(metrics.substr(at + name.size() + 2));
 }
 
+uint64_t InputPosition(const ServerProcess& server) { return Metric(server, "vigil_input_position"); }
+
 std::unique_ptr<ServerProcess> Start(const std::string& data, size_t workers,
-                                     const std::string& checkpoint_interval = "150ms") {
-  auto server = std::make_unique<ServerProcess>(
-      data, std::vector<std::string>{"--patterns-dir", kPatterns, "--workers", std::to_string(workers),
-                                     "--max-out-of-orderness", "10s", "--idle-timeout", "0",
-                                     "--checkpoint-interval", checkpoint_interval});
+                                     const std::string& checkpoint_interval = "150ms",
+                                     std::vector<std::string> extra = {}) {
+  std::vector<std::string> args = {"--patterns-dir", kPatterns, "--workers", std::to_string(workers),
+                                   "--max-out-of-orderness", "10s", "--idle-timeout", "0",
+                                   "--checkpoint-interval", checkpoint_interval};
+  args.insert(args.end(), extra.begin(), extra.end());
+  auto server = std::make_unique<ServerProcess>(data, args);
   REQUIRE(server->started());
   return server;
 }
@@ -242,4 +245,28 @@ TEST_CASE("Recovery: a damaged newest checkpoint is skipped for the one before, 
     CHECK(server->Stop() == 0);
     CHECK(AlertsAsMatches(data + "/alerts.ndjson") == expected);
   }
+}
+
+TEST_CASE("Recovery: state several times the memory budget gives the same alerts, across a crash") {
+  TempDir dir;
+  const std::vector<std::string> events = Events();
+  const std::vector<std::string> expected = Expected(dir, events);
+  const std::string data = dir.path() + "/data";
+  // The stream's state peaks at a few hundred KiB: a budget of 32 KiB keeps most keys on disk.
+  const std::vector<std::string> budget = {"--memory-budget-bytes", "32768"};
+  size_t sent = 0;
+  auto server = Start(data, 2, "150ms", budget);
+  std::vector<std::string> half(events.begin(), events.begin() + events.size() / 2);
+  REQUIRE(Feed(*server, half, &sent));
+  REQUIRE(server->Request(http::verb::get, "/alerts?limit=1").status == 200);
+  CHECK(Metric(*server, "vigil_state_evictions_total") > 100);
+  CHECK(Metric(*server, "vigil_state_read_backs_total") > 100);
+  CHECK(Metric(*server, "vigil_state_lost_keys_total") == 0);
+  server->Kill();
+  server = Start(data, 3, "150ms", budget);
+  CHECK(Metric(*server, "vigil_state_spilled_keys") > 0);  // restored beyond the budget: left on disk
+  REQUIRE(Feed(*server, events, &sent));
+  REQUIRE(server->Request(http::verb::get, "/alerts?limit=1").status == 200);
+  CHECK(server->Stop() == 0);
+  CHECK(AlertsAsMatches(data + "/alerts.ndjson") == expected);
 }

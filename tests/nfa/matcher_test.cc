@@ -133,6 +133,24 @@ TEST_CASE("Matcher: an exploding pattern stays within its per-key limit") {
   CHECK(f.matcher->stored_nodes() == 0);  // every shared node released: no leak of runs
 }
 
+TEST_CASE("Matcher: runs of a pattern without a window expire at the maximum state age") {
+  MatcherOptions options;
+  options.max_state_age_ms = 100;
+  Fixture f("id: ab\nkey: k\nsequence:\n  - begin: a\n    where: name == 'a'\n"
+            "  - followed_by: b\n    where: name == 'b'\n",
+            options);
+  using vigil::testing::Ev;
+  // x's run is 100 ms old when the watermark reaches 150 (key y's event): its timer fires.
+  f.Add({Ev("a1", 50, "a", 0, "x"), Ev("a2", 120, "a", 0, "z"), Ev("c1", 150, "c", 0, "y")});
+  CHECK(f.matcher->stats().expired_partial_matches == 1);
+  CHECK(f.matcher->active_keys() == 1);
+  // z's run is 99 ms old at its b: it still matches; x's b finds nothing.
+  f.Add({Ev("b1", 219, "b", 0, "z"), Ev("b2", 219, "b", 0, "x")});
+  CHECK(f.sink.matches == std::vector<std::string>{"a2 b1"});
+  CHECK(f.matcher->active_keys() == 0);
+  CHECK(f.matcher->stored_nodes() == 0);
+}
+
 TEST_CASE("Matcher: a batch matches exactly as the same events one at a time") {
   using vigil::testing::Stream;
   const std::string pattern =

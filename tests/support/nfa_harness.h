@@ -133,6 +133,46 @@ class MemoryStateStore : public nfa::StateWriter {
   std::map<std::pair<std::string, std::string>, std::string> keys_;
 };
 
+// Spills in memory, one per worker, falling back to a restored checkpoint's keys.
+class MemorySpills {
+ public:
+  MemorySpills(size_t workers, const MemoryStateStore* restored) {
+    for (size_t i = 0; i < workers; ++i) spills_.push_back(std::make_unique<Spill>(restored));
+  }
+  std::vector<nfa::StateSpill*> spills() {
+    std::vector<nfa::StateSpill*> out;
+    for (auto& s : spills_) out.push_back(s.get());
+    return out;
+  }
+
+ private:
+  class Spill : public nfa::StateSpill {
+   public:
+    explicit Spill(const MemoryStateStore* restored) : restored_(restored) {}
+    Status Put(std::string_view p, std::string_view k, std::string_view v) override {
+      keys_[{std::string(p), std::string(k)}] = std::string(v);
+      return Status::Ok();
+    }
+    Result<std::string> Get(std::string_view p, std::string_view k, bool take) override {
+      const std::pair<std::string, std::string> key{std::string(p), std::string(k)};
+      if (auto it = keys_.find(key); it != keys_.end()) {
+        std::string value = it->second;
+        if (take) keys_.erase(it);
+        return value;
+      }
+      if (restored_) {
+        if (auto it = restored_->keys().find(key); it != restored_->keys().end()) return it->second;
+      }
+      return Status::NotFound("no spilled state");
+    }
+
+   private:
+    const MemoryStateStore* restored_;
+    std::map<std::pair<std::string, std::string>, std::string> keys_;
+  };
+  std::vector<std::unique_ptr<Spill>> spills_;
+};
+
 // Takes a checkpoint of `matcher` into `store` (one writer for all workers: they write
 // different keys, but at once, so through a lock).
 inline std::string CheckpointInto(engine::ShardedMatcher* matcher, MemoryStateStore* store) {
@@ -157,7 +197,9 @@ inline std::string CheckpointInto(engine::ShardedMatcher* matcher, MemoryStateSt
     std::mutex mutex_;
   } locked(store);
   std::vector<nfa::StateWriter*> writers(matcher->workers(), &locked);
-  return matcher->Checkpoint(writers);
+  Result<std::string> progress = matcher->Checkpoint(writers);
+  REQUIRE(progress.ok());
+  return *progress;
 }
 
 // Feeds `events` to a Matcher, one at a time, and finishes. Lines that do not parse are
@@ -206,7 +248,12 @@ inline void CheckRestoreAtEveryPosition(const std::vector<std::shared_ptr<const 
       }
       progress = CheckpointInto(&first, &store);
     }
+    // The second engine keeps almost nothing in memory: restored keys stay in the checkpoint
+    // and every key goes to the spill after each step.
     engine_options.workers = 3;
+    engine_options.matcher.memory_budget_bytes = 3;
+    MemorySpills spills(3, &store);
+    engine_options.spills = spills.spills();
     engine::ShardedMatcher second(nfas, schema, engine_options, &after, after.worker_sinks());
     REQUIRE(second.Restore(progress, [&store](const auto& visit) { return store.Scan(visit); }).ok());
     for (size_t i = stop; i < events.size(); ++i) second.Add(events[i], i + 1);
@@ -255,6 +302,12 @@ inline HarnessResult RunPattern(const std::string& pattern_yaml,
     engine::EngineOptions engine_options;
     engine_options.matcher = options;
     engine_options.workers = workers;
+    // With 4 workers, a memory budget so small that every key is spilled after each step.
+    MemorySpills spills(workers, nullptr);
+    if (workers == 4) {
+      engine_options.matcher.memory_budget_bytes = 4;
+      engine_options.spills = spills.spills();
+    }
     // Tiny chunks: chunk boundaries fall everywhere.
     engine_options.events_per_chunk = 2;
     engine_options.chunks = 3;
