@@ -11,7 +11,6 @@
 #include <filesystem>
 #include <set>
 
-#include <boost/crc.hpp>
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
 #include <rocksdb/sst_file_reader.h>
@@ -19,6 +18,7 @@
 #include <rocksdb/write_batch.h>
 
 #include "common/byte_codec.h"
+#include "common/crc32c.h"
 #include "common/files.h"
 #include "common/time_util.h"
 
@@ -41,11 +41,7 @@ Status FromRocks(const rocksdb::Status& s, std::string_view doing) {
   return Status::IoError(std::move(message));
 }
 
-uint32_t Checksum(std::string_view bytes) {
-  boost::crc_32_type crc;
-  crc.process_bytes(bytes.data(), bytes.size());
-  return crc.checksum();
-}
+uint32_t Checksum(std::string_view bytes) { return Crc32c(bytes); }
 
 // Key layout: 'k', the pattern id's length, the id, the key's identity. All keys of a pattern
 // share the prefix before the identity.

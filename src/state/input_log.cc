@@ -5,13 +5,14 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <boost/crc.hpp>
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+
+#include "common/crc32c.h"
 
 namespace vigil::state {
 
@@ -48,9 +49,7 @@ uint64_t DecodeFixed64(const char* src) {
 }
 
 uint32_t Checksum(const char* data, size_t size) {
-  boost::crc_32_type crc;
-  crc.process_bytes(data, size);
-  return crc.checksum();
+  return Crc32c(std::string_view(data, size));
 }
 
 std::string SegmentHeader() {

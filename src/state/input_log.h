@@ -14,7 +14,7 @@
 // the first position it holds, zero-padded to 20 digits (00000000000000000042.log), and
 // starts with a header (magic "VIGILLOG", u32 format version) so that a later format is
 // recognised instead of misread. A record, little-endian:
-//   u32 checksum  CRC-32 of everything after it in the record
+//   u32 checksum  CRC-32C of everything after it in the record
 //   u32 payload length
 //   u8  kind, with bit 7 set on the last record of each Commit
 //   u64 position

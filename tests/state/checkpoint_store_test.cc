@@ -1,0 +1,135 @@
+// The checkpoint store: what a checkpoint holds reads back exactly, checkpoints build on each
+// other (only what changed is new), the newest are kept, and adopting one makes it the base.
+#include "state/checkpoint_store.h"
+
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <map>
+#include <string>
+
+#include "support/temp_dir.h"
+
+TEST_SUITE_BEGIN("state");
+
+namespace {
+
+using vigil::Result;
+using vigil::Status;
+using vigil::state::CheckpointMeta;
+using vigil::state::CheckpointStore;
+using Keys = std::map<std::pair<std::string, std::string>, std::string>;
+
+std::unique_ptr<CheckpointStore> OpenStore(const std::string& dir, size_t retain = 2) {
+  auto store = CheckpointStore::Open({dir, retain});
+  REQUIRE(store.ok());
+  return std::move(*store);
+}
+
+Keys Read(const CheckpointStore& store, uint64_t id) {
+  auto reader = store.OpenReader(id);
+  REQUIRE(reader.ok());
+  Keys keys;
+  REQUIRE((*reader)->Scan([&](std::string_view p, std::string_view k, std::string_view v) {
+    keys[{std::string(p), std::string(k)}] = std::string(v);
+    return Status::Ok();
+  }).ok());
+  return keys;
+}
+
+CheckpointMeta Commit(CheckpointStore* store, uint64_t position,
+                      const std::function<void(std::vector<vigil::nfa::StateWriter*>&)>& write) {
+  std::vector<vigil::nfa::StateWriter*> writers = store->Writers(2);
+  write(writers);
+  CheckpointMeta meta;
+  meta.input_position = position;
+  meta.engine_progress = "progress " + std::to_string(position);
+  meta.patterns = {{"p", 3, "id: p\n"}};
+  Result<CheckpointMeta> committed = store->Commit(meta, 0);
+  REQUIRE(committed.ok());
+  return *committed;
+}
+
+}  // namespace
+
+TEST_CASE("Checkpoint store: meta survives encoding, and damage to it is refused") {
+  CheckpointMeta meta;
+  meta.id = 7;
+  meta.created_ms = -5;
+  meta.input_position = 123456789;
+  meta.engine_progress = std::string("\0\1\2", 3);
+  meta.output_position = "12:34";
+  meta.patterns = {{"a", 1, "id: a"}, {"b", 2, "id: b"}};
+  const std::string bytes = vigil::state::EncodeCheckpointMeta(meta);
+  Result<CheckpointMeta> back = vigil::state::DecodeCheckpointMeta(bytes);
+  REQUIRE(back.ok());
+  CHECK(back->id == 7);
+  CHECK(back->created_ms == -5);
+  CHECK(back->input_position == 123456789);
+  CHECK(back->engine_progress == meta.engine_progress);
+  CHECK(back->output_position == "12:34");
+  REQUIRE(back->patterns.size() == 2);
+  CHECK(back->patterns[1].source == "id: b");
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    std::string flipped = bytes;
+    flipped[i] = static_cast<char>(flipped[i] ^ 0x20);
+    CHECK_FALSE(vigil::state::DecodeCheckpointMeta(flipped).ok());
+    CHECK_FALSE(vigil::state::DecodeCheckpointMeta(std::string_view(bytes).substr(0, i)).ok());
+  }
+}
+
+TEST_CASE("Checkpoint store: each checkpoint holds its keys; later ones add only what changed") {
+  vigil::testing::TempDir dir;
+  auto store = OpenStore(dir.path(), 3);
+  REQUIRE(store->StartEmpty().ok());
+  std::string big(4000, 'v');
+  const CheckpointMeta first = Commit(store.get(), 10, [&](auto& writers) {
+    for (int i = 0; i < 1000; ++i) writers[i % 2]->PutKey("p", "k" + std::to_string(i), big + std::to_string(i));
+    writers[0]->PutKey("q", "x", "gone soon");
+  });
+  const CheckpointMeta second = Commit(store.get(), 20, [&](auto& writers) {
+    writers[1]->PutKey("p", "k5", "changed");
+    writers[0]->DeleteKey("p", "k6");
+    writers[1]->DropPattern("q");
+  });
+  CHECK(second.id == first.id + 1);
+  CHECK(first.keys_written == 1001);
+  CHECK(second.keys_written == 2);
+  CHECK(second.new_bytes * 20 < second.bytes);  // the tables of the first are shared
+  Keys keys = Read(*store, second.id);
+  CHECK(keys.size() == 999);
+  CHECK(keys[{"p", "k5"}] == "changed");
+  CHECK(keys.count({"p", "k6"}) == 0);
+  CHECK(keys.count({"q", "x"}) == 0);
+  CHECK(Read(*store, first.id).size() == 1001);  // the first is unchanged
+
+  // Listed newest first; a new process sees the same and adopts one as its base.
+  store.reset();
+  store = OpenStore(dir.path(), 3);
+  auto candidates = store->Candidates();
+  REQUIRE(candidates.size() == 2);
+  CHECK(candidates[0].id == second.id);
+  REQUIRE(candidates[0].meta.ok());
+  CHECK(candidates[0].meta->input_position == 20);
+  CHECK(candidates[0].meta->engine_progress == "progress 20");
+  REQUIRE(store->Adopt(first.id).ok());  // the newer one is dropped: it did not load
+  CHECK(store->Candidates().size() == 1);
+  auto value = store->GetLive("p", "k6");
+  REQUIRE(value.ok());
+  CHECK(*value == big + "6");
+  const CheckpointMeta third = Commit(store.get(), 30, [](auto&) {});
+  CHECK(third.id == second.id + 1);  // ids never repeat
+}
+
+TEST_CASE("Checkpoint store: only the newest `retain` checkpoints are kept") {
+  vigil::testing::TempDir dir;
+  auto store = OpenStore(dir.path(), 2);
+  REQUIRE(store->StartEmpty().ok());
+  for (int i = 1; i <= 4; ++i) {
+    Commit(store.get(), i, [i](auto& writers) { writers[0]->PutKey("p", "k", std::to_string(i)); });
+  }
+  CHECK(store->checkpoints().size() == 2);
+  CHECK(store->checkpoints().front().input_position == 4);
+  CHECK(store->Candidates().size() == 2);
+  CHECK(Read(*store, store->checkpoints().back().id).at({"p", "k"}) == "3");
+}
