@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Dependencies point one way: common <- nfa <- engine <- (state, server) <- app. Fails on any include
+# Dependencies point one way: common <- nfa <- engine <- state <- server <- app. Fails on any include
 # that points the other way. usage: architecture_check.sh SOURCE_DIR
 set -u
 src=$1/src

@@ -247,6 +247,12 @@ const Setting kSettings[] = {
     {"input_log.fsync", "VIGIL_INPUT_LOG_FSYNC", "--input-log-fsync", "BOOL",
      "sync accepted events to disk before acknowledging them (power-loss safety)", "false",
      [](const std::string& v, ServerOptions* o) { return ParseBool(v, &o->input_log_fsync); }},
+    {"events.max_partial_matches_per_pattern", "VIGIL_EVENTS_MAX_PARTIAL_MATCHES_PER_PATTERN",
+     "--max-partial-matches-per-pattern", "N", "partial matches kept per pattern over all keys; 0: no limit",
+     "10000000",
+     [](const std::string& v, ServerOptions* o) {
+       return ParseCount(v, 0, SIZE_MAX, &o->max_partial_matches_per_pattern);
+     }},
     {"api.token", "VIGIL_API_TOKEN", "--api-token", "TOKEN",
      "bearer token required by every endpoint but /healthz, /readyz, /metrics; empty: none", "none",
      [](const std::string& v, ServerOptions* o) -> ParseError {

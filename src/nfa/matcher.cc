@@ -229,19 +229,58 @@ void Matcher::AfterStep(PatternSlot& slot, uint32_t record_index) {
   KeyRecord& record = slot.records[record_index];
   stats_.dropped_partial_matches +=
       runtime_.EnforceLimit(&record.state, options_.max_partial_matches_per_key);
+  CountRuns(slot, record);
+  if (options_.max_partial_matches_per_pattern > 0 && slot.runs > options_.max_partial_matches_per_pattern) {
+    EnforcePatternLimit(slot, record_index);
+  }
   if (record.state.empty()) {
     FreeRecord(slot, record_index);
     return;
   }
-  if (options_.track_changes && !record.changed) {
-    record.changed = true;
-    slot.changed.emplace_back(record_index, record.generation);
-  }
+  MarkChanged(slot, record_index);
   ArmTimer(slot, record_index);
+}
+
+void Matcher::CountRuns(PatternSlot& slot, KeyRecord& record) {
+  const auto runs = static_cast<uint32_t>(record.state.partial.size() + record.state.completed.size());
+  slot.runs = slot.runs + runs - record.runs;
+  record.runs = runs;
+}
+
+void Matcher::MarkChanged(PatternSlot& slot, uint32_t record_index) {
+  KeyRecord& record = slot.records[record_index];
+  if (!options_.track_changes || record.changed) return;
+  record.changed = true;
+  slot.changed.emplace_back(record_index, record.generation);
+}
+
+void Matcher::EnforcePatternLimit(PatternSlot& slot, uint32_t record_index) {
+  const uint64_t limit = options_.max_partial_matches_per_pattern;
+  // The key that went over gives up its oldest runs first.
+  KeyRecord& record = slot.records[record_index];
+  const size_t own = std::min<uint64_t>(slot.runs - limit, record.state.partial.size());
+  stats_.dropped_partial_matches += runtime_.EnforceLimit(&record.state, record.state.partial.size() - own);
+  CountRuns(slot, record);
+  // Then the others their oldest, one each in turn, so no single key pays for all.
+  for (size_t visited = 0; slot.runs > limit && visited < slot.records.size(); ++visited) {
+    if (slot.limit_hand >= slot.records.size()) slot.limit_hand = 0;
+    const uint32_t i = slot.limit_hand++;
+    KeyRecord& other = slot.records[i];
+    if (i == record_index || !other.live || other.spilled || other.state.partial.empty()) continue;
+    stats_.dropped_partial_matches += runtime_.EnforceLimit(&other.state, other.state.partial.size() - 1);
+    CountRuns(slot, other);
+    if (other.state.empty()) {
+      FreeRecord(slot, i);
+    } else {
+      MarkChanged(slot, i);
+    }
+  }
 }
 
 void Matcher::FreeRecord(PatternSlot& slot, uint32_t record_index) {
   KeyRecord& record = slot.records[record_index];
+  slot.runs -= record.runs;
+  record.runs = 0;
   if (record.stored) slot.deleted.push_back(std::move(record.identity));
   record.stored = false;
   record.changed = false;
@@ -265,7 +304,6 @@ bool Matcher::Spill(PatternSlot& slot, uint32_t record_index, bool write) {
     EncodeKeyState(record.state, &key_buffer_);
     if (!options_.spill->Put(slot.nfa->pattern().id, record.identity, key_buffer_).ok()) return false;
   }
-  record.spilled_runs = static_cast<uint32_t>(record.state.partial.size() + record.state.completed.size());
   runtime_.Clear(&record.state);
   record.state = KeyNfaState();  // its buffers too
   record.spilled = true;
@@ -386,6 +424,7 @@ void Matcher::Finish() {
     slot.records.clear();
     slot.free_records.clear();
     slot.timers = {};
+    slot.runs = 0;
   }
 }
 
@@ -422,12 +461,11 @@ size_t Matcher::DropState(PatternSlot& slot) {
   size_t dropped = 0;
   for (KeyRecord& record : slot.records) {
     if (!record.live) continue;  // a freed record holds nothing (AfterStep)
+    dropped += record.runs;
     if (record.spilled) {
-      dropped += record.spilled_runs;
       --spilled_keys_;
       continue;
     }
-    dropped += record.state.partial.size() + record.state.completed.size();
     runtime_.Clear(&record.state);
   }
   // The timers go with the records they name; nothing else refers to this slot's records.
@@ -437,6 +475,7 @@ size_t Matcher::DropState(PatternSlot& slot) {
   slot.timers = {};
   slot.changed.clear();
   slot.deleted.clear();
+  slot.runs = 0;
   if (options_.track_changes) dropped_patterns_.push_back(slot.nfa->pattern().id);
   return dropped;
 }
@@ -492,13 +531,7 @@ std::shared_ptr<const Nfa> Matcher::pattern(std::string_view id) const {
 size_t Matcher::partial_matches(std::string_view id) const {
   const auto slot = FindSlot(id);
   if (slot == slots_.end()) return 0;
-  size_t n = 0;
-  for (const KeyRecord& record : slot->records) {
-    if (record.live) {
-      n += record.spilled ? record.spilled_runs : record.state.partial.size() + record.state.completed.size();
-    }
-  }
-  return n;
+  return slot->runs;
 }
 
 }  // namespace vigil::nfa
@@ -640,6 +673,7 @@ Status Matcher::RestoreKey(std::string_view pattern_id, std::string_view identit
   record.state = std::move(decoded);
   record.live = true;
   record.stored = true;
+  CountRuns(*slot, record);
   slot->index.Insert(hash, index);
   ArmTimer(*slot, index);
   // Beyond the budget a restored key stays where it is: in the checkpoint the spill reads.

@@ -46,6 +46,9 @@ struct MatcherOptions {
   // Runs (partial matches) kept per key and pattern; the oldest beyond it are dropped and
   // counted. Default: 10000.
   size_t max_partial_matches_per_key = 10000;
+  // Partial matches kept per pattern over all keys; beyond it the key that went over drops
+  // its oldest, then other keys theirs, one each in turn, all counted. 0: no limit. Default: 0.
+  size_t max_partial_matches_per_pattern = 0;
   // This Matcher matches only the keys that ShardOf() gives to `shard` of `shards` (see
   // event_key.h); events of other keys are passed over without a trace. Default: all keys.
   uint32_t shard = 0;
@@ -200,8 +203,7 @@ class Matcher {
   // The pattern `id`; nullptr when absent.
   std::shared_ptr<const Nfa> pattern(std::string_view id) const;
   // Partial matches that pattern `id` holds over all keys: runs in progress plus completed
-  // matches held back for an earlier run (skip strategies); 0 when absent. Walks the
-  // pattern's keys: for metrics scrapes, not per event.
+  // matches held back for an earlier run (skip strategies); 0 when absent.
   size_t partial_matches(std::string_view id) const;
 
   const MatcherOptions& options() const { return options_; }
@@ -231,7 +233,7 @@ class Matcher {
     bool stored = false;   // the state backend holds a value for this key
     bool spilled = false;  // the state is in the spill, not in `state`
     bool recently_used = false;  // the eviction clock's reference bit
-    uint32_t spilled_runs = 0;   // partial matches of a spilled state
+    uint32_t runs = 0;           // partial matches the key holds, as last counted (CountRuns)
   };
   struct Timer {
     int64_t deadline_ms;
@@ -251,6 +253,8 @@ class Matcher {
     // identities of stored keys whose state is gone.
     std::vector<std::pair<uint32_t, uint32_t>> changed;
     std::vector<std::string> deleted;
+    uint64_t runs = 0;         // the records' runs summed
+    uint32_t limit_hand = 0;   // where the per-pattern limit takes runs from next
   };
   struct Waiting {
     EventRef event;
@@ -298,6 +302,11 @@ class Matcher {
   void KeepWithinBudget();
   // Frees the record of a key that holds nothing.
   void FreeRecord(PatternSlot& slot, uint32_t record_index);
+  // Brings the key's run count and its pattern's total up to date.
+  static void CountRuns(PatternSlot& slot, KeyRecord& record);
+  void MarkChanged(PatternSlot& slot, uint32_t record_index);
+  // Drops runs until the pattern is within max_partial_matches_per_pattern.
+  void EnforcePatternLimit(PatternSlot& slot, uint32_t record_index);
   // Advances one key of `slot` to `time_ms`: closes windows, expires runs past their age.
   void AdvanceKey(const PatternSlot& slot, KeyNfaState* state, int64_t time_ms);
   void FireTimers(int64_t watermark_ms);

@@ -18,6 +18,7 @@ Server::Server(ServerOptions options)
       options_.workers > 0 ? options_.workers : std::min(engine::AvailableCpus(), engine::kMaxWorkers);
   engine_options.matcher.max_out_of_orderness_ms = options_.max_out_of_orderness_ms;
   engine_options.matcher.max_partial_matches_per_key = options_.max_partial_matches_per_key;
+  engine_options.matcher.max_partial_matches_per_pattern = options_.max_partial_matches_per_pattern;
   engine_options.matcher.track_changes = true;
   engine_options.matcher.max_state_age_ms = options_.max_state_age_ms;
   if (options_.memory_budget_bytes > 0) {
@@ -129,8 +130,24 @@ void Server::ScheduleTick() {
     }
     alerts_->Flush().IgnoreError();
     durability_->CheckpointIfDue();
+    ReportDroppedPartialMatches(now);
     ScheduleTick();
   });
+}
+
+// Partial matches dropped at the limits are counted in /metrics; the log says when it happens,
+// at most every 10 s.
+void Server::ReportDroppedPartialMatches(int64_t now_ms) {
+  if (now_ms - last_limit_report_ms_ < 10000) return;
+  last_limit_report_ms_ = now_ms;
+  const uint64_t dropped = matcher_->Observe().totals.dropped_partial_matches;
+  if (dropped > dropped_reported_) {
+    std::fprintf(stderr,
+                 "vigil: %llu partial matches dropped at the limits of partial matches per key and per "
+                 "pattern in the last 10 s\n",
+                 static_cast<unsigned long long>(dropped - dropped_reported_));
+  }
+  dropped_reported_ = dropped;
 }
 
 void Server::Run() {

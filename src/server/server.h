@@ -48,6 +48,7 @@ class Server {
  private:
   Status LoadPatternsDirectory(std::vector<std::string>* warnings);
   void ScheduleTick();
+  void ReportDroppedPartialMatches(int64_t now_ms);
 
   ServerOptions options_;
   boost::asio::io_context io_;
@@ -63,6 +64,8 @@ class Server {
   std::unique_ptr<Ingest> ingest_;
   std::unique_ptr<Api> api_;
   std::unique_ptr<HttpServer> http_;
+  int64_t last_limit_report_ms_ = 0;
+  uint64_t dropped_reported_ = 0;
 };
 
 }  // namespace vigil::server

@@ -53,6 +53,10 @@ struct ServerOptions {
   // Partial matches kept per key and pattern. Default: 10000
   // (events.max_partial_matches_per_key).
   size_t max_partial_matches_per_key = 10000;
+  // Partial matches kept per pattern over all keys; beyond it the oldest are dropped (the key
+  // that went over first) and counted. 0: no limit. Default: 10,000,000
+  // (events.max_partial_matches_per_pattern).
+  size_t max_partial_matches_per_pattern = 10000000;
   // State TTL: partial matches of a pattern without `within` are dropped once they started
   // this long (event time) before the watermark; 0: kept until they complete. Default: 24 h
   // (state.max_age).

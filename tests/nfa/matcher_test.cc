@@ -151,6 +151,27 @@ TEST_CASE("Matcher: runs of a pattern without a window expire at the maximum sta
   CHECK(f.matcher->stored_nodes() == 0);
 }
 
+TEST_CASE("Matcher: a pattern stays within its limit over all keys, the key that went over first") {
+  MatcherOptions options;
+  options.max_partial_matches_per_pattern = 10;
+  Fixture f("id: ab\nkey: k\nsequence:\n  - begin: a\n    where: name == 'a'\n"
+            "  - followed_by_any: b\n    where: name == 'b'\n",
+            options);
+  using vigil::testing::Ev;
+  std::vector<std::string> events;
+  for (int i = 0; i < 8; ++i) events.push_back(Ev("x" + std::to_string(i), i, "a", 0, "x"));
+  for (int i = 0; i < 8; ++i) events.push_back(Ev("y" + std::to_string(i), 8 + i, "a", 0, "y"));
+  f.Add(events);
+  CHECK(f.matcher->partial_matches("ab") == 10);
+  CHECK(f.matcher->stats().dropped_partial_matches == 6);
+  // y went over the limit, so y gave up its oldest runs: x kept all 8, y its newest 2.
+  f.Add({Ev("bx", 20, "b", 0, "x"), Ev("by", 21, "b", 0, "y")});
+  CHECK(f.sink.matches.size() == 10);
+  size_t from_x = 0;
+  for (const std::string& m : f.sink.matches) from_x += m.starts_with("x");
+  CHECK(from_x == 8);
+}
+
 TEST_CASE("Matcher: a batch matches exactly as the same events one at a time") {
   using vigil::testing::Stream;
   const std::string pattern =
