@@ -1,6 +1,6 @@
 #include "nfa/state_codec.h"
 
-#include <unordered_map>
+#include <algorithm>
 #include <vector>
 
 #include "common/byte_codec.h"
@@ -14,55 +14,101 @@ namespace {
 //   nodes:   count, then per node, prefixes first: event index, stage + 1, previous node + 1
 //   partial, completed: count, then per run: state, node + 1, start_ms, previous_ms, start_seq + 1
 // (+1: 0 stands for none; kNoEvent + 1 wraps to 0.)
+// Numbers pointers in the order they are first seen: an open-addressing table kept across
+// keys, so encoding a key allocates nothing once the table has grown.
+class PointerNumbers {
+ public:
+  void Clear() {
+    if (count_ > 0) std::fill(slots_.begin(), slots_.end(), Slot{});
+    count_ = 0;
+  }
+  // The number of `p`, and whether it was new (numbered `count()` then).
+  std::pair<uint64_t, bool> Number(const void* p) {
+    if ((count_ + 1) * 2 > slots_.size()) Grow();
+    Slot& slot = Find(p);
+    if (slot.pointer == p) return {slot.number, false};
+    slot = {p, count_};
+    return {count_++, true};
+  }
+  uint64_t At(const void* p) { return Find(p).number; }
+  bool Contains(const void* p) { return !slots_.empty() && Find(p).pointer == p; }
+
+ private:
+  struct Slot {
+    const void* pointer = nullptr;
+    uint64_t number = 0;
+  };
+  Slot& Find(const void* p) {
+    const size_t mask = slots_.size() - 1;
+    size_t i = (reinterpret_cast<uintptr_t>(p) >> 4) * 0x9e3779b97f4a7c15ULL >> 20 & mask;
+    while (slots_[i].pointer && slots_[i].pointer != p) i = (i + 1) & mask;
+    return slots_[i];
+  }
+  void Grow() {
+    std::vector<Slot> old = std::move(slots_);
+    slots_.assign(std::max<size_t>(64, old.size() * 2), Slot{});
+    for (const Slot& s : old) {
+      if (s.pointer) Find(s.pointer) = s;
+    }
+  }
+  std::vector<Slot> slots_;
+  uint64_t count_ = 0;
+};
+
+// Reused for every key a thread encodes.
 class Encoder {
  public:
-  explicit Encoder(std::string* out) : out_(out) {}
-
-  void Encode(const KeyNfaState& state) {
+  void Encode(const KeyNfaState& state, std::string* out) {
+    nodes_.clear();
+    events_.clear();
+    node_numbers_.Clear();
+    event_numbers_.Clear();
     for (const auto* runs : {&state.partial, &state.completed}) {
       for (const ComputationState& cs : *runs) Number(cs.node);
     }
-    out_->push_back(static_cast<char>(kKeyStateFormat));
-    PutVarint(out_, events_.size());
+    out->push_back(static_cast<char>(kKeyStateFormat));
+    PutVarint(out, events_.size());
     for (const Event* e : events_) {
-      PutVarint(out_, e->seq());
-      PutVarint(out_, e->line());
-      PutBytes(out_, e->raw());
+      PutVarint(out, e->seq());
+      PutVarint(out, e->line());
+      PutBytes(out, e->raw());
     }
-    PutVarint(out_, nodes_.size());
+    PutVarint(out, nodes_.size());
     for (const BufferNode* n : nodes_) {
-      PutVarint(out_, event_index_.at(n->event.get()));
-      PutVarint(out_, static_cast<uint64_t>(n->stage + 1));
-      PutVarint(out_, n->previous ? node_index_.at(n->previous) + 1 : 0);
+      PutVarint(out, event_numbers_.At(n->event.get()));
+      PutVarint(out, static_cast<uint64_t>(n->stage + 1));
+      PutVarint(out, n->previous ? node_numbers_.At(n->previous) + 1 : 0);
     }
     for (const auto* runs : {&state.partial, &state.completed}) {
-      PutVarint(out_, runs->size());
+      PutVarint(out, runs->size());
       for (const ComputationState& cs : *runs) {
-        PutVarint(out_, static_cast<uint64_t>(cs.state));
-        PutVarint(out_, cs.node ? node_index_.at(cs.node) + 1 : 0);
-        PutSignedVarint(out_, cs.start_ms);
-        PutSignedVarint(out_, cs.previous_ms);
-        PutVarint(out_, cs.start_seq + 1);
+        PutVarint(out, static_cast<uint64_t>(cs.state));
+        PutVarint(out, cs.node ? node_numbers_.At(cs.node) + 1 : 0);
+        PutSignedVarint(out, cs.start_ms);
+        PutSignedVarint(out, cs.previous_ms);
+        PutVarint(out, cs.start_seq + 1);
       }
     }
   }
 
  private:
   // Numbers `n` and its prefix, prefix first, so a decoder always meets a node's previous
-  // node before the node.
+  // node before the node. Iterative: a run's chain of nodes can be long.
   void Number(const BufferNode* n) {
-    if (!n || node_index_.contains(n)) return;
-    Number(n->previous);
-    node_index_.emplace(n, nodes_.size());
-    nodes_.push_back(n);
-    if (event_index_.emplace(n->event.get(), events_.size()).second) events_.push_back(n->event.get());
+    unnumbered_.clear();
+    for (; n && !node_numbers_.Contains(n); n = n->previous) unnumbered_.push_back(n);
+    for (auto it = unnumbered_.rbegin(); it != unnumbered_.rend(); ++it) {
+      node_numbers_.Number(*it);
+      nodes_.push_back(*it);
+      if (event_numbers_.Number((*it)->event.get()).second) events_.push_back((*it)->event.get());
+    }
   }
 
-  std::string* out_;
   std::vector<const BufferNode*> nodes_;
-  std::unordered_map<const BufferNode*, uint64_t> node_index_;
   std::vector<const Event*> events_;
-  std::unordered_map<const Event*, uint64_t> event_index_;
+  std::vector<const BufferNode*> unnumbered_;
+  PointerNumbers node_numbers_;
+  PointerNumbers event_numbers_;
 };
 
 // Holds the nodes made while decoding, so a failure part-way releases them all.
@@ -90,7 +136,10 @@ Status Corrupt(std::string_view what) {
 
 }  // namespace
 
-void EncodeKeyState(const KeyNfaState& state, std::string* out) { Encoder(out).Encode(state); }
+void EncodeKeyState(const KeyNfaState& state, std::string* out) {
+  thread_local Encoder encoder;
+  encoder.Encode(state, out);
+}
 
 Status DecodeKeyState(std::string_view bytes, const Nfa& nfa, const EventRestorer& restore,
                       SharedBuffer* buffer, KeyNfaState* state) {
