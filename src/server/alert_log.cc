@@ -105,18 +105,36 @@ uint64_t InodeOf(const std::string& path) {
 
 std::string AlertLog::OutputPosition() const {
   const std::lock_guard lock(mutex_);
-  return std::to_string(InodeOf(alerts_path_)) + ":" + std::to_string(file_bytes_);
+  std::string position = std::to_string(InodeOf(alerts_path_));
+  position += ':';
+  position += std::to_string(file_bytes_);
+  position += ':';
+  position += std::to_string(late_file_bytes_);
+  return position;
 }
 
 Result<size_t> AlertLog::Reconcile(std::string_view position) {
-  uint64_t inode = 0, offset = 0;
+  // inode:alerts offset:late events offset
+  uint64_t fields[3] = {0, 0, 0};
   if (!position.empty()) {
-    const size_t colon = position.find(':');
-    if (colon == std::string_view::npos ||
-        std::from_chars(position.data(), position.data() + colon, inode).ec != std::errc() ||
-        std::from_chars(position.data() + colon + 1, position.data() + position.size(), offset).ec != std::errc()) {
-      return Status::Corruption("unreadable alert output position '" + std::string(position) + "'");
+    const char* p = position.data();
+    const char* end = position.data() + position.size();
+    for (uint64_t& field : fields) {
+      const auto [next, err] = std::from_chars(p, end, field);
+      if (err != std::errc() || (next != end && *next != ':')) {
+        return Status::Corruption("unreadable alert output position '" + std::string(position) + "'");
+      }
+      p = next == end ? end : next + 1;
     }
+  }
+  const uint64_t inode = fields[0], offset = fields[1];
+  // Late events are written in input order, so the replay writes again exactly those after
+  // the checkpoint: cut them.
+  if (!position.empty() && fields[2] < late_file_bytes_) {
+    std::error_code ec;
+    std::filesystem::resize_file(late_path_, fields[2], ec);
+    if (ec) return Status::IoError("cannot cut " + late_path_ + ": " + ec.message());
+    late_file_bytes_ = fields[2];
   }
   const std::lock_guard lock(mutex_);
   // Newest file first, back to the one the position is in: rotation renames files, so the
@@ -154,7 +172,11 @@ Status AlertLog::Open(const std::string& alerts_path, const std::string& late_ev
   if (Status s = OpenForAppend(alerts_path, &file_); !s.ok()) return s;
   std::error_code ec;
   file_bytes_ = static_cast<size_t>(std::filesystem::file_size(alerts_path, ec));
-  return OpenForAppend(late_events_path, &late_file_);
+  late_path_ = late_events_path;
+  if (Status s = CutTornLine(late_events_path); !s.ok()) return s;
+  if (Status s = OpenForAppend(late_events_path, &late_file_); !s.ok()) return s;
+  late_file_bytes_ = static_cast<size_t>(std::filesystem::file_size(late_events_path, ec));
+  return Status::Ok();
 }
 
 // FILE.(N-1) -> FILE.N, ..., FILE -> FILE.1, then a new FILE. Whole alerts only: rotation
@@ -192,6 +214,7 @@ Status AlertLog::Flush() {
     alerts = Append(file_, &pending_);
     if (alerts.ok()) alerts = RotateIfFull();
   }
+  late_file_bytes_ += pending_late_.size();
   Status late = Append(late_file_, &pending_late_);
   return alerts.ok() ? late : alerts;
 }

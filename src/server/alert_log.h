@@ -70,8 +70,9 @@ class AlertLog : public engine::InputSink {
   // Where the alerts file stands (after Flush()): an opaque value for Reconcile.
   std::string OutputPosition() const;
   // Recovery: reads the ids of the alerts written since `position` (empty: all the files
-  // hold); a match with one of them is not written again until EndReconcile(). Returns how
-  // many ids were read.
+  // hold); a match with one of them is not written again until EndReconcile(). Late events
+  // written since are cut from their file (the replay reports them again). Returns how many
+  // ids were read.
   Result<size_t> Reconcile(std::string_view position);
   // Returns the alerts recognised as already written since Reconcile().
   uint64_t EndReconcile();
@@ -137,6 +138,8 @@ class AlertLog : public engine::InputSink {
   std::unordered_set<uint64_t> written_before_;  // Reconcile's ids
   uint64_t recognised_ = 0;
 
+  std::string late_path_;
+  size_t late_file_bytes_ = 0;
   std::FILE* late_file_ = nullptr;
   std::string pending_late_;  // late events not yet written to theirs
   std::vector<Problem>* problems_ = nullptr;

@@ -139,6 +139,11 @@ Result<state::CheckpointMeta> Durability::Checkpoint() {
 
 void Durability::CheckpointIfDue() {
   if (SteadyClockMs() - last_checkpoint_steady_ms_ < options_.checkpoint_interval_ms) return;
+  // Nothing came in since the last (pattern changes take their own): nothing to record.
+  if (!write_everything_ && !checkpoints().empty() && checkpoints().front().input_position == last_position_) {
+    last_checkpoint_steady_ms_ = SteadyClockMs();
+    return;
+  }
   Checkpoint().status().IgnoreError();
 }
 

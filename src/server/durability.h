@@ -71,7 +71,7 @@ class Durability {
 
   // Takes a checkpoint now.
   Result<state::CheckpointMeta> Checkpoint();
-  // Takes one if checkpoint.interval has passed since the last.
+  // Takes one if checkpoint.interval has passed since the last and input came in since.
   void CheckpointIfDue();
 
   const std::vector<state::CheckpointMeta>& checkpoints() const { return store_->checkpoints(); }

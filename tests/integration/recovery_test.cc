@@ -69,6 +69,19 @@ std::vector<std::string> Expected(const TempDir& dir, const std::vector<std::str
   return Lines(out);
 }
 
+// How many of the events `vigil replay` reports late.
+size_t LateCount(const TempDir& dir) {
+  const std::string command = std::string(VIGIL_BINARY_DIR) + "/src/app/vigil replay --patterns " + kPatterns +
+                              " --events " + dir.path() + "/events.ndjson --max-out-of-orderness 10s 2>&1 >/dev/null";
+  std::FILE* pipe = ::popen(command.c_str(), "r");
+  REQUIRE(pipe);
+  size_t late = 0;
+  char line[4096];
+  while (std::fgets(line, sizeof line, pipe)) late += std::string_view(line).find("late event") != std::string_view::npos;
+  ::pclose(pipe);
+  return late;
+}
+
 // The alerts file in replay's shape: without the id and the fields after the match. Also
 // checks that no id appears twice.
 std::vector<std::string> AlertsAsMatches(const std::string& path) {
@@ -176,6 +189,10 @@ TEST_CASE("Recovery: killed at random points while fed, restarted each time, eve
   CHECK(server->Stop() == 0);
   CHECK(kills >= 10);
   CHECK(AlertsAsMatches(data + "/alerts.ndjson") == expected);
+  // Late events are kept once each too.
+  const size_t late = LateCount(dir);
+  CHECK(late > 10);
+  CHECK(Lines(ReadAll(data + "/late-events.ndjson")).size() == late);
 }
 
 TEST_CASE("Recovery: a damaged newest checkpoint is skipped for the one before, alerts still exact") {
