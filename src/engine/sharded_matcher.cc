@@ -182,7 +182,9 @@ ShardedMatcher::ShardedMatcher(std::vector<std::shared_ptr<const nfa::Nfa>> patt
     matcher_options.restore_events = std::ref(parsing.reparse);
     if (!options_.spills.empty()) matcher_options.spill = options_.spills[i];
     // Budgets and limits over all keys are the engine's: each worker keeps its share.
-    matcher_options.memory_budget_bytes = options_.matcher.memory_budget_bytes / n;
+    if (options_.matcher.memory_budget_bytes > 0) {
+      matcher_options.memory_budget_bytes = std::max<uint64_t>(1, options_.matcher.memory_budget_bytes / n);
+    }
     if (options_.matcher.max_partial_matches_per_pattern > 0) {
       matcher_options.max_partial_matches_per_pattern =
           std::max<size_t>(1, options_.matcher.max_partial_matches_per_pattern / n);

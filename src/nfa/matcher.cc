@@ -331,7 +331,9 @@ bool Matcher::ReadBack(PatternSlot& slot, uint32_t record_index) {
 
 void Matcher::KeepWithinBudget() {
   const uint64_t budget = options_.memory_budget_bytes;
-  if (budget == 0 || memory_bytes() <= budget) return;
+  // Below the floor a sweep could not go (key records stay when their state is spilled), only
+  // growth past it is worth another sweep.
+  if (budget == 0 || memory_bytes() <= std::max(budget, budget_floor_ + budget_floor_ / 8)) return;
   const uint64_t target = budget - budget / 10;
   size_t records = 0;
   for (const PatternSlot& slot : slots_) records += slot.records.size();
@@ -354,6 +356,8 @@ void Matcher::KeepWithinBudget() {
     }
     if (!Spill(slot, index, true)) return;  // the spill fails: keep what is in memory
   }
+  const uint64_t now = memory_bytes();
+  budget_floor_ = now > target ? now : 0;
 }
 
 void Matcher::AdvanceKey(const PatternSlot& slot, KeyNfaState* state, int64_t time_ms) {
@@ -539,13 +543,13 @@ size_t Matcher::partial_matches(std::string_view id) const {
 namespace vigil::nfa {
 
 Status Matcher::WriteChanges(StateWriter* writer, bool everything) {
+  if (everything) writer->DropAll();
   for (const std::string& id : dropped_patterns_) writer->DropPattern(id);
   dropped_patterns_.clear();
   std::string value;
   for (PatternSlot& slot : slots_) {
     const std::string& id = slot.nfa->pattern().id;
     if (everything) {
-      writer->DropPattern(id);
       slot.deleted.clear();
       slot.changed.clear();
       for (uint32_t i = 0; i < slot.records.size(); ++i) {

@@ -47,7 +47,9 @@ struct MatcherOptions {
   // counted. Default: 10000.
   size_t max_partial_matches_per_key = 10000;
   // Partial matches kept per pattern over all keys; beyond it the key that went over drops
-  // its oldest, then other keys theirs, one each in turn, all counted. 0: no limit. Default: 0.
+  // its oldest, then other keys theirs, one each in turn, all counted. A protection, not a
+  // semantic: which other keys pay depends on the order records were made, so while it is in
+  // effect a restart may drop others. 0: no limit. Default: 0.
   size_t max_partial_matches_per_pattern = 0;
   // This Matcher matches only the keys that ShardOf() gives to `shard` of `shards` (see
   // event_key.h); events of other keys are passed over without a trace. Default: all keys.
@@ -99,6 +101,8 @@ class StateWriter {
   virtual ~StateWriter() = default;
   // Every stored key of pattern `id` is gone (the pattern was replaced or removed).
   virtual void DropPattern(std::string_view id) = 0;
+  // Every stored key is gone (the Matcher writes all it has next).
+  virtual void DropAll() = 0;
   virtual void PutKey(std::string_view pattern_id, std::string_view identity, std::string_view state) = 0;
   virtual void DeleteKey(std::string_view pattern_id, std::string_view identity) = 0;
 };
@@ -181,9 +185,9 @@ class Matcher {
   // events, counters that order events and pattern changes), a few bytes plus held events.
 
   // Writes what changed since the last call: first the patterns whose state was dropped, then
-  // every key whose state changed, deleted when none is left. `everything`: every pattern's
-  // stored keys are dropped and every key is written (after a checkpoint that failed, whose
-  // changes are lost). REQUIRES: options.track_changes; not called from a sink callback.
+  // every key whose state changed, deleted when none is left. `everything`: every stored key
+  // is dropped and every key is written (after a checkpoint that failed, whose changes are
+  // lost). REQUIRES: options.track_changes; not called from a sink callback.
   // Errors: the spill's, for a key out of memory.
   Status WriteChanges(StateWriter* writer, bool everything = false);
   std::string EncodeProgress() const;
@@ -338,6 +342,7 @@ class Matcher {
   KeyNfaState scratch_state_;
   std::vector<std::string> dropped_patterns_;  // track_changes: since the last WriteChanges
   size_t spilled_keys_ = 0;
+  uint64_t budget_floor_ = 0;  // memory left after a sweep that could not reach the budget
   size_t clock_slot_ = 0;    // the eviction clock's hand: a slot and a record in it
   uint32_t clock_record_ = 0;
   std::string key_buffer_;

@@ -1,6 +1,7 @@
 #include "server/alert_log.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <charconv>
@@ -41,13 +42,23 @@ Status OpenForAppend(const std::string& path, std::FILE** file) {
   return Status::Ok();
 }
 
-Status Append(std::FILE* file, std::string* pending) {
+// Appends `*pending` to `file`, which holds `*file_bytes` bytes, and empties it. On failure
+// the file is cut back and `*pending` kept, so a later flush writes it whole (a checkpoint
+// never counts alerts that are not in the file).
+Status Append(std::FILE* file, std::string* pending, size_t* file_bytes) {
   if (!file || pending->empty()) return Status::Ok();
   const size_t written = std::fwrite(pending->data(), 1, pending->size(), file);
-  const bool ok = written == pending->size() && std::fflush(file) == 0;
-  pending->clear();
-  if (!ok) return Status::IoError(std::string("writing failed: ") + std::strerror(errno));
-  return Status::Ok();
+  if (written == pending->size() && std::fflush(file) == 0) {
+    *file_bytes += pending->size();
+    pending->clear();
+    return Status::Ok();
+  }
+  const int error = errno;
+  std::clearerr(file);
+  if (::ftruncate(::fileno(file), static_cast<off_t>(*file_bytes)) != 0) {
+    return Status::IoError(std::string("writing failed and cannot be undone: ") + std::strerror(errno));
+  }
+  return Status::IoError(std::string("writing failed: ") + std::strerror(error));
 }
 
 // A crash while an alert was being appended leaves part of a line: cut it, so the file stays
@@ -86,7 +97,8 @@ uint64_t AlertId(const nfa::Nfa& nfa, std::string_view key_json, const nfa::Matc
   identity += std::to_string(nfa.pattern().version);
   identity += '\0';
   identity.append(key_json);
-  identity += match.timed_out ? "\0t" : "\0m";
+  identity += '\0';
+  identity += match.timed_out ? 't' : 'm';
   for (const nfa::MatchedEvent& e : match.events) {
     identity += '\0';
     identity += std::to_string(e.stage);
@@ -142,18 +154,20 @@ Result<size_t> AlertLog::Reconcile(std::string_view position) {
   for (size_t i = 0; i <= keep_files_; ++i) {
     const std::string path = i == 0 ? alerts_path_ : alerts_path_ + "." + std::to_string(i);
     Result<std::string> text = ReadFile(path);
-    if (!text.ok()) break;
+    if (!text.ok()) continue;  // a rotation the crash cut short leaves a gap
     const bool holds_position = inode != 0 && InodeOf(path) == inode;
     size_t pos = holds_position ? std::min<size_t>(offset, text->size()) : 0;
     while (pos < text->size()) {
       size_t end = text->find('\n', pos);
       if (end == std::string::npos) end = text->size();
-      if (auto id = IdOfLine(std::string_view(*text).substr(pos, end - pos))) written_before_.insert(*id);
+      if (auto id = IdOfLine(std::string_view(*text).substr(pos, end - pos))) ++written_before_[*id];
       pos = end + 1;
     }
     if (holds_position) break;
   }
-  return written_before_.size();
+  size_t ids = 0;
+  for (const auto& [id, count] : written_before_) ids += count;
+  return ids;
 }
 
 uint64_t AlertLog::EndReconcile() {
@@ -210,12 +224,10 @@ Status AlertLog::Flush() {
   Status alerts;
   {
     const std::lock_guard lock(mutex_);
-    file_bytes_ += pending_.size();
-    alerts = Append(file_, &pending_);
+    alerts = Append(file_, &pending_, &file_bytes_);
     if (alerts.ok()) alerts = RotateIfFull();
   }
-  late_file_bytes_ += pending_late_.size();
-  Status late = Append(late_file_, &pending_late_);
+  Status late = Append(late_file_, &pending_late_, &late_file_bytes_);
   return alerts.ok() ? late : alerts;
 }
 
@@ -235,7 +247,8 @@ void AlertLog::Record(const nfa::Nfa& nfa, std::string_view key_json, const nfa:
   const std::string& id = nfa.pattern().id;
 
   const std::lock_guard lock(mutex_);
-  if (!written_before_.empty() && written_before_.erase(alert_id) > 0) {
+  if (auto written = written_before_.find(alert_id); written != written_before_.end()) {
+    if (--written->second == 0) written_before_.erase(written);
     ++recognised_;
     return;
   }

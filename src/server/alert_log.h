@@ -23,7 +23,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <unordered_set>
+#include <unordered_map>
 #include <vector>
 
 #include "common/status.h"
@@ -135,7 +135,7 @@ class AlertLog : public engine::InputSink {
   std::vector<std::weak_ptr<EventStream>> subscribers_;
   std::map<std::string, uint64_t> matches_;
   std::map<std::string, uint64_t> timeouts_;
-  std::unordered_set<uint64_t> written_before_;  // Reconcile's ids
+  std::unordered_map<uint64_t, uint32_t> written_before_;  // Reconcile's ids, with their counts
   uint64_t recognised_ = 0;
 
   std::string late_path_;

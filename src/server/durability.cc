@@ -1,7 +1,9 @@
 #include "server/durability.h"
 
+#include <algorithm>
 #include <filesystem>
 
+#include "common/byte_codec.h"
 #include "common/time_util.h"
 #include "nfa/compiler.h"
 #include "nfa/pattern.h"
@@ -15,16 +17,69 @@ Durability::Durability(Options options, engine::ShardedMatcher* matcher, nfa::Fi
 
 Durability::~Durability() = default;
 
+Result<std::shared_ptr<const nfa::Nfa>> Durability::Compile(const state::SavedPattern& saved) {
+  nfa::ParsedPatterns parsed = nfa::ParsePatterns(saved.source, "stored pattern " + saved.id, schema_);
+  if (!parsed.errors.empty() || parsed.patterns.size() != 1 || parsed.patterns[0].id != saved.id) {
+    return Status::Corruption("stored pattern '" + saved.id + "' no longer compiles");
+  }
+  parsed.patterns[0].version = saved.version;
+  auto compiled = nfa::NfaCompiler::Compile(std::make_shared<const nfa::Pattern>(std::move(parsed.patterns[0])));
+  if (!compiled.ok()) return compiled.status();
+  return compiled.value();
+}
+
+namespace {
+
+// A logged pattern change: 'l' (live from here on) with id, version and source, or 'g' (gone
+// from the matcher) with the id.
+std::string EncodePatternChange(const std::string& id, const std::shared_ptr<const nfa::Nfa>& live) {
+  std::string out(1, live ? 'l' : 'g');
+  PutBytes(&out, id);
+  if (live) {
+    PutVarint(&out, live->pattern().version);
+    PutBytes(&out, live->pattern().source);
+  }
+  return out;
+}
+
+}  // namespace
+
+Status Durability::ReplayPatternChange(std::string_view change) {
+  ByteReader in(change.substr(std::min<size_t>(1, change.size())));
+  state::SavedPattern saved;
+  saved.id = in.Bytes();
+  const bool live = !change.empty() && change[0] == 'l';
+  if (live) {
+    saved.version = in.Varint();
+    saved.source = in.Bytes();
+  }
+  if (!in.done() || change.empty() || (change[0] != 'l' && change[0] != 'g')) {
+    return Status::Corruption("the input log holds an unreadable pattern change");
+  }
+  const auto& present = matcher_->patterns();
+  const auto it = std::find_if(present.begin(), present.end(),
+                               [&](const auto& nfa) { return nfa->pattern().id == saved.id; });
+  if (!live) return it == present.end() ? Status::Ok() : matcher_->RemovePattern(saved.id).status();
+  if (it != present.end() && (*it)->pattern().version == saved.version && (*it)->pattern().source == saved.source) {
+    return Status::Ok();
+  }
+  Result<std::shared_ptr<const nfa::Nfa>> nfa = Compile(saved);
+  if (!nfa.ok()) return nfa.status();
+  return it == present.end() ? matcher_->AddPattern(*nfa) : matcher_->ReplacePattern(*nfa).status();
+}
+
+Status Durability::LogPatternChange(const std::string& id, const std::shared_ptr<const nfa::Nfa>& live) {
+  log_->AppendPatternChange(last_position_ + 1, EncodePatternChange(id, live));
+  if (Status s = log_->Commit(); !s.ok()) return s;
+  ++last_position_;
+  return Status::Ok();
+}
+
 Status Durability::Restore(const state::CheckpointMeta& meta) {
   for (const state::SavedPattern& saved : meta.patterns) {
-    nfa::ParsedPatterns parsed = nfa::ParsePatterns(saved.source, "checkpoint pattern " + saved.id, schema_);
-    if (!parsed.errors.empty() || parsed.patterns.size() != 1) {
-      return Status::Corruption("pattern '" + saved.id + "' of the checkpoint no longer compiles");
-    }
-    parsed.patterns[0].version = saved.version;
-    auto compiled = nfa::NfaCompiler::Compile(std::make_shared<const nfa::Pattern>(std::move(parsed.patterns[0])));
-    if (!compiled.ok()) return compiled.status();
-    if (Status s = matcher_->AddPattern(compiled.value()); !s.ok()) return s;
+    Result<std::shared_ptr<const nfa::Nfa>> nfa = Compile(saved);
+    if (!nfa.ok()) return nfa.status();
+    if (Status s = matcher_->AddPattern(*nfa); !s.ok()) return s;
   }
   Result<std::unique_ptr<state::CheckpointStore::Reader>> reader = store_->OpenReader(meta.id);
   if (!reader.ok()) return reader.status();
@@ -68,13 +123,24 @@ Status Durability::Recover(std::vector<std::string>* warnings) {
   if (!restored) {
     if (Status s = store_->StartEmpty(); !s.ok()) return s;
   }
+  if (log_->first_position() > from + 1) {
+    warnings->push_back("the input log starts at position " + std::to_string(log_->first_position()) +
+                        " but the state restored holds the input up to " + std::to_string(from) +
+                        " only: what came between is lost (it was trimmed behind checkpoints that no "
+                        "longer load)");
+  }
   if (Result<size_t> ids = alerts_->Reconcile(output_position); !ids.ok()) return ids.status();
   Status replayed = log_->Read(from, [this](const state::InputLog::Record& r) {
     ++stats_.replayed_records;
-    if (r.kind == state::InputLog::Kind::kEvent) {
-      matcher_->Add(r.text, r.position);
-    } else {
-      matcher_->AdvanceWatermark(r.watermark_ms);
+    switch (r.kind) {
+      case state::InputLog::Kind::kEvent:
+        matcher_->Add(r.text, r.position);
+        break;
+      case state::InputLog::Kind::kWatermark:
+        matcher_->AdvanceWatermark(r.watermark_ms);
+        break;
+      case state::InputLog::Kind::kPatternChange:
+        return ReplayPatternChange(r.text);
     }
     return Status::Ok();
   });

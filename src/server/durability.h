@@ -5,7 +5,8 @@
 //  1. Accepted means durable: the events of a request are numbered with input positions
 //     (increasing over the life of the data directory) and appended to the input log before
 //     the matcher sees them and before the request is answered. Watermark advances that come
-//     from no event (the idle clock) are logged too, so a replay decides as the first run did.
+//     from no event (the idle clock) and pattern changes are logged too, at their positions,
+//     so a replay decides as the first run did.
 //  2. Checkpoints: at one input position (an engine barrier) every worker writes the keys that
 //     changed since the last checkpoint; then the alerts found so far are flushed, and the
 //     checkpoint store records the engine's progress with that position, the alert output's
@@ -68,6 +69,9 @@ class Durability {
   Result<uint64_t> LogEvents(std::span<const std::string_view> texts);
   // Logs, then applies, a watermark advance that no event brought.
   Status AdvanceWatermark(int64_t watermark_ms);
+  // Logs that pattern `id` is matched as `live` from here on (null: no more), before the
+  // caller applies it (PatternRegistry's record hook).
+  Status LogPatternChange(const std::string& id, const std::shared_ptr<const nfa::Nfa>& live);
 
   // Takes a checkpoint now.
   Result<state::CheckpointMeta> Checkpoint();
@@ -83,6 +87,10 @@ class Durability {
  private:
   // Loads checkpoint `meta` into the matcher (left with part of it on error).
   Status Restore(const state::CheckpointMeta& meta);
+  // Compiles a pattern as stored in a checkpoint or the input log.
+  Result<std::shared_ptr<const nfa::Nfa>> Compile(const state::SavedPattern& saved);
+  // Replays a logged pattern change into the matcher.
+  Status ReplayPatternChange(std::string_view change);
 
   Options options_;
   engine::ShardedMatcher* matcher_;

@@ -82,6 +82,15 @@ std::variant<PatternRegistry::Change, PatternRegistry::Refusal> PatternRegistry:
   if (Status s = Persist(next); !s.ok()) {
     return Refusal{Refusal::Kind::kStorage, {}, s.message()};
   }
+  if (Status s = Record(id, next.enabled ? nfa : nullptr); !s.ok()) {
+    if (change.created) {
+      std::error_code ec;
+      fs::remove(PathOf(id), ec);
+    } else {
+      Persist(it->second).IgnoreError();
+    }
+    return Refusal{Refusal::Kind::kStorage, {}, s.message()};
+  }
   if (next.enabled) {
     if (change.created || !it->second.enabled) {
       matcher_->AddPattern(nfa).IgnoreError();  // absent from the matcher: cannot collide
@@ -93,7 +102,7 @@ std::variant<PatternRegistry::Change, PatternRegistry::Refusal> PatternRegistry:
   StoredPattern& stored = patterns_[id];
   stored = std::move(next);
   change.pattern = &stored;
-  if (on_change_) on_change_();
+  if (hooks_.applied) hooks_.applied();
   return change;
 }
 
@@ -103,27 +112,40 @@ Status PatternRegistry::Delete(const std::string& id) {
   std::error_code ec;
   fs::remove(PathOf(id), ec);
   if (ec) return Status::IoError("cannot delete " + PathOf(id) + ": " + ec.message());
+  if (Status s = Record(id, nullptr); !s.ok()) {
+    Persist(it->second).IgnoreError();
+    return s;
+  }
   if (it->second.enabled) matcher_->RemovePattern(id).status().IgnoreError();
   patterns_.erase(it);
-  if (on_change_) on_change_();
+  if (hooks_.applied) hooks_.applied();
   return Status::Ok();
 }
 
 Status PatternRegistry::SetEnabled(const std::string& id, bool enabled) {
   auto it = patterns_.find(id);
   if (it == patterns_.end()) return Status::NotFound("no pattern '" + id + "'");
-  StoredPattern& p = it->second;
-  if (p.enabled == enabled) return Status::Ok();
-  p.enabled = enabled;
-  p.updated_ms = WallClockMs();
-  if (Status s = Persist(p); !s.ok()) return s;
+  if (it->second.enabled == enabled) return Status::Ok();
+  StoredPattern next = it->second;
+  next.enabled = enabled;
+  next.updated_ms = WallClockMs();
+  if (Status s = Persist(next); !s.ok()) return s;
+  if (Status s = Record(id, enabled ? next.nfa : nullptr); !s.ok()) {
+    Persist(it->second).IgnoreError();
+    return s;
+  }
+  it->second = std::move(next);
   if (enabled) {
-    matcher_->AddPattern(p.nfa).IgnoreError();
+    matcher_->AddPattern(it->second.nfa).IgnoreError();
   } else {
     matcher_->RemovePattern(id).status().IgnoreError();
   }
-  if (on_change_) on_change_();
+  if (hooks_.applied) hooks_.applied();
   return Status::Ok();
+}
+
+Status PatternRegistry::Record(const std::string& id, const std::shared_ptr<const nfa::Nfa>& live) {
+  return hooks_.record ? hooks_.record(id, live) : Status::Ok();
 }
 
 const StoredPattern* PatternRegistry::Get(const std::string& id) const {

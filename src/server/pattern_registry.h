@@ -57,8 +57,15 @@ class PatternRegistry {
   // returned errors and skipped; the others load.
   std::vector<std::string> Load();
 
-  // Called after every change applied to the matcher (not those of Load).
-  void OnChange(std::function<void()> hook) { on_change_ = std::move(hook); }
+  // How changes reach durable state. `record` is called once a change is stored and before the
+  // matcher gets it, with the pattern as it will then be matched (null: matched no more); if
+  // it fails, the stored change is undone and refused. `applied` is called after the matcher
+  // got it. Load calls neither.
+  struct Hooks {
+    std::function<Status(const std::string& id, const std::shared_ptr<const nfa::Nfa>& live)> record;
+    std::function<void()> applied;
+  };
+  void SetHooks(Hooks hooks) { hooks_ = std::move(hooks); }
 
   // Compiles `text` without storing it. Empty when valid.
   std::vector<nfa::PatternError> Validate(const std::string& text);
@@ -80,13 +87,14 @@ class PatternRegistry {
                                                                  uint64_t version = 0);
   Status Persist(const StoredPattern& p) const;
   void ApplyAll();
+  Status Record(const std::string& id, const std::shared_ptr<const nfa::Nfa>& live);
   std::string PathOf(const std::string& id) const;
 
   std::string directory_;
   nfa::FieldSchema* schema_;
   engine::ShardedMatcher* matcher_;
   std::map<std::string, StoredPattern> patterns_;
-  std::function<void()> on_change_;
+  Hooks hooks_;
 };
 
 }  // namespace vigil::server

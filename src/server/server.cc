@@ -98,11 +98,17 @@ Status Server::Start(std::vector<std::string>* warnings) {
   // From here on the state is what the checkpoints must hold; pattern changes take effect at
   // one input position, which a checkpoint then records.
   if (Result<state::CheckpointMeta> c = durability_->Checkpoint(); !c.ok()) return c.status();
-  registry_->OnChange([this] {
+  PatternRegistry::Hooks hooks;
+  hooks.record = [this](const std::string& id, const std::shared_ptr<const nfa::Nfa>& live) {
+    return durability_->LogPatternChange(id, live);
+  };
+  // Not needed for recovery (the change is in the input log), but it keeps replays short.
+  hooks.applied = [this] {
     if (Result<state::CheckpointMeta> c = durability_->Checkpoint(); !c.ok()) {
       std::fprintf(stderr, "vigil: checkpoint after a pattern change failed: %s\n", c.status().message().c_str());
     }
-  });
+  };
+  registry_->SetHooks(std::move(hooks));
   if (Status s = http_->Listen(options_.listen_address, options_.port); !s.ok()) return s;
   signals_.async_wait([this](const boost::system::error_code& ec, int) {
     if (!ec) Stop();

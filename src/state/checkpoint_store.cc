@@ -31,6 +31,7 @@ constexpr std::string_view kMetaFile = "CHECKPOINT";
 constexpr std::string_view kMetaMagic = "VIGILCKP";
 constexpr uint8_t kMetaFormat = 1;
 constexpr std::string_view kTmpSuffix = ".tmp";
+constexpr std::string_view kBadSuffix = ".bad";
 
 // RocksDB's errors, converted at this one edge.
 Status FromRocks(const rocksdb::Status& s, std::string_view doing) {
@@ -97,6 +98,7 @@ rocksdb::Options DatabaseOptions() {
 class CheckpointStore::BatchWriter : public nfa::StateWriter {
  public:
   void DropPattern(std::string_view id) override { dropped.emplace_back(id); }
+  void DropAll() override { dropped_all = true; }
   void PutKey(std::string_view pattern_id, std::string_view identity, std::string_view state) override {
     Key(pattern_id, identity);
     batch.Put(key_, rocksdb::Slice(state.data(), state.size()));
@@ -108,6 +110,7 @@ class CheckpointStore::BatchWriter : public nfa::StateWriter {
 
   rocksdb::WriteBatch batch;
   std::vector<std::string> dropped;
+  bool dropped_all = false;
 
  private:
   void Key(std::string_view pattern_id, std::string_view identity) {
@@ -288,11 +291,18 @@ Status CheckpointStore::OpenLive() {
   return Status::Ok();
 }
 
+// A checkpoint that did not load is kept aside under <id>.bad for a look, never loaded again.
+void CheckpointStore::SetAside(uint64_t id) const {
+  std::error_code ec;
+  fs::rename(PathOf(id), PathOf(id) + std::string(kBadSuffix), ec);
+  if (ec) fs::remove_all(PathOf(id), ec);
+}
+
 Status CheckpointStore::StartEmpty() {
   live_.reset();
   std::error_code ec;
   fs::remove_all(fs::path(options_.directory) / "live", ec);
-  for (const Listed& c : Candidates()) fs::remove_all(PathOf(c.id), ec);
+  for (const Listed& c : Candidates()) SetAside(c.id);
   kept_.clear();
   return OpenLive();
 }
@@ -320,7 +330,7 @@ Status CheckpointStore::Adopt(uint64_t id) {
   kept_.clear();
   for (Listed& c : Candidates()) {
     if (c.id > id) {
-      fs::remove_all(PathOf(c.id), ec);
+      SetAside(c.id);
     } else if (c.meta.ok()) {
       kept_.push_back(std::move(*c.meta));
     }
@@ -368,20 +378,38 @@ Status CheckpointStore::Validate(const std::string& dir, uint64_t previous_id, u
 Result<CheckpointMeta> CheckpointStore::Commit(CheckpointMeta meta, int64_t started_steady_ms) {
   rocksdb::WriteOptions write;
   write.disableWAL = true;
+  // One batch, so the live database never holds half a checkpoint's changes: the drops first,
+  // then every worker's keys (a copy, which costs what changed).
+  rocksdb::WriteBatch batch;
   std::set<std::string> dropped;
-  for (const auto& w : writers_) dropped.insert(w->dropped.begin(), w->dropped.end());
-  rocksdb::WriteBatch drops;
+  bool dropped_all = false;
+  for (const auto& w : writers_) {
+    dropped.insert(w->dropped.begin(), w->dropped.end());
+    dropped_all = dropped_all || w->dropped_all;
+  }
+  if (dropped_all) batch.DeleteRange("k", PrefixEnd("k"));
   for (const std::string& id : dropped) {
     const std::string prefix = PatternPrefix(id);
-    drops.DeleteRange(prefix, PrefixEnd(prefix));
+    batch.DeleteRange(prefix, PrefixEnd(prefix));
   }
+  class Copy : public rocksdb::WriteBatch::Handler {
+   public:
+    explicit Copy(rocksdb::WriteBatch* to) : to_(to) {}
+    rocksdb::Status PutCF(uint32_t, const rocksdb::Slice& key, const rocksdb::Slice& value) override {
+      return to_->Put(key, value);
+    }
+    rocksdb::Status DeleteCF(uint32_t, const rocksdb::Slice& key) override { return to_->Delete(key); }
+
+   private:
+    rocksdb::WriteBatch* to_;
+  } copy(&batch);
   meta.keys_written = 0;
-  if (Status s = FromRocks(live_->Write(write, &drops), "writing state"); !s.ok()) return s;
   for (const auto& w : writers_) {
     meta.keys_written += static_cast<uint64_t>(w->batch.Count());
-    if (Status s = FromRocks(live_->Write(write, &w->batch), "writing state"); !s.ok()) return s;
+    if (Status s = FromRocks(w->batch.Iterate(&copy), "collecting state"); !s.ok()) return s;
   }
   writers_.clear();
+  if (Status s = FromRocks(live_->Write(write, &batch), "writing state"); !s.ok()) return s;
 
   meta.id = last_id_ + 1;
   const std::string final_dir = PathOf(meta.id);

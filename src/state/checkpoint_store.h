@@ -11,6 +11,7 @@
 //   live/                 the database the next checkpoint is written to
 //   checkpoints/<id>/     one checkpoint; ids increase
 //   checkpoints/<id>.tmp/ one being made (removed at Open: a crash interrupted it)
+//   checkpoints/<id>.bad/ one that did not load, set aside
 //
 // Promises:
 //  1. A checkpoint exists under its final name only once complete and validated: the SST files
@@ -92,10 +93,10 @@ class CheckpointStore {
   // Opens checkpoint `id` read-only and checks every block's checksum.
   Result<std::unique_ptr<Reader>> OpenReader(uint64_t id) const;
 
-  // Makes checkpoint `id` the live database (the next checkpoint builds on it) and deletes the
-  // checkpoints newer than it, which did not load.
+  // Makes checkpoint `id` the live database (the next checkpoint builds on it) and sets the
+  // checkpoints newer than it, which did not load, aside (renamed <id>.bad, never loaded).
   Status Adopt(uint64_t id);
-  // Starts from no state: an empty live database; every checkpoint is deleted.
+  // Starts from no state: an empty live database; every checkpoint is set aside.
   Status StartEmpty();
 
   // The writers for a checkpoint's `workers` workers; writer i is used on worker i's thread
@@ -123,6 +124,7 @@ class CheckpointStore {
   Status OpenLive();
   Status Validate(const std::string& dir, uint64_t previous_id, uint64_t* bytes, uint64_t* new_bytes) const;
   void Prune();
+  void SetAside(uint64_t id) const;
 
   class BatchWriter;
   Options options_;

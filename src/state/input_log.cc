@@ -172,7 +172,7 @@ const char* DecodeRecord(std::string_view data, size_t offset, uint64_t previous
   const uint64_t position = DecodeFixed64(header + kPositionOffset);
   const std::string_view payload(header + kRecordHeaderBytes, payload_bytes);
   if (position <= previous_position) return "position does not follow the previous record's";
-  if (kind == InputLog::Kind::kEvent) {
+  if (kind == InputLog::Kind::kEvent || kind == InputLog::Kind::kPatternChange) {
     *record = {kind, position, 0, payload};
   } else if (kind == InputLog::Kind::kWatermark && payload_bytes == kWatermarkPayloadBytes) {
     *record = {kind, position, static_cast<int64_t>(DecodeFixed64(payload.data())), {}};
@@ -313,6 +313,10 @@ Status InputLog::Recover(std::vector<std::string>* warnings) {
 
 void InputLog::AppendEvent(uint64_t position, std::string_view text) {
   AppendRecord(Kind::kEvent, position, text);
+}
+
+void InputLog::AppendPatternChange(uint64_t position, std::string_view change) {
+  AppendRecord(Kind::kPatternChange, position, change);
 }
 
 void InputLog::AppendWatermark(uint64_t position, int64_t watermark_ms) {

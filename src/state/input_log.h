@@ -40,7 +40,9 @@ namespace vigil::state {
 
 class InputLog {
  public:
-  enum class Kind : uint8_t { kEvent = 1, kWatermark = 2 };
+  // kPatternChange: a change of the patterns (hot reload) at its input position, in the
+  // caller's own encoding, so a replay changes them where the first run did.
+  enum class Kind : uint8_t { kEvent = 1, kWatermark = 2, kPatternChange = 3 };
 
   struct Record {
     Kind kind;
@@ -48,7 +50,8 @@ class InputLog {
     uint64_t position;
     // kWatermark only, 0 otherwise.
     int64_t watermark_ms;
-    // kEvent only, empty otherwise: the event's JSON text. Valid during the visit only.
+    // kEvent: the event's JSON text; kPatternChange: the change as appended; empty otherwise.
+    // Valid during the visit only.
     std::string_view text;
   };
 
@@ -83,6 +86,7 @@ class InputLog {
   // text.size() < 4 GiB. A violation aborts: it would write a log that Read rejects.
   void AppendEvent(uint64_t position, std::string_view text);
   void AppendWatermark(uint64_t position, int64_t watermark_ms);
+  void AppendPatternChange(uint64_t position, std::string_view change);
 
   // Writes the buffered records with one write (and fdatasync with Options::fsync), starting
   // a new segment first when the current one is full. OK when nothing is buffered.
@@ -93,6 +97,8 @@ class InputLog {
 
   // The largest position committed; 0 when the log is empty.
   uint64_t last_position() const { return last_committed_; }
+  // No record before this position is kept (trimmed); 0 when the log has no segment.
+  uint64_t first_position() const { return segments_.empty() ? 0 : segments_.front().first_position; }
 
   // Calls `visit` for every committed record with position > after, in order. Stops at, and
   // returns, the first error `visit` returns. `visit` must not change the log.

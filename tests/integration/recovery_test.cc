@@ -28,8 +28,22 @@ namespace http = boost::beast::http;
 using vigil::testing::ServerProcess;
 using vigil::testing::TempDir;
 
-const std::string kPatterns = std::string(VIGIL_SOURCE_DIR) + "/patterns";
 constexpr size_t kBatch = 250;
+
+// The shipped rules and one that reports timeouts whose events are also those of matches (a
+// match and a timeout must not share an alert id).
+std::string Patterns(const TempDir& dir) {
+  const fs::path patterns = fs::path(dir.path()) / "patterns";
+  fs::create_directories(patterns);
+  for (const auto& entry : fs::directory_iterator(fs::path(VIGIL_SOURCE_DIR) / "patterns")) {
+    if (entry.path().extension() == ".yaml") fs::copy_file(entry.path(), patterns / entry.path().filename(), fs::copy_options::overwrite_existing);
+  }
+  std::ofstream(patterns / "unanswered-login.yaml")
+      << "id: unanswered-login\nkey: user\nwithin: 30s\ntimeouts: true\nsequence:\n"
+         "  - begin: login\n    where: type == 'login'\n"
+         "  - followed_by: moves\n    where: type == 'transfer'\n    one_or_more: true\n";
+  return patterns.string();
+}
 
 std::vector<std::string> Lines(const std::string& text) {
   std::vector<std::string> out;
@@ -53,13 +67,13 @@ std::vector<std::string> Events() {
   return events;
 }
 
-// What `vigil replay` writes for the events, sorted.
+// What `vigil replay` writes for the events with the rules of Patterns(dir), sorted.
 std::vector<std::string> Expected(const TempDir& dir, const std::vector<std::string>& events) {
   std::string text;
   for (const std::string& e : events) text += e + "\n";
   const std::string path = dir.Write("events.ndjson", text);
   const std::string command = std::string(VIGIL_BINARY_DIR) + "/src/app/vigil replay --patterns " +
-                              kPatterns + " --events " + path + " --max-out-of-orderness 10s --sort 2>/dev/null";
+                              Patterns(dir) + " --events " + path + " --max-out-of-orderness 10s --sort 2>/dev/null";
   std::FILE* pipe = ::popen(command.c_str(), "r");
   REQUIRE(pipe);
   std::string out;
@@ -71,7 +85,7 @@ std::vector<std::string> Expected(const TempDir& dir, const std::vector<std::str
 
 // How many of the events `vigil replay` reports late.
 size_t LateCount(const TempDir& dir) {
-  const std::string command = std::string(VIGIL_BINARY_DIR) + "/src/app/vigil replay --patterns " + kPatterns +
+  const std::string command = std::string(VIGIL_BINARY_DIR) + "/src/app/vigil replay --patterns " + Patterns(dir) +
                               " --events " + dir.path() + "/events.ndjson --max-out-of-orderness 10s 2>&1 >/dev/null";
   std::FILE* pipe = ::popen(command.c_str(), "r");
   REQUIRE(pipe);
@@ -82,15 +96,17 @@ size_t LateCount(const TempDir& dir) {
   return late;
 }
 
-// The alerts file in replay's shape: without the id and the fields after the match. Also
-// checks that no id appears twice.
-std::vector<std::string> AlertsAsMatches(const std::string& path) {
+// The alerts file and its rotated files in replay's shape: without the id and the fields after
+// the match. Also checks that no id appears twice.
+std::vector<std::string> AlertsAsMatches(const std::string& path, bool with_version = false) {
+  std::string all = ReadAll(path);
+  for (int i = 1; fs::exists(path + "." + std::to_string(i)); ++i) all += ReadAll(path + "." + std::to_string(i));
   std::vector<std::string> out, ids;
-  for (const std::string& alert : Lines(ReadAll(path))) {
+  for (const std::string& alert : Lines(all)) {
     REQUIRE(alert.starts_with("{\"id\":\""));
     ids.push_back(alert.substr(7, 16));
     const size_t match_start = alert.find("\"pattern\":");
-    const size_t match_end = alert.find(",\"version\":");
+    const size_t match_end = alert.find(with_version ? ",\"first_event_time\":" : ",\"version\":");
     REQUIRE(match_end != std::string::npos);
     out.push_back("{" + alert.substr(match_start, match_end - match_start) + "}");
   }
@@ -112,7 +128,8 @@ uint64_t InputPosition(const ServerProcess& server) { return Metric(server, "vig
 std::unique_ptr<ServerProcess> Start(const std::string& data, size_t workers,
                                      const std::string& checkpoint_interval = "150ms",
                                      std::vector<std::string> extra = {}) {
-  std::vector<std::string> args = {"--patterns-dir", kPatterns, "--workers", std::to_string(workers),
+  const std::string patterns = (fs::path(data).parent_path() / "patterns").string();
+  std::vector<std::string> args = {"--patterns-dir", patterns, "--workers", std::to_string(workers),
                                    "--max-out-of-orderness", "10s", "--idle-timeout", "0",
                                    "--checkpoint-interval", checkpoint_interval};
   args.insert(args.end(), extra.begin(), extra.end());
@@ -160,7 +177,9 @@ TEST_CASE("Recovery: killed at random points while fed, restarted each time, eve
 
   std::mt19937 random(20261201);
   size_t sent = 0, kills = 0;
-  auto server = Start(data, 2);
+  // Small alert files: rotations happen all along, some cut short by a kill.
+  const std::vector<std::string> rotating = {"--alerts-max-file-bytes", "16384", "--alerts-keep-files", "100"};
+  auto server = Start(data, 2, "150ms", rotating);
   while (sent < events.size() || kills < 10) {
     // A kill lands somewhere in the next requests: inside one, between two, in a checkpoint.
     const auto delay = std::chrono::microseconds(std::uniform_int_distribution<int>(0, 60000)(random));
@@ -173,7 +192,7 @@ TEST_CASE("Recovery: killed at random points while fed, restarted each time, eve
     killer.join();
     server->Kill();
     ++kills;
-    server = Start(data, 1 + kills % 3);  // and the worker count changes across restarts
+    server = Start(data, 1 + kills % 3, "150ms", rotating);  // the worker count changes too
     // A request the kill cut short may or may not have been logged: the input position says.
     const uint64_t position = InputPosition(*server);
     if (position > sent) {
@@ -286,4 +305,37 @@ TEST_CASE("Recovery: state several times the memory budget gives the same alerts
   REQUIRE(server->Request(http::verb::get, "/alerts?limit=1").status == 200);
   CHECK(server->Stop() == 0);
   CHECK(AlertsAsMatches(data + "/alerts.ndjson") == expected);
+}
+
+TEST_CASE("Recovery: a pattern change is replayed where it was made when the checkpoint after it is lost") {
+  TempDir dir;
+  const std::vector<std::string> events = Events();
+  Expected(dir, events);  // writes the rules
+  const std::string burst =
+      "id: payment-burst\nkey: card_id\nwithin: 5s\nsequence:\n"
+      "  - begin: pay\n    where: type == 'payment'\n    times: 3\n";
+  // The same input and the same change, once without a crash and once with one that loses the
+  // checkpoint taken at the change: recovery must replay the change at its place.
+  auto run = [&](const std::string& data, bool crash) {
+    size_t sent = 0;
+    auto server = Start(data, 2, "1h");
+    REQUIRE(Feed(*server, std::vector<std::string>(events.begin(), events.begin() + events.size() / 3), &sent));
+    REQUIRE(server->Request(http::verb::post, "/patterns", burst, "application/yaml").status == 201);
+    REQUIRE(Feed(*server, std::vector<std::string>(events.begin(), events.begin() + 2 * events.size() / 3), &sent));
+    if (crash) {
+      server->Kill();
+      const fs::path newest = Checkpoints(data).front();
+      fs::resize_file(newest / "CHECKPOINT", 3);
+      server = Start(data, 3, "1h");
+    }
+    REQUIRE(Feed(*server, events, &sent));
+    REQUIRE(server->Request(http::verb::get, "/alerts?limit=1").status == 200);
+    CHECK(server->Stop() == 0);
+    return AlertsAsMatches(data + "/alerts.ndjson", true);
+  };
+  const std::vector<std::string> uninterrupted = run(dir.path() + "/a", false);
+  CHECK(std::count_if(uninterrupted.begin(), uninterrupted.end(), [](const std::string& a) {
+          return a.find("payment-burst") != std::string::npos;
+        }) > 10);
+  CHECK(run(dir.path() + "/b", true) == uninterrupted);
 }

@@ -114,6 +114,7 @@ class MemoryStateStore : public nfa::StateWriter {
   void DropPattern(std::string_view id) override {
     std::erase_if(keys_, [id](const auto& entry) { return entry.first.first == id; });
   }
+  void DropAll() override { keys_.clear(); }
   void PutKey(std::string_view pattern_id, std::string_view identity, std::string_view state) override {
     keys_[{std::string(pattern_id), std::string(identity)}] = std::string(state);
   }
@@ -190,6 +191,10 @@ inline std::string CheckpointInto(engine::ShardedMatcher* matcher, MemoryStateSt
     void DeleteKey(std::string_view p, std::string_view k) override {
       const std::lock_guard lock(mutex_);
       store_->DeleteKey(p, k);
+    }
+    void DropAll() override {
+      const std::lock_guard lock(mutex_);
+      store_->DropAll();
     }
 
    private:
