@@ -9,8 +9,9 @@ BUILD_PACKAGES=(
   libyaml-cpp-dev libsimdjson-dev libre2-dev libboost-dev librocksdb-dev
   doctest-dev libbenchmark-dev
   time
+  kcat librdkafka-dev maven default-jre-headless
 )
-RUNTIME_PACKAGES=(libyaml-cpp0.7 libsimdjson14 libre2-9 librocksdb7.8 libstdc++6)
+RUNTIME_PACKAGES=(libyaml-cpp0.7 libsimdjson14 libre2-9 librocksdb7.8 libstdc++6 librdkafka1)
 
 packages=("${BUILD_PACKAGES[@]}")
 if [[ "${1:-}" == "--runtime" ]]; then
