@@ -64,6 +64,8 @@ class ByteReader {
     return bytes;
   }
 
+  // Bytes not read yet.
+  size_t remaining() const { return in_.size() - pos_; }
   // False once anything read was truncated or out of range.
   bool ok() const { return ok_; }
   // True when everything was read and nothing is left over.

@@ -88,6 +88,7 @@ struct ShardedMatcher::Chunk {
     size_t offset;
     size_t size;
     uint64_t line;
+    uint32_t source;
   };
   std::string arena;  // the texts back to back, then simdjson's padding
   std::vector<Text> texts;
@@ -176,6 +177,9 @@ ShardedMatcher::ShardedMatcher(std::vector<std::shared_ptr<const nfa::Nfa>> patt
     nfa::MatcherOptions matcher_options = options_.matcher;
     matcher_options.shard = static_cast<uint32_t>(i);
     matcher_options.shards = static_cast<uint32_t>(n);
+    // A worker sees only its events: with several sources the watermark it would derive from
+    // them could run ahead of the sources' combined one, so it follows the engine's alone.
+    if (options_.several_sources) matcher_options.max_out_of_orderness_ms = INT64_MAX;
     if (n > 1) worker->parsing = std::make_unique<Parsing>(schema_, options_.time_field);
     // The worker's events are parsed on its thread, by its parser (the input thread's with one).
     Parsing& parsing = n > 1 ? *worker->parsing : *input_parsing_;
@@ -247,10 +251,10 @@ void ShardedMatcher::RebuildKeyGroups() {
   }
 }
 
-void ShardedMatcher::Add(std::string_view text, uint64_t line, int64_t entered_steady_ns) {
+void ShardedMatcher::Add(std::string_view text, uint64_t line, int64_t entered_steady_ns, uint32_t source) {
   if (filling_ && filling_->texts.size() == options_.events_per_chunk) Dispatch();
   Chunk& chunk = Filling();
-  chunk.texts.push_back({chunk.arena.size(), text.size(), line});
+  chunk.texts.push_back({chunk.arena.size(), text.size(), line, source});
   chunk.arena.append(text);
   if (chunk.entered_steady_ns == 0) chunk.entered_steady_ns = entered_steady_ns;
 }
@@ -370,10 +374,34 @@ void ShardedMatcher::Decide(Chunk& chunk) {
                                             row + static_cast<std::ptrdiff_t>(groups));
     }
     max_time_ms_ = std::max(max_time_ms_, event.time_ms());
-    watermark_ms_ = std::max(
-        watermark_ms_, SaturatingSub(max_time_ms_, options_.matcher.max_out_of_orderness_ms));
+    if (text.source >= sources_.size()) sources_.resize(text.source + 1);
+    Source& source = sources_[text.source];
+    source.max_time_ms = std::max(source.max_time_ms, event.time_ms());
+    source.active = true;
+    source.idle = false;
+    watermark_ms_ = std::max(watermark_ms_, SourcesWatermark());
   }
   chunk.watermark_ms = watermark_ms_;
+}
+
+int64_t ShardedMatcher::SourcesWatermark() const {
+  int64_t smallest = INT64_MAX;
+  for (const Source& s : sources_) {
+    if (s.active && !s.idle) smallest = std::min(smallest, s.max_time_ms);
+  }
+  return smallest == INT64_MAX ? INT64_MIN : SaturatingSub(smallest, options_.matcher.max_out_of_orderness_ms);
+}
+
+void ShardedMatcher::SetSourceIdle(uint32_t source, bool idle) {
+  Flush();  // the events added before are decided with the sources as they were
+  if (source >= sources_.size()) sources_.resize(source + 1);
+  sources_[source].active = true;
+  sources_[source].idle = idle;
+  const int64_t watermark = SourcesWatermark();
+  if (watermark > watermark_ms_) {
+    watermark_ms_ = watermark;
+    Flush();
+  }
 }
 
 void ShardedMatcher::HandOut(Chunk* chunk) {
@@ -562,8 +590,8 @@ ShardedMatcher::Observation ShardedMatcher::Observe() {
 
 namespace {
 
-// The engine's progress, format 1: u8 version, watermark, largest event time, then each
-// worker's Matcher progress.
+// The engine's progress, format 1: u8 version, watermark, largest event time, the sources
+// (largest event time, flags: active 1, idle 2), then each worker's Matcher progress.
 constexpr uint8_t kProgressFormat = 1;
 
 }  // namespace
@@ -581,6 +609,11 @@ Result<std::string> ShardedMatcher::Checkpoint(std::span<nfa::StateWriter* const
   std::string out(1, static_cast<char>(kProgressFormat));
   PutSignedVarint(&out, watermark_ms_);
   PutSignedVarint(&out, max_time_ms_);
+  PutVarint(&out, sources_.size());
+  for (const Source& source : sources_) {
+    PutSignedVarint(&out, source.max_time_ms);
+    PutVarint(&out, (source.active ? 1u : 0u) | (source.idle ? 2u : 0u));
+  }
   PutVarint(&out, progress.size());
   for (const std::string& p : progress) PutBytes(&out, p);
   return out;
@@ -593,6 +626,13 @@ Status ShardedMatcher::Restore(std::string_view progress, const KeyScan& scan) {
   ByteReader in(progress.substr(1));
   const int64_t watermark = in.SignedVarint();
   const int64_t max_time = in.SignedVarint();
+  std::vector<Source> sources(in.Below(progress.size()));
+  for (Source& source : sources) {
+    source.max_time_ms = in.SignedVarint();
+    const uint64_t flags = in.Varint();
+    source.active = (flags & 1) != 0;
+    source.idle = (flags & 2) != 0;
+  }
   std::vector<std::string> matchers(in.Below(progress.size()));
   for (std::string& m : matchers) m = in.Bytes();
   if (!in.done()) return Status::Corruption("stored engine progress is truncated or corrupt");
@@ -613,6 +653,7 @@ Status ShardedMatcher::Restore(std::string_view progress, const KeyScan& scan) {
   }
   watermark_ms_ = handed_out_watermark_ms_ = watermark;
   max_time_ms_ = max_time;
+  sources_ = std::move(sources);
   return Status::Ok();
 }
 
@@ -625,6 +666,7 @@ void ShardedMatcher::Reset() {
   RebuildKeyGroups();
   watermark_ms_ = handed_out_watermark_ms_ = max_time_ms_ = INT64_MIN;
   events_ = late_events_ = 0;
+  sources_.clear();
 }
 
 }  // namespace vigil::engine

@@ -61,6 +61,9 @@ struct EngineOptions {
   // Chunks being filled, parsed or matched at once, at least 2; bounds the events in flight.
   // 0: 8 per worker, plus 8.
   size_t chunks = 0;
+  // Input from several sources (Add's `source`, Kafka partitions): the workers then follow the
+  // engine's watermark only (at some cost: every event waits for it). Default: one source.
+  bool several_sources = false;
   // With matcher.memory_budget_bytes (shared equally by the workers): worker i's spill.
   std::vector<nfa::StateSpill*> spills;
 };
@@ -119,8 +122,17 @@ class ShardedMatcher {
   size_t workers() const { return workers_.size(); }
 
   // Takes one event's JSON text (copied), numbered `line` in reports. The workers' matches
-  // caused by it are announced with `entered_steady_ns` (WorkerSink::BeginBlock).
-  void Add(std::string_view text, uint64_t line, int64_t entered_steady_ns = 0);
+  // caused by it are announced with `entered_steady_ns` (WorkerSink::BeginBlock). `source`:
+  // the input it came from (a Kafka partition), for the watermark (see SetSourceIdle).
+  void Add(std::string_view text, uint64_t line, int64_t entered_steady_ns = 0, uint32_t source = 0);
+  // Sources and the watermark, as Flink combines partitions: each source's watermark is its
+  // largest event time less the allowed out-of-orderness, and the stream's is the smallest
+  // over the active sources that are not idle. A source becomes active with its first event,
+  // or when announced here (idle false: a new Kafka partition holds the watermark back until
+  // it delivers or is declared idle). An idle source (no input for a while; the caller
+  // decides) no longer holds it back, until it delivers again. With one source this is the
+  // largest event time less the allowed out-of-orderness.
+  void SetSourceIdle(uint32_t source, bool idle);
   // Decides every event added so far (reporting to the input sink before it returns) and
   // hands them and the current watermark to the workers. Does not wait for matching.
   void Flush();
@@ -226,6 +238,14 @@ class ShardedMatcher {
   uint64_t events_ = 0;
   uint64_t late_events_ = 0;
   std::vector<uint32_t> targets_;  // workers the event being decided goes to
+  struct Source {
+    int64_t max_time_ms = INT64_MIN;
+    bool active = false;  // delivered an event or was announced (SetSourceIdle)
+    bool idle = false;
+  };
+  std::vector<Source> sources_;  // by source number
+  // The smallest watermark over the sources that hold it back; INT64_MIN when none does.
+  int64_t SourcesWatermark() const;
 };
 
 }  // namespace vigil::engine

@@ -42,6 +42,10 @@ std::string EncodePatternChange(const std::string& id, const std::shared_ptr<con
   return out;
 }
 
+bool IsPatternChange(std::string_view control) {
+  return !control.empty() && (control[0] == 'l' || control[0] == 'g');
+}
+
 }  // namespace
 
 Status Durability::ReplayPatternChange(std::string_view change) {
@@ -69,7 +73,7 @@ Status Durability::ReplayPatternChange(std::string_view change) {
 }
 
 Status Durability::LogPatternChange(const std::string& id, const std::shared_ptr<const nfa::Nfa>& live) {
-  log_->AppendPatternChange(last_position_ + 1, EncodePatternChange(id, live));
+  log_->AppendControl(last_position_ + 1, EncodePatternChange(id, live));
   if (Status s = log_->Commit(); !s.ok()) return s;
   ++last_position_;
   return Status::Ok();
@@ -132,6 +136,7 @@ Status Durability::Recover(std::vector<std::string>* warnings) {
   if (Result<size_t> ids = alerts_->Reconcile(output_position); !ids.ok()) return ids.status();
   Status replayed = log_->Read(from, [this](const state::InputLog::Record& r) {
     ++stats_.replayed_records;
+    if (replay_hooks_.before_record) replay_hooks_.before_record(r.position);
     switch (r.kind) {
       case state::InputLog::Kind::kEvent:
         matcher_->Add(r.text, r.position);
@@ -139,8 +144,12 @@ Status Durability::Recover(std::vector<std::string>* warnings) {
       case state::InputLog::Kind::kWatermark:
         matcher_->AdvanceWatermark(r.watermark_ms);
         break;
-      case state::InputLog::Kind::kPatternChange:
-        return ReplayPatternChange(r.text);
+      case state::InputLog::Kind::kSourcedEvent:
+        matcher_->Add(r.text, r.position, 0, r.source);
+        break;
+      case state::InputLog::Kind::kControl:
+        if (IsPatternChange(r.text)) return ReplayPatternChange(r.text);
+        return replay_hooks_.control ? replay_hooks_.control(r.text) : Status::Ok();
     }
     return Status::Ok();
   });
@@ -161,6 +170,24 @@ Result<uint64_t> Durability::LogEvents(std::span<const std::string_view> texts) 
   if (Status s = log_->Commit(); !s.ok()) return s;
   last_position_ = position - 1;
   return first;
+}
+
+Result<uint64_t> Durability::LogSourcedEvents(std::span<const std::pair<uint32_t, std::string_view>> events,
+                                              std::string_view control) {
+  const uint64_t first = last_position_ + 1;
+  uint64_t position = first;
+  for (const auto& [source, text] : events) log_->AppendSourcedEvent(position++, source, text);
+  if (!control.empty()) log_->AppendControl(position++, control);
+  if (Status s = log_->Commit(); !s.ok()) return s;
+  last_position_ = position - 1;
+  return first;
+}
+
+Status Durability::LogControl(std::string_view control) {
+  log_->AppendControl(last_position_ + 1, control);
+  if (Status s = log_->Commit(); !s.ok()) return s;
+  ++last_position_;
+  return Status::Ok();
 }
 
 Status Durability::AdvanceWatermark(int64_t watermark_ms) {

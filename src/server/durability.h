@@ -20,6 +20,7 @@
 // Not thread-safe: the server's thread.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -67,6 +68,21 @@ class Durability {
   // Numbers the events of one request and logs them; returns the position of the first (the
   // others follow one by one). Errors: kIoError (nothing of the request counts).
   Result<uint64_t> LogEvents(std::span<const std::string_view> texts);
+  // The same for events from several sources (Kafka partitions), then `control` (where the
+  // sources stand after them; empty: none), in one commit; returns the first event's position.
+  Result<uint64_t> LogSourcedEvents(std::span<const std::pair<uint32_t, std::string_view>> events,
+                                    std::string_view control);
+  // Logs a control record of the caller's (not starting with 'l' or 'g': pattern changes').
+  Status LogControl(std::string_view control);
+
+  // What a replay hands back to the caller: before each record, its position; and the control
+  // records the caller logged. Set before Recover.
+  struct ReplayHooks {
+    std::function<void(uint64_t position)> before_record;
+    std::function<Status(std::string_view control)> control;
+  };
+  void SetReplayHooks(ReplayHooks hooks) { replay_hooks_ = std::move(hooks); }
+
   // Logs, then applies, a watermark advance that no event brought.
   Status AdvanceWatermark(int64_t watermark_ms);
   // Logs that pattern `id` is matched as `live` from here on (null: no more), before the
@@ -102,6 +118,7 @@ class Durability {
   uint64_t last_position_ = 0;
   int64_t last_checkpoint_steady_ms_ = 0;
   bool write_everything_ = false;  // the last checkpoint failed
+  ReplayHooks replay_hooks_;
   Stats stats_;
 };
 

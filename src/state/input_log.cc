@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "common/byte_codec.h"
 #include "common/crc32c.h"
 
 namespace vigil::state {
@@ -172,8 +173,13 @@ const char* DecodeRecord(std::string_view data, size_t offset, uint64_t previous
   const uint64_t position = DecodeFixed64(header + kPositionOffset);
   const std::string_view payload(header + kRecordHeaderBytes, payload_bytes);
   if (position <= previous_position) return "position does not follow the previous record's";
-  if (kind == InputLog::Kind::kEvent || kind == InputLog::Kind::kPatternChange) {
+  if (kind == InputLog::Kind::kEvent || kind == InputLog::Kind::kControl) {
     *record = {kind, position, 0, payload};
+  } else if (kind == InputLog::Kind::kSourcedEvent) {
+    ByteReader in(payload);
+    const uint64_t source = in.Below(uint64_t{1} << 32);
+    if (!in.ok()) return "unreadable source";
+    *record = {kind, position, 0, payload.substr(payload.size() - in.remaining()), static_cast<uint32_t>(source)};
   } else if (kind == InputLog::Kind::kWatermark && payload_bytes == kWatermarkPayloadBytes) {
     *record = {kind, position, static_cast<int64_t>(DecodeFixed64(payload.data())), {}};
   } else {
@@ -315,8 +321,15 @@ void InputLog::AppendEvent(uint64_t position, std::string_view text) {
   AppendRecord(Kind::kEvent, position, text);
 }
 
-void InputLog::AppendPatternChange(uint64_t position, std::string_view change) {
-  AppendRecord(Kind::kPatternChange, position, change);
+void InputLog::AppendControl(uint64_t position, std::string_view control) {
+  AppendRecord(Kind::kControl, position, control);
+}
+
+void InputLog::AppendSourcedEvent(uint64_t position, uint32_t source, std::string_view text) {
+  sourced_.clear();
+  PutVarint(&sourced_, source);
+  sourced_.append(text);
+  AppendRecord(Kind::kSourcedEvent, position, sourced_);
 }
 
 void InputLog::AppendWatermark(uint64_t position, int64_t watermark_ms) {

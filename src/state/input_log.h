@@ -40,9 +40,10 @@ namespace vigil::state {
 
 class InputLog {
  public:
-  // kPatternChange: a change of the patterns (hot reload) at its input position, in the
-  // caller's own encoding, so a replay changes them where the first run did.
-  enum class Kind : uint8_t { kEvent = 1, kWatermark = 2, kPatternChange = 3 };
+  // kControl: something else that changes what later input does (a pattern change, a source
+  // going idle, where the sources stand), in the caller's own encoding, so that a replay makes
+  // the change where the first run did. kSourcedEvent: an event and the source it came from.
+  enum class Kind : uint8_t { kEvent = 1, kWatermark = 2, kControl = 3, kSourcedEvent = 4 };
 
   struct Record {
     Kind kind;
@@ -50,9 +51,11 @@ class InputLog {
     uint64_t position;
     // kWatermark only, 0 otherwise.
     int64_t watermark_ms;
-    // kEvent: the event's JSON text; kPatternChange: the change as appended; empty otherwise.
+    // kEvent, kSourcedEvent: the event's JSON text; kControl: as appended; empty otherwise.
     // Valid during the visit only.
     std::string_view text;
+    // kSourcedEvent only, 0 otherwise.
+    uint32_t source = 0;
   };
 
   struct Options {
@@ -86,7 +89,8 @@ class InputLog {
   // text.size() < 4 GiB. A violation aborts: it would write a log that Read rejects.
   void AppendEvent(uint64_t position, std::string_view text);
   void AppendWatermark(uint64_t position, int64_t watermark_ms);
-  void AppendPatternChange(uint64_t position, std::string_view change);
+  void AppendControl(uint64_t position, std::string_view control);
+  void AppendSourcedEvent(uint64_t position, uint32_t source, std::string_view text);
 
   // Writes the buffered records with one write (and fdatasync with Options::fsync), starting
   // a new segment first when the current one is full. OK when nothing is buffered.
@@ -133,6 +137,7 @@ class InputLog {
   // A segment header followed by the records appended since the last Commit: the header is
   // there so that a batch that starts a new segment goes out in the same single write.
   std::string batch_;
+  std::string sourced_;  // AppendSourcedEvent's payload, reused
   uint64_t batch_first_position_ = 0;
   size_t last_record_offset_ = 0;  // in batch_
   uint64_t last_appended_ = 0;

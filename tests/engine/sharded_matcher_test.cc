@@ -382,3 +382,30 @@ sequence:
     CHECK(found == want);
   }
 }
+
+TEST_CASE("Engine: several sources hold the watermark at the slowest, until it goes idle") {
+  for (const size_t workers : {1, 3}) {
+    CAPTURE(workers);
+    nfa::FieldSchema schema;
+    auto every = Compile(kEveryEvent, &schema);
+    Collector collector(workers);
+    engine::EngineOptions options = Options(workers);
+    options.several_sources = true;
+    engine::ShardedMatcher matcher({every}, &schema, options, &collector, collector.sinks());
+    matcher.SetSourceIdle(0, false);
+    matcher.SetSourceIdle(1, false);
+    matcher.Add(Event(100, 1, "x"), 1, 0, 0);
+    matcher.Add(Event(10, 2, "y"), 2, 0, 1);
+    matcher.Add(Event(50, 3, "z"), 3, 0, 0);  // behind source 0, ahead of source 1: in time
+    matcher.Flush();
+    CHECK(matcher.watermark_ms() == 10);
+    CHECK(collector.late.empty());
+    matcher.SetSourceIdle(1, true);  // source 1 no longer holds it back
+    CHECK(matcher.watermark_ms() == 100);
+    matcher.Add(Event(60, 4, "z"), 4, 0, 0);
+    matcher.Add(Event(20, 5, "y"), 5, 0, 1);  // source 1 is back, but the watermark stays
+    matcher.Sync();
+    CHECK(collector.late == std::vector<uint64_t>{4, 5});
+    CHECK(collector.found.size() == 3);
+  }
+}
