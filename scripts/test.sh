@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Sets up and runs every test: a Debug build with AddressSanitizer and UndefinedBehaviorSanitizer
 # and a Release build, each running the whole ctest suite, and a ThreadSanitizer build of the
-# multi-threaded engine's tests.
+# multi-threaded engine's tests. The Kafka tests run against a real single-node broker, which
+# this script starts (scripts/kafka.sh) on a port of its own and stops at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+
+export VIGIL_KAFKA_DIR="${VIGIL_KAFKA_DIR:-/tmp/vigil-test-kafka}"
+export VIGIL_KAFKA_PORT="${VIGIL_KAFKA_PORT:-19092}"
+scripts/kafka.sh start
+trap 'scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
+export VIGIL_TEST_KAFKA="127.0.0.1:${VIGIL_KAFKA_PORT}"
 
 jobs=$(nproc)
 # tsan builds and runs only the suites whose code runs on several threads (its build preset

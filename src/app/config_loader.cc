@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iterator>
@@ -253,6 +254,74 @@ const Setting kSettings[] = {
      [](const std::string& v, ServerOptions* o) {
        return ParseCount(v, 0, SIZE_MAX, &o->max_partial_matches_per_pattern);
      }},
+    {"processing.guarantee", "VIGIL_PROCESSING_GUARANTEE", "--processing-guarantee", "MODE",
+     "with Kafka: exactly_once (transactions) or at_least_once", "exactly_once",
+     [](const std::string& v, ServerOptions* o) -> ParseError {
+       if (v != "exactly_once" && v != "at_least_once") return "must be exactly_once or at_least_once";
+       o->kafka.exactly_once = v == "exactly_once";
+       return std::nullopt;
+     }},
+    {"kafka.brokers", "VIGIL_KAFKA_BROKERS", "--kafka-brokers", "HOST:PORT,...",
+     "Kafka bootstrap servers; empty: no Kafka, events over HTTP", "none",
+     [](const std::string& v, ServerOptions* o) -> ParseError {
+       o->kafka.brokers = v;
+       return std::nullopt;
+     }},
+    {"kafka.input.topics", "VIGIL_KAFKA_INPUT_TOPICS", "--kafka-input-topics", "TOPIC,...",
+     "topics events are read from", "vigil-events",
+     [](const std::string& v, ServerOptions* o) -> ParseError {
+       o->kafka.input_topics.clear();
+       size_t pos = 0;
+       while (pos <= v.size()) {
+         const size_t comma = std::min(v.find(',', pos), v.size());
+         if (comma > pos) o->kafka.input_topics.push_back(v.substr(pos, comma - pos));
+         pos = comma + 1;
+       }
+       if (o->kafka.input_topics.empty()) return "needs at least one topic";
+       return std::nullopt;
+     }},
+    {"kafka.input.idle_timeout", "VIGIL_KAFKA_INPUT_IDLE_TIMEOUT", "--kafka-idle-timeout", "DURATION",
+     "a partition with no record for this long stops holding the watermark back", "10s",
+     [](const std::string& v, ServerOptions* o) { return ParseDuration(v, &o->kafka.idle_partition_ms); }},
+    {"kafka.group_id", "VIGIL_KAFKA_GROUP_ID", "--kafka-group-id", "NAME", "consumer group of the input",
+     "vigil", [](const std::string& v, ServerOptions* o) { return ParseNonEmpty(v, &o->kafka.group_id); }},
+    {"kafka.alerts_topic", "VIGIL_KAFKA_ALERTS_TOPIC", "--kafka-alerts-topic", "TOPIC", "where alerts go",
+     "vigil-alerts", [](const std::string& v, ServerOptions* o) { return ParseNonEmpty(v, &o->kafka.alerts_topic); }},
+    {"kafka.dead_letter_topic", "VIGIL_KAFKA_DEAD_LETTER_TOPIC", "--kafka-dead-letter-topic", "TOPIC",
+     "where malformed events go, with their reason", "vigil-dead-letters",
+     [](const std::string& v, ServerOptions* o) { return ParseNonEmpty(v, &o->kafka.dead_letter_topic); }},
+    {"kafka.late_topic", "VIGIL_KAFKA_LATE_TOPIC", "--kafka-late-topic", "TOPIC", "where late events go",
+     "vigil-late-events",
+     [](const std::string& v, ServerOptions* o) { return ParseNonEmpty(v, &o->kafka.late_topic); }},
+    {"kafka.topics.partitions", "VIGIL_KAFKA_TOPICS_PARTITIONS", "--kafka-topic-partitions", "N",
+     "partitions of the topics vigil creates, 1..10000", "3",
+     [](const std::string& v, ServerOptions* o) {
+       size_t n = 0;
+       ParseError e = ParseCount(v, 1, 10000, &n);
+       o->kafka.topic_partitions = static_cast<int>(n);
+       return e;
+     }},
+    {"kafka.topics.replication_factor", "VIGIL_KAFKA_TOPICS_REPLICATION_FACTOR", "--kafka-replication-factor",
+     "N", "replication of the topics vigil creates, 1..100", "1",
+     [](const std::string& v, ServerOptions* o) {
+       size_t n = 0;
+       ParseError e = ParseCount(v, 1, 100, &n);
+       o->kafka.replication_factor = static_cast<int>(n);
+       return e;
+     }},
+    {"kafka.commit_interval", "VIGIL_KAFKA_COMMIT_INTERVAL", "--kafka-commit-interval", "DURATION",
+     "how often alerts and input offsets are committed (one transaction), at least 10ms", "100ms",
+     [](const std::string& v, ServerOptions* o) -> ParseError {
+       if (ParseError e = ParseDuration(v, &o->kafka.commit_interval_ms)) return e;
+       if (o->kafka.commit_interval_ms < 10) return "must be at least 10ms";
+       return std::nullopt;
+     }},
+    {"kafka.transactional_id", "VIGIL_KAFKA_TRANSACTIONAL_ID", "--kafka-transactional-id", "ID",
+     "transactional id of this instance (unique per instance); empty: vigil-<group_id>", "none",
+     [](const std::string& v, ServerOptions* o) -> ParseError {
+       o->kafka.transactional_id = v;
+       return std::nullopt;
+     }},
     {"api.token", "VIGIL_API_TOKEN", "--api-token", "TOKEN",
      "bearer token required by every endpoint but /healthz, /readyz, /metrics; empty: none", "none",
      [](const std::string& v, ServerOptions* o) -> ParseError {
@@ -262,6 +331,7 @@ const Setting kSettings[] = {
 };
 constexpr size_t kSettingCount = std::size(kSettings);
 
+constexpr std::string_view kKafkaProperties = "kafka.properties";
 constexpr std::string_view kConfigFlag = "--config";
 constexpr std::string_view kConfigEnv = "VIGIL_CONFIG";
 
@@ -446,7 +516,9 @@ class Loader {
         errors_.push_back(where + ": " + full + ": duplicate key");
         continue;
       }
-      if (const std::optional<size_t> index = FindByKey(full)) {
+      if (full == kKafkaProperties) {
+        ApplyKafkaProperties(path, key, value);
+      } else if (const std::optional<size_t> index = FindByKey(full)) {
         ApplyValue(path, *index, key, value);
       } else if (IsSection(full)) {
         if (value.IsNull()) continue;  // "events:" with nothing under it
@@ -464,6 +536,38 @@ class Loader {
         errors_.push_back(where + ": " + full + ": unknown key (known keys" +
                           (prefix.empty() ? "" : " under " + prefix) + ": " + known + ")");
       }
+    }
+  }
+
+  // kafka.properties: librdkafka's properties, passed through. A value "${NAME}" is taken
+  // from the environment variable NAME, so secrets need not be in the file.
+  void ApplyKafkaProperties(const std::string& path, const YAML::Node& key, const YAML::Node& value) {
+    if (value.IsNull()) return;
+    if (!value.IsMap()) {
+      errors_.push_back(FilePosition(path, MarkOf(value, key)) + ": " + std::string(kKafkaProperties) +
+                        ": must be a mapping of librdkafka properties");
+      return;
+    }
+    for (const auto& kv : value) {
+      const YAML::Node name = kv.first;
+      const YAML::Node text = kv.second;
+      if (!name.IsScalar() || !text.IsScalar()) {
+        errors_.push_back(FilePosition(path, name.Mark()) + ": " + std::string(kKafkaProperties) +
+                          ": each property is a name and a plain value");
+        continue;
+      }
+      std::string v = text.Scalar();
+      if (v.size() > 3 && v.starts_with("${") && v.ends_with("}")) {
+        const std::string variable = v.substr(2, v.size() - 3);
+        const char* from_env = std::getenv(variable.c_str());
+        if (!from_env) {
+          errors_.push_back(FilePosition(path, text.Mark()) + ": " + std::string(kKafkaProperties) + "." +
+                            name.Scalar() + ": environment variable " + variable + " is not set");
+          continue;
+        }
+        v = from_env;
+      }
+      options_.kafka.properties[name.Scalar()] = std::move(v);
     }
   }
 

@@ -68,10 +68,12 @@ struct ConsumerCallbacks {
 };
 
 Result<std::unique_ptr<Consumer>> Consumer::Open(const Properties& properties, const std::string& group,
-                                                 const std::vector<std::string>& topics, StartOffset start) {
+                                                 const std::string& instance, const std::vector<std::string>& topics,
+                                                 StartOffset start) {
   // Offsets are committed with the output (transactions) or by vigil after it, never on their
   // own; only committed input is read.
   Result<rd_kafka_conf_t*> conf = MakeConf(properties, {{"group.id", group},
+                                                        {"group.instance.id", instance},
                                                         {"enable.auto.commit", "false"},
                                                         {"enable.auto.offset.store", "false"},
                                                         {"isolation.level", "read_committed"},
@@ -148,6 +150,31 @@ Status Consumer::Poll(size_t max, int timeout_ms, std::vector<Record>* out) {
                     std::string_view(static_cast<const char*>(m->payload), m->payload ? m->len : 0)});
   }
   return Status::Ok();
+}
+
+namespace {
+
+// A partition list of `offsets`, each with `metadata`; the caller destroys it.
+rd_kafka_topic_partition_list_t* OffsetList(const Offsets& offsets, const std::string& metadata) {
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(static_cast<int>(offsets.size()));
+  for (const auto& [partition, offset] : offsets) {
+    rd_kafka_topic_partition_t* p = rd_kafka_topic_partition_list_add(list, partition.topic.c_str(), partition.partition);
+    p->offset = offset;
+    p->metadata = std::malloc(metadata.size());  // freed with the list
+    std::memcpy(p->metadata, metadata.data(), metadata.size());
+    p->metadata_size = metadata.size();
+  }
+  return list;
+}
+
+}  // namespace
+
+Status Consumer::Commit(const Offsets& offsets, const std::string& metadata) {
+  if (offsets.empty()) return Status::Ok();
+  rd_kafka_topic_partition_list_t* list = OffsetList(offsets, metadata);
+  const rd_kafka_resp_err_t err = rd_kafka_commit(rk_, list, 0);
+  rd_kafka_topic_partition_list_destroy(list);
+  return FromCode(err, "committing offsets");
 }
 
 Result<std::map<Partition, std::pair<int64_t, std::string>>> Consumer::Committed(
@@ -277,14 +304,7 @@ Status Producer::BeginTransaction() { return FromError(rd_kafka_begin_transactio
 Status Producer::CommitTransaction(Consumer* consumer, const Offsets& offsets, const std::string& metadata,
                                    int timeout_ms) {
   if (!offsets.empty()) {
-    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(static_cast<int>(offsets.size()));
-    for (const auto& [partition, offset] : offsets) {
-      rd_kafka_topic_partition_t* p = rd_kafka_topic_partition_list_add(list, partition.topic.c_str(), partition.partition);
-      p->offset = offset;
-      p->metadata = std::malloc(metadata.size());  // freed with the list
-      std::memcpy(p->metadata, metadata.data(), metadata.size());
-      p->metadata_size = metadata.size();
-    }
+    rd_kafka_topic_partition_list_t* list = OffsetList(offsets, metadata);
     rd_kafka_consumer_group_metadata_t* group = rd_kafka_consumer_group_metadata(consumer->handle());
     Status sent = FromError(rd_kafka_send_offsets_to_transaction(rk_, list, group, timeout_ms), "committing offsets");
     rd_kafka_consumer_group_metadata_destroy(group);

@@ -58,9 +58,12 @@ class Consumer {
   // the group's committed offset (or the earliest, when there is none).
   using StartOffset = std::function<int64_t(const Partition& partition)>;
 
-  // Joins `group` on `topics`, reading committed records only (read_committed).
+  // Joins `group` on `topics` as the static member `instance` (a restarted process takes its
+  // partitions back at once, without waiting for the group to notice the old one gone),
+  // reading committed records only (read_committed).
   static Result<std::unique_ptr<Consumer>> Open(const Properties& properties, const std::string& group,
-                                                const std::vector<std::string>& topics, StartOffset start);
+                                                const std::string& instance, const std::vector<std::string>& topics,
+                                                StartOffset start);
   ~Consumer();
 
   // The records that arrive within `timeout_ms` (at most `max`; 0 timeout: those already
@@ -70,6 +73,8 @@ class Consumer {
   // The partitions assigned now, each with the next offset to read (after the last record
   // polled, or where it started).
   const Offsets& positions() const { return positions_; }
+  // Commits `offsets` as the group's, with `metadata` (at-least-once: after the output).
+  Status Commit(const Offsets& offsets, const std::string& metadata);
   // The group's committed offsets of `partitions` and the metadata committed with them.
   Result<std::map<Partition, std::pair<int64_t, std::string>>> Committed(const std::vector<Partition>& partitions,
                                                                          int timeout_ms);

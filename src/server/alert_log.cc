@@ -247,6 +247,9 @@ void AlertLog::Record(const nfa::Nfa& nfa, std::string_view key_json, const nfa:
   const std::string& id = nfa.pattern().id;
 
   const std::lock_guard lock(mutex_);
+  // The forwarder keeps its own account of what it delivered before a crash (Kafka: the
+  // committed input position), independent of what this file holds.
+  if (forwarder_) forwarder_->Alert(id, nfa.pattern().version, key_json, alert);
   if (auto written = written_before_.find(alert_id); written != written_before_.end()) {
     if (--written->second == 0) written_before_.erase(written);
     ++recognised_;
@@ -307,7 +310,8 @@ std::map<std::string, uint64_t> AlertLog::timeouts_by_pattern() const {
   return timeouts_;
 }
 
-void AlertLog::OnMalformed(uint64_t line, std::string_view, std::string_view reason) {
+void AlertLog::OnMalformed(uint64_t line, std::string_view text, std::string_view reason) {
+  if (forwarder_) forwarder_->Malformed(text, reason);
   if (problems_) problems_->push_back({line - first_line_, std::string(reason)});
 }
 
@@ -320,6 +324,7 @@ void AlertLog::OnLate(const nfa::Event& event, int64_t watermark_ms) {
   pending_late_ += ",\"event\":";
   pending_late_ += event.raw();
   pending_late_ += "}\n";
+  if (forwarder_) forwarder_->Late(event.raw(), reason);
   if (problems_) problems_->push_back({event.line() - first_line_, std::move(reason)});
 }
 

@@ -32,6 +32,18 @@
 
 namespace vigil::server {
 
+// Where alerts, malformed and late events go besides the files (Kafka topics).
+class AlertForwarder {
+ public:
+  virtual ~AlertForwarder() = default;
+  // On any worker's thread.
+  virtual void Alert(std::string_view pattern_id, uint64_t version, std::string_view key_json,
+                     std::string_view alert_json) = 0;
+  // On the input thread.
+  virtual void Malformed(std::string_view text, std::string_view reason) = 0;
+  virtual void Late(std::string_view text, std::string_view reason) = 0;
+};
+
 class AlertLog : public engine::InputSink {
  public:
   // Live subscribers are written to on `io`'s thread; `workers` sinks are made.
@@ -59,6 +71,9 @@ class AlertLog : public engine::InputSink {
 
   // The most recent alerts, newest first, at most `limit`.
   std::vector<std::string> Recent(size_t limit) const;
+
+  // Also sends alerts, malformed and late events to `forwarder` (set before events flow).
+  void Forward(AlertForwarder* forwarder) { forwarder_ = forwarder; }
 
   // Streams every later alert to `stream` (GET /alerts/stream) while it is open.
   void Subscribe(std::shared_ptr<EventStream> stream);
@@ -120,6 +135,7 @@ class AlertLog : public engine::InputSink {
 
   boost::asio::io_context& io_;
   size_t recent_limit_;
+  AlertForwarder* forwarder_ = nullptr;
   std::deque<WorkerIntake> worker_sinks_;  // a deque: its elements never move
 
   mutable std::mutex mutex_;  // guards the alerts' members below, up to the late events'

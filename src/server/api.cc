@@ -304,8 +304,12 @@ HttpResponse Api::Health(const HttpRequest& request, const std::string&) {
 }
 
 HttpResponse Api::Ready(const HttpRequest& request, const std::string&) {
-  return JsonResponse(request, http::status::ok,
-                      "{\"ready\":true,\"patterns\":" + std::to_string(registry_->List().size()) + "}");
+  const bool ready = !kafka_ || kafka_->ready();
+  return JsonResponse(request, ready ? http::status::ok : http::status::service_unavailable,
+                      std::string("{\"ready\":") + (ready ? "true" : "false") +
+                          ",\"patterns\":" + std::to_string(registry_->List().size()) +
+                          (kafka_ ? std::string(",\"kafka\":") + (ready ? "\"connected\"" : "\"unreachable\"") : "") +
+                          "}");
 }
 
 HttpResponse Api::EnablePattern(const HttpRequest& request, const std::string& id) {
@@ -711,6 +715,7 @@ HttpResponse Api::Metrics(const HttpRequest& request, const std::string&) {
   out += "vigil_state_lost_keys_total " + std::to_string(seen.totals.keys_lost) + "\n";
   AppendWorkerMetrics(&out, seen.workers, metric);
   AppendStateMetrics(&out);
+  if (kafka_) kafka_->AppendMetrics(&out);
   metric("vigil_server_patterns", "gauge", "Stored patterns.");
   out += "vigil_server_patterns " + std::to_string(registry_->List().size()) + "\n";
   metric("vigil_server_requests_total", "counter", "HTTP requests by route and status.");

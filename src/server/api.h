@@ -17,6 +17,7 @@
 #include "server/durability.h"
 #include "server/http_server.h"
 #include "server/ingest.h"
+#include "server/kafka_pipeline.h"
 #include "server/pattern_registry.h"
 #include "server/server_options.h"
 
@@ -28,6 +29,9 @@ class Api {
       engine::ShardedMatcher* matcher, Durability* durability);
 
   HttpResponse Handle(const HttpRequest& request);
+
+  // With Kafka: readiness follows the broker, and /metrics has the pipeline's.
+  void SetKafka(KafkaPipeline* kafka) { kafka_ = kafka; }
 
   // One route: its method and path template ({id} matches one segment), what it does, the
   // body types it accepts (comma-separated; empty: no body) and its responses. The router and
@@ -81,6 +85,7 @@ class Api {
   AlertLog* alerts_;
   engine::ShardedMatcher* matcher_;
   Durability* durability_;
+  KafkaPipeline* kafka_ = nullptr;
   uint64_t events_received_ = 0;
   uint64_t events_accepted_ = 0;
   uint64_t events_malformed_ = 0;

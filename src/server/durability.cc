@@ -209,6 +209,12 @@ Result<state::CheckpointMeta> Durability::Checkpoint() {
     last_checkpoint_steady_ms_ = SteadyClockMs();
     return s;
   };
+  if (before_checkpoint_) {
+    if (Status s = before_checkpoint_(); !s.ok()) {
+      ++stats_.failed_checkpoints;  // nothing written yet: the next need not write everything
+      return s;
+    }
+  }
   Result<std::string> progress = matcher_->Checkpoint(store_->Writers(matcher_->workers()), write_everything_);
   if (!progress.ok()) return failed(progress.status());
   meta.engine_progress = std::move(*progress);

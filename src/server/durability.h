@@ -82,6 +82,9 @@ class Durability {
     std::function<Status(std::string_view control)> control;
   };
   void SetReplayHooks(ReplayHooks hooks) { replay_hooks_ = std::move(hooks); }
+  // Called first by every checkpoint; its error fails the checkpoint (Kafka: the output up to
+  // here must be committed before a checkpoint may say so).
+  void SetBeforeCheckpoint(std::function<Status()> hook) { before_checkpoint_ = std::move(hook); }
 
   // Logs, then applies, a watermark advance that no event brought.
   Status AdvanceWatermark(int64_t watermark_ms);
@@ -119,6 +122,7 @@ class Durability {
   int64_t last_checkpoint_steady_ms_ = 0;
   bool write_everything_ = false;  // the last checkpoint failed
   ReplayHooks replay_hooks_;
+  std::function<Status()> before_checkpoint_;
   Stats stats_;
 };
 

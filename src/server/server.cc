@@ -21,6 +21,7 @@ Server::Server(ServerOptions options)
   engine_options.matcher.max_partial_matches_per_pattern = options_.max_partial_matches_per_pattern;
   engine_options.matcher.track_changes = true;
   engine_options.matcher.max_state_age_ms = options_.max_state_age_ms;
+  engine_options.several_sources = !options_.kafka.brokers.empty();
   if (options_.memory_budget_bytes > 0) {
     spill_ = std::make_unique<state::SpillStore>((fs::path(options_.data_dir) / "spill").string(),
                                                  engine_options.workers);
@@ -39,11 +40,15 @@ Server::Server(ServerOptions options)
   durability.checkpoints_retained = options_.checkpoints_retained;
   durability.input_log_fsync = options_.input_log_fsync;
   durability_ = std::make_unique<Durability>(durability, matcher_.get(), &schema_, alerts_.get(), spill_.get());
+  if (!options_.kafka.brokers.empty()) {
+    kafka_ = std::make_unique<KafkaPipeline>(options_.kafka, io_, matcher_.get(), durability_.get(), alerts_.get());
+  }
   registry_ = std::make_unique<PatternRegistry>((fs::path(options_.data_dir) / "patterns").string(),
                                                 &schema_, matcher_.get());
   ingest_ = std::make_unique<Ingest>(matcher_.get(), alerts_.get(), durability_.get());
   api_ = std::make_unique<Api>(options_, registry_.get(), ingest_.get(), alerts_.get(), matcher_.get(),
                                durability_.get());
+  api_->SetKafka(kafka_.get());
   HttpServer::Limits limits;
   limits.max_body_bytes = options_.max_body_bytes;
   limits.max_connections = options_.max_connections;
@@ -92,6 +97,9 @@ Status Server::Start(std::vector<std::string>* warnings) {
       !s.ok()) {
     return s;
   }
+  if (kafka_) {
+    if (Status s = kafka_->Prepare(); !s.ok()) return s;
+  }
   if (Status s = durability_->Recover(warnings); !s.ok()) return s;
   for (std::string& e : registry_->Load()) warnings->push_back(std::move(e));
   if (Status s = LoadPatternsDirectory(warnings); !s.ok()) return s;
@@ -109,6 +117,9 @@ Status Server::Start(std::vector<std::string>* warnings) {
     }
   };
   registry_->SetHooks(std::move(hooks));
+  if (kafka_) {
+    if (Status s = kafka_->Start(); !s.ok()) return s;
+  }
   if (Status s = http_->Listen(options_.listen_address, options_.port); !s.ok()) return s;
   signals_.async_wait([this](const boost::system::error_code& ec, int) {
     if (!ec) Stop();
@@ -165,6 +176,7 @@ void Server::Run() {
 }
 
 void Server::Stop() {
+  if (kafka_) kafka_->Stop();
   http_->StopAccepting();
   boost::system::error_code ignored;
   signals_.cancel(ignored);

@@ -24,6 +24,7 @@
 #include "state/spill_store.h"
 #include "server/http_server.h"
 #include "server/ingest.h"
+#include "server/kafka_pipeline.h"
 #include "server/pattern_registry.h"
 #include "server/server_options.h"
 
@@ -60,6 +61,7 @@ class Server {
   std::unique_ptr<state::SpillStore> spill_;  // with a memory budget; before the matcher too
   std::unique_ptr<engine::ShardedMatcher> matcher_;
   std::unique_ptr<Durability> durability_;
+  std::unique_ptr<KafkaPipeline> kafka_;  // with kafka.brokers
   std::unique_ptr<PatternRegistry> registry_;
   std::unique_ptr<Ingest> ingest_;
   std::unique_ptr<Api> api_;

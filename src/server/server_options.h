@@ -4,7 +4,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
+#include <vector>
 
 namespace vigil::server {
 
@@ -73,6 +75,23 @@ struct ServerOptions {
   // Sync the input log to disk before acknowledging events (survives power loss, not only a
   // crash of vigil). Default: off (input_log.fsync).
   bool input_log_fsync = false;
+
+  // Kafka (empty brokers: off, events come over HTTP only). See config/vigil.example.yaml.
+  struct Kafka {
+    std::string brokers;                  // kafka.brokers: bootstrap servers
+    std::vector<std::string> input_topics = {"vigil-events"};  // kafka.input.topics
+    std::string group_id = "vigil";       // kafka.group_id
+    int64_t idle_partition_ms = 10000;    // kafka.input.idle_timeout
+    std::string alerts_topic = "vigil-alerts";             // kafka.alerts_topic
+    std::string dead_letter_topic = "vigil-dead-letters";  // kafka.dead_letter_topic
+    std::string late_topic = "vigil-late-events";          // kafka.late_topic
+    int topic_partitions = 3;             // kafka.topics.partitions
+    int replication_factor = 1;           // kafka.topics.replication_factor
+    bool exactly_once = true;             // processing.guarantee
+    int64_t commit_interval_ms = 100;     // kafka.commit_interval
+    std::string transactional_id;         // kafka.transactional_id; empty: vigil-<group_id>
+    std::map<std::string, std::string> properties;  // kafka.properties: librdkafka's, as given
+  } kafka;
 };
 
 }  // namespace vigil::server

@@ -272,7 +272,7 @@ TEST_CASE("Config: unknown, duplicate and misshapen YAML keys are rejected with 
         ":2:3: server.port: unknown key (known keys under server: listen, max_connections, "
         "max_body_bytes, max_pattern_bytes)");
   CHECK(error("data_dir: x\nalert:\n  recent: 1\n") ==
-        ":2:1: alert: unknown key (known keys: server, workers, data_dir, patterns_dir, alerts, events, state, checkpoint, input_log, api)");
+        ":2:1: alert: unknown key (known keys: server, workers, data_dir, patterns_dir, alerts, events, state, checkpoint, input_log, processing, kafka, api)");
   CHECK(error("events:\n  time_field: a\n  time_field: b\n") ==
         ":3:3: events.time_field: duplicate key");
   CHECK(error("alerts: 5\n") == ":1:9: alerts: must be a mapping of keys");

@@ -1,0 +1,311 @@
+#include "server/kafka_pipeline.h"
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+
+#include "common/byte_codec.h"
+#include "common/json_text.h"
+#include "common/time_util.h"
+
+namespace vigil::server {
+namespace {
+
+constexpr int kAdminTimeoutMs = 30000;
+constexpr int kCommitTimeoutMs = 60000;
+constexpr size_t kMaxBatch = 2000;
+// Control records of the pipeline in the input log (Durability's pattern changes start with
+// 'l' or 'g'): where the partitions stand, and a partition going idle or active.
+constexpr char kSourcesControl = 'o';
+constexpr char kIdleControl = 'i';
+
+void Log(const std::string& what) { std::fprintf(stderr, "vigil: kafka: %s\n", what.c_str()); }
+
+// The record key of an alert: the pattern's key value, a string without its JSON quotes.
+std::string_view KeyBytes(std::string_view key_json) {
+  if (key_json.size() >= 2 && key_json.front() == '"' && key_json.back() == '"' &&
+      key_json.find('\\') == std::string_view::npos) {
+    return key_json.substr(1, key_json.size() - 2);
+  }
+  return key_json;
+}
+
+}  // namespace
+
+KafkaPipeline::KafkaPipeline(const ServerOptions::Kafka& options, boost::asio::io_context& io,
+                             engine::ShardedMatcher* matcher, Durability* durability, AlertLog* alerts)
+    : options_(options), io_(io), timer_(io), matcher_(matcher), durability_(durability), alerts_(alerts) {}
+
+KafkaPipeline::~KafkaPipeline() = default;
+
+Status KafkaPipeline::Prepare() {
+  kafka::Properties properties = options_.properties;
+  properties["bootstrap.servers"] = options_.brokers;
+  std::vector<kafka::TopicSpec> topics;
+  for (const std::string& t : options_.input_topics) {
+    topics.push_back({t, options_.topic_partitions, options_.replication_factor, false});
+  }
+  for (const std::string* t : {&options_.alerts_topic, &options_.dead_letter_topic, &options_.late_topic}) {
+    topics.push_back({*t, options_.topic_partitions, options_.replication_factor, false});
+  }
+  if (Status s = kafka::CreateTopics(properties, topics, kAdminTimeoutMs); !s.ok()) return s;
+
+  // One name for this instance: its transactional id and its static group membership.
+  const std::string instance =
+      !options_.transactional_id.empty() ? options_.transactional_id : "vigil-" + options_.group_id;
+  Result<std::unique_ptr<kafka::Producer>> producer =
+      kafka::Producer::Open(properties, options_.exactly_once ? instance : "");
+  if (!producer.ok()) return producer.status();
+  producer_ = std::move(*producer);
+
+  Result<std::unique_ptr<kafka::Consumer>> consumer = kafka::Consumer::Open(
+      properties, options_.group_id, instance, options_.input_topics, [this](const kafka::Partition& p) -> int64_t {
+        // Resume after the last record logged; a partition never logged starts where the
+        // group committed.
+        auto it = logged_offsets_.find(p);
+        const uint32_t source = SourceOf(p);
+        // A new partition holds the watermark back until it delivers or goes idle.
+        if (durability_->LogControl(std::string{kIdleControl, '\0'} + std::to_string(source)).ok()) {
+          matcher_->SetSourceIdle(source, false);
+          idle_[source] = false;
+          last_record_ms_[source] = SteadyClockMs();
+        }
+        return it == logged_offsets_.end() ? -1 : it->second;
+      });
+  if (!consumer.ok()) return consumer.status();
+  consumer_ = std::move(*consumer);
+
+  // The input position up to which the output is committed, as the last transaction said.
+  Result<std::vector<kafka::Partition>> partitions = consumer_->PartitionsOf(options_.input_topics, kAdminTimeoutMs);
+  if (!partitions.ok()) return partitions.status();
+  Result<std::map<kafka::Partition, std::pair<int64_t, std::string>>> committed =
+      consumer_->Committed(*partitions, kAdminTimeoutMs);
+  if (!committed.ok()) return committed.status();
+  for (const auto& [partition, offset_and_metadata] : *committed) {
+    const std::string& metadata = offset_and_metadata.second;
+    uint64_t position = 0;
+    if (std::from_chars(metadata.data(), metadata.data() + metadata.size(), position).ec == std::errc()) {
+      committed_position_ = std::max(committed_position_, position);
+    }
+  }
+
+  if (producer_->transactional()) {
+    if (Status s = producer_->BeginTransaction(); !s.ok()) return s;
+  }
+  quiet_ = committed_position_ > 0;
+  Durability::ReplayHooks hooks;
+  hooks.before_record = [this](uint64_t position) {
+    if (quiet_ && position > committed_position_) {
+      matcher_->Sync();  // the output up to here is the committed one; from here it is new
+      quiet_ = false;
+    }
+  };
+  hooks.control = [this](std::string_view control) { return ReplayControl(control); };
+  durability_->SetReplayHooks(std::move(hooks));
+  durability_->SetBeforeCheckpoint([this] { return Commit(); });
+  alerts_->Forward(this);
+  return Status::Ok();
+}
+
+Status KafkaPipeline::Start() {
+  if (quiet_) {
+    matcher_->Sync();
+    quiet_ = false;
+  }
+  if (Status s = Commit(); !s.ok()) return s;
+  ready_ = true;
+  ScheduleTick(0);
+  return Status::Ok();
+}
+
+void KafkaPipeline::Stop() {
+  stopped_ = true;
+  boost::system::error_code ignored;
+  timer_.cancel(ignored);
+}
+
+uint32_t KafkaPipeline::SourceOf(const kafka::Partition& partition) {
+  auto it = sources_.find(partition);
+  if (it == sources_.end()) it = sources_.emplace(partition, static_cast<uint32_t>(sources_.size())).first;
+  return it->second;
+}
+
+// 'o', then per partition: topic, partition, source number, next offset to read.
+std::string KafkaPipeline::EncodeSources() const {
+  std::string out(1, kSourcesControl);
+  PutVarint(&out, logged_offsets_.size());
+  for (const auto& [partition, offset] : logged_offsets_) {
+    PutBytes(&out, partition.topic);
+    PutVarint(&out, static_cast<uint64_t>(partition.partition));
+    PutVarint(&out, sources_.at(partition));
+    PutVarint(&out, static_cast<uint64_t>(offset));
+  }
+  return out;
+}
+
+Status KafkaPipeline::ReplayControl(std::string_view control) {
+  if (control.empty()) return Status::Corruption("an empty control record in the input log");
+  if (control[0] == kIdleControl && control.size() > 2) {
+    uint32_t source = 0;
+    std::from_chars(control.data() + 2, control.data() + control.size(), source);
+    matcher_->SetSourceIdle(source, control[1] != '\0');
+    return Status::Ok();
+  }
+  if (control[0] != kSourcesControl) return Status::Corruption("an unknown control record in the input log");
+  ByteReader in(control.substr(1));
+  const uint64_t count = in.Below(control.size());
+  for (uint64_t i = 0; i < count && in.ok(); ++i) {
+    kafka::Partition partition{std::string(in.Bytes()), static_cast<int32_t>(in.Varint())};
+    const auto source = static_cast<uint32_t>(in.Varint());
+    const auto offset = static_cast<int64_t>(in.Varint());
+    sources_[partition] = source;
+    logged_offsets_[partition] = offset;
+  }
+  return in.done() ? Status::Ok() : Status::Corruption("an unreadable sources record in the input log");
+}
+
+void KafkaPipeline::ScheduleTick(int delay_ms) {
+  if (stopped_) return;
+  timer_.expires_after(std::chrono::milliseconds(delay_ms));
+  timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) Tick();
+  });
+}
+
+void KafkaPipeline::Tick() {
+  producer_->Serve();
+  Status polled = consumer_->Poll(kMaxBatch, 0, &records_);
+  if (polled.ok() && !records_.empty()) polled = Ingest(records_);
+  if (!polled.ok()) {
+    // Kept up and retried: the broker may come back; /readyz says not ready meanwhile.
+    if (polled.message() != last_error_) Log(polled.message());
+    last_error_ = polled.message();
+    ready_ = false;
+    ScheduleTick(1000);
+    return;
+  }
+  MarkIdle();
+  if (SteadyClockMs() - last_commit_ms_ >= options_.commit_interval_ms) {
+    if (Status s = Commit(); !s.ok()) {
+      if (s.message() != last_error_) Log(s.message());
+      last_error_ = s.message();
+      ready_ = false;
+    } else {
+      ready_ = true;
+      last_error_.clear();
+    }
+  }
+  ScheduleTick(records_.size() == kMaxBatch ? 0 : 2);
+}
+
+Status KafkaPipeline::Ingest(const std::vector<kafka::Record>& records) {
+  const int64_t entered = std::chrono::steady_clock::now().time_since_epoch().count();
+  const int64_t now = SteadyClockMs();
+  batch_.clear();
+  for (const kafka::Record& r : records) {
+    const uint32_t source = SourceOf(*r.partition);
+    batch_.emplace_back(source, TrimJsonWhitespace(r.value));
+    logged_offsets_[*r.partition] = r.offset + 1;
+    last_record_ms_[source] = now;
+    idle_[source] = false;  // the engine makes a source active again with its event
+  }
+  Result<uint64_t> first = durability_->LogSourcedEvents(batch_, EncodeSources());
+  if (!first.ok()) return first.status();
+  for (size_t k = 0; k < batch_.size(); ++k) matcher_->Add(batch_[k].second, *first + k, entered, batch_[k].first);
+  matcher_->Flush();
+  records_in_ += records.size();
+  return Status::Ok();
+}
+
+void KafkaPipeline::MarkIdle() {
+  const int64_t now = SteadyClockMs();
+  for (auto& [source, idle] : idle_) {
+    if (idle || now - last_record_ms_[source] < options_.idle_partition_ms) continue;
+    if (!durability_->LogControl(std::string{kIdleControl, '\1'} + std::to_string(source)).ok()) return;
+    matcher_->SetSourceIdle(source, true);
+    idle = true;
+  }
+}
+
+Status KafkaPipeline::Commit() {
+  last_commit_ms_ = SteadyClockMs();
+  matcher_->Sync();  // every alert of the input so far is produced
+  alerts_->Flush().IgnoreError();
+  // The offsets after the last record logged: with the position, what the output holds.
+  const kafka::Offsets& offsets = logged_offsets_;
+  const uint64_t position = durability_->last_position();
+  if (!producer_->transactional()) {
+    if (Status s = producer_->Flush(kCommitTimeoutMs); !s.ok()) return s;
+    if (Status s = consumer_->Commit(offsets, std::to_string(position)); !s.ok()) return s;
+    committed_position_ = position;
+    ++commits_;
+    return Status::Ok();
+  }
+  Status s = producer_->CommitTransaction(consumer_.get(), offsets, std::to_string(position), kCommitTimeoutMs);
+  if (s.code() == Status::Code::kFailedPrecondition || s.code() == Status::Code::kInternal) {
+    // The transaction is lost with the output it held: only a restart (recovery replays the
+    // input after the last commit) brings that output back. Exit for the supervisor to restart.
+    ++aborts_;
+    producer_->AbortTransaction(kCommitTimeoutMs).IgnoreError();
+    Log("the transaction was aborted (" + s.message() + "); exiting so that recovery redoes its output");
+    std::fflush(stderr);
+    std::_Exit(75);
+  }
+  if (!s.ok()) return s;  // retriable: the transaction stays open and is committed later
+  committed_position_ = position;
+  ++commits_;
+  return producer_->BeginTransaction();
+}
+
+void KafkaPipeline::Produce(const std::string& topic, std::string_view key, std::string_view value,
+                           std::vector<std::pair<std::string, std::string>> headers) {
+  if (quiet_) return;  // already in Kafka: committed before the crash
+  if (Status s = producer_->Produce(topic, key, value, headers); !s.ok()) Log(s.message());
+}
+
+void KafkaPipeline::Alert(std::string_view pattern_id, uint64_t version, std::string_view key_json,
+                          std::string_view alert_json) {
+  Produce(options_.alerts_topic, KeyBytes(key_json), alert_json,
+          {{"vigil-pattern", std::string(pattern_id)}, {"vigil-pattern-version", std::to_string(version)}});
+  ++alerts_out_;
+}
+
+void KafkaPipeline::Malformed(std::string_view text, std::string_view reason) {
+  Produce(options_.dead_letter_topic, {}, text, {{"vigil-error", std::string(reason)}});
+  ++dead_letters_out_;
+}
+
+void KafkaPipeline::Late(std::string_view text, std::string_view reason) {
+  Produce(options_.late_topic, {}, text, {{"vigil-error", std::string(reason)}});
+  ++late_out_;
+}
+
+void KafkaPipeline::AppendMetrics(std::string* out) {
+  auto metric = [out](const char* name, const char* type, const char* help) {
+    *out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+  };
+  metric("vigil_kafka_records_in_total", "counter", "Records read from the input topics.");
+  *out += "vigil_kafka_records_in_total " + std::to_string(records_in_) + "\n";
+  metric("vigil_kafka_records_out_total", "counter", "Records produced, by topic.");
+  *out += "vigil_kafka_records_out_total{topic=\"alerts\"} " + std::to_string(alerts_out_.load()) + "\n";
+  *out += "vigil_kafka_records_out_total{topic=\"dead_letters\"} " + std::to_string(dead_letters_out_) + "\n";
+  *out += "vigil_kafka_records_out_total{topic=\"late_events\"} " + std::to_string(late_out_) + "\n";
+  metric("vigil_kafka_commits_total", "counter", "Transactions (or offset commits) committed.");
+  *out += "vigil_kafka_commits_total " + std::to_string(commits_) + "\n";
+  metric("vigil_kafka_aborts_total", "counter", "Transactions aborted.");
+  *out += "vigil_kafka_aborts_total " + std::to_string(aborts_) + "\n";
+  metric("vigil_kafka_rebalances_total", "counter", "Consumer group rebalances.");
+  *out += "vigil_kafka_rebalances_total " + std::to_string(consumer_ ? consumer_->rebalances() : 0) + "\n";
+  metric("vigil_kafka_consumer_lag", "gauge", "Records behind the end of each input partition.");
+  if (consumer_) {
+    for (const auto& [partition, lag] : consumer_->Lag()) {
+      *out += "vigil_kafka_consumer_lag{topic=\"" + partition.topic + "\",partition=\"" +
+              std::to_string(partition.partition) + "\"} " + std::to_string(lag) + "\n";
+    }
+  }
+  metric("vigil_kafka_committed_input_position", "gauge", "Input position whose output is committed.");
+  *out += "vigil_kafka_committed_input_position " + std::to_string(committed_position_) + "\n";
+}
+
+}  // namespace vigil::server

@@ -1,0 +1,109 @@
+#pragma once
+// KafkaPipeline: `vigil serve` on Kafka. Records of the input topics go to the matcher, alerts,
+// dead letters and late events to their topics, exactly once (or at least once).
+//
+//  1. Input: one consumer group over the input topics, polled on the server's thread. Each
+//     batch of records is logged (Durability::LogSourcedEvents, with where every partition
+//     stands after it) before the matcher sees it, so a replay after a crash sees the same
+//     records in the same order whatever Kafka redelivers. Each partition is a source of the
+//     engine's watermark; one with no record for input.idle_timeout goes idle (logged too).
+//  2. Output: alerts (from the workers), dead letters and late events (from the input thread)
+//     are produced as they come, into the open transaction (exactly_once) or straight away.
+//  3. Commit, every commit_interval and before every checkpoint: the engine is synced (every
+//     alert of the input so far is produced), then the transaction commits the output with the
+//     input offsets and, as their metadata, the input position. A checkpoint is only taken
+//     right after a commit, so a checkpoint never holds input whose output is uncommitted.
+//  4. Recovery: opening the transactional producer fences and aborts what the previous process
+//     left open; the group's committed metadata says up to which input position the output is
+//     in Kafka. The replay (Durability) produces nothing up to there, and everything after it
+//     into a new transaction; the consumer resumes after the last record logged.
+// Only one instance per consumer group keeps these promises (its state is not split by
+// partition). Not thread-safe except Forwarding's callbacks (see AlertLog).
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "engine/sharded_matcher.h"
+#include "kafka/kafka_client.h"
+#include "server/alert_log.h"
+#include "server/durability.h"
+#include "server/server_options.h"
+
+namespace vigil::server {
+
+class KafkaPipeline : public AlertForwarder {
+ public:
+  KafkaPipeline(const ServerOptions::Kafka& options, boost::asio::io_context& io, engine::ShardedMatcher* matcher,
+                Durability* durability, AlertLog* alerts);
+  ~KafkaPipeline() override;
+
+  // Before recovery: creates the topics, opens the producer (fencing an earlier incarnation)
+  // and the consumer, reads the committed input position and sets the replay hooks.
+  Status Prepare();
+  // After recovery: commits the replay's output and starts consuming.
+  Status Start();
+  // Commits what is pending (before a checkpoint; Durability's hook).
+  Status Commit();
+  // Stops consuming, commits.
+  void Stop();
+
+  bool ready() const { return ready_; }
+  void AppendMetrics(std::string* out);
+
+  // AlertForwarder.
+  void Alert(std::string_view pattern_id, uint64_t version, std::string_view key_json,
+             std::string_view alert_json) override;
+  void Malformed(std::string_view text, std::string_view reason) override;
+  void Late(std::string_view text, std::string_view reason) override;
+
+ private:
+  void ScheduleTick(int delay_ms);
+  void Tick();
+  Status Ingest(const std::vector<kafka::Record>& records);
+  void MarkIdle();
+  uint32_t SourceOf(const kafka::Partition& partition);
+  std::string EncodeSources() const;
+  Status ReplayControl(std::string_view control);
+  void Produce(const std::string& topic, std::string_view key, std::string_view value,
+               std::vector<std::pair<std::string, std::string>> headers);
+
+  ServerOptions::Kafka options_;
+  boost::asio::io_context& io_;
+  boost::asio::steady_timer timer_;
+  engine::ShardedMatcher* matcher_;
+  Durability* durability_;
+  AlertLog* alerts_;
+  std::unique_ptr<kafka::Producer> producer_;
+  std::unique_ptr<kafka::Consumer> consumer_;
+
+  // Partitions as engine sources; numbers are logged (EncodeSources) so a replay keeps them.
+  std::map<kafka::Partition, uint32_t> sources_;
+  std::map<kafka::Partition, int64_t> logged_offsets_;  // next offset after the last record logged
+  std::map<uint32_t, int64_t> last_record_ms_;            // wall clock, by source
+  std::map<uint32_t, bool> idle_;
+  std::vector<std::pair<uint32_t, std::string_view>> batch_;
+  std::vector<kafka::Record> records_;
+
+  uint64_t committed_position_ = 0;  // input position whose output is committed
+  std::atomic<bool> quiet_{false};   // replaying input whose output is already in Kafka
+  int64_t last_commit_ms_ = 0;
+  bool ready_ = false;
+  bool stopped_ = false;
+  std::string last_error_;
+  uint64_t records_in_ = 0;
+  std::atomic<uint64_t> alerts_out_{0};
+  uint64_t dead_letters_out_ = 0;
+  uint64_t late_out_ = 0;
+  uint64_t commits_ = 0;
+  uint64_t aborts_ = 0;
+};
+
+}  // namespace vigil::server

@@ -1,0 +1,145 @@
+// `vigil serve` on a real Kafka broker (scripts/kafka.sh; the broker's address in
+// VIGIL_TEST_KAFKA): events from an input topic, alerts read back read_committed and compared
+// with `vigil replay` over the same events, through crashes; malformed records in the
+// dead-letter topic. kcat produces and consumes on the test's side.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support/expected_alerts.h"
+#include "support/server_process.h"
+#include "support/temp_dir.h"
+
+TEST_SUITE_BEGIN("kafka");
+
+namespace {
+
+namespace http = boost::beast::http;
+using vigil::testing::AsMatches;
+using vigil::testing::Events;
+using vigil::testing::Expected;
+using vigil::testing::Lines;
+using vigil::testing::ServerProcess;
+using vigil::testing::TempDir;
+
+std::string Broker() {
+  const char* broker = std::getenv("VIGIL_TEST_KAFKA");
+  REQUIRE_MESSAGE(broker != nullptr,
+                  "the Kafka tests need a broker: scripts/kafka.sh start, then VIGIL_TEST_KAFKA=127.0.0.1:9092");
+  return broker;
+}
+
+// Topic names of their own for each test run.
+std::string Prefix(const std::string& test) {
+  return "t" + std::to_string(std::random_device{}() % 1000000) + "-" + test;
+}
+
+void Produce(const std::string& topic, const std::vector<std::string>& lines, size_t from, size_t to) {
+  const std::string command = "kcat -P -b " + Broker() + " -t " + topic + " 2>/dev/null";
+  std::FILE* pipe = ::popen(command.c_str(), "w");
+  REQUIRE(pipe);
+  for (size_t i = from; i < to; ++i) {
+    std::fputs(lines[i].c_str(), pipe);
+    std::fputc('\n', pipe);
+  }
+  REQUIRE(::pclose(pipe) == 0);
+}
+
+// Every committed record of `topic` as "headers<TAB>value".
+std::vector<std::string> Consume(const std::string& topic) {
+  const std::string command = "kcat -C -b " + Broker() + " -t " + topic +
+                              " -X isolation.level=read_committed -e -q -f '%h\\t%s\\n' 2>/dev/null";
+  std::FILE* pipe = ::popen(command.c_str(), "r");
+  REQUIRE(pipe);
+  std::string out;
+  char buf[65536];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
+  ::pclose(pipe);
+  return Lines(out);
+}
+
+// The alert JSON of each committed record of the alerts topic, waiting (up to a minute) until
+// there are `count`.
+std::vector<std::string> Alerts(const std::string& topic, size_t count) {
+  std::vector<std::string> alerts;
+  for (int attempt = 0; attempt < 120; ++attempt) {
+    alerts.clear();
+    for (const std::string& record : Consume(topic)) alerts.push_back(record.substr(record.find('\t') + 1));
+    if (alerts.size() >= count) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  return alerts;
+}
+
+std::unique_ptr<ServerProcess> Start(const std::string& data, const std::string& prefix, const std::string& patterns,
+                                     size_t workers) {
+  auto server = std::make_unique<ServerProcess>(
+      data, std::vector<std::string>{
+                "--patterns-dir", patterns, "--workers", std::to_string(workers), "--max-out-of-orderness", "10s",
+                "--idle-timeout", "0", "--checkpoint-interval", "300ms", "--kafka-brokers", Broker(),
+                "--kafka-input-topics", prefix + "-events", "--kafka-alerts-topic", prefix + "-alerts",
+                "--kafka-dead-letter-topic", prefix + "-dead", "--kafka-late-topic", prefix + "-late",
+                "--kafka-group-id", prefix, "--kafka-topic-partitions", "1", "--kafka-idle-timeout", "1s"});
+  REQUIRE(server->started());
+  return server;
+}
+
+}  // namespace
+
+TEST_CASE("Kafka: alerts of an input topic, read committed, are replay's; malformed records are dead letters") {
+  TempDir dir;
+  std::vector<std::string> events = Events();
+  const std::vector<std::string> expected = Expected(dir, events);
+  const std::string prefix = Prefix("e2e");
+  auto server = Start(dir.path() + "/data", prefix, dir.path() + "/patterns", 2);
+  Produce(prefix + "-events", events, 0, events.size());
+  Produce(prefix + "-events", {"not json at all"}, 0, 1);
+  CHECK(AsMatches(Alerts(prefix + "-alerts", expected.size())) == expected);
+  std::vector<std::string> dead;
+  for (int attempt = 0; attempt < 60 && dead.empty(); ++attempt) {
+    dead = Consume(prefix + "-dead");
+    if (dead.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  REQUIRE(dead.size() == 1);
+  CHECK(dead[0].find("vigil-error=") != std::string::npos);
+  CHECK(dead[0].ends_with("\tnot json at all"));
+  CHECK(server->Request(http::verb::get, "/readyz").status == 200);
+  CHECK(server->Stop() == 0);
+}
+
+TEST_CASE("Kafka: killed at random points while the producer runs, every alert committed exactly once") {
+  TempDir dir;
+  const std::vector<std::string> events = Events();
+  const std::vector<std::string> expected = Expected(dir, events);
+  const std::string prefix = Prefix("crash");
+  const std::string data = dir.path() + "/data";
+  const std::string patterns = dir.path() + "/patterns";
+  // The producer goes on in the background, in batches, whatever happens to vigil.
+  std::atomic<bool> produced{false};
+  std::thread producer([&] {
+    for (size_t from = 0; from < events.size(); from += 300) {
+      Produce(prefix + "-events", events, from, std::min(events.size(), from + 300));
+      std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    }
+    produced = true;
+  });
+  std::mt19937 random(7);
+  auto server = Start(data, prefix, patterns, 2);
+  for (int kill = 0; kill < 5; ++kill) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(300, 1500)(random)));
+    server->Kill();
+    server = Start(data, prefix, patterns, 1 + kill % 3);
+  }
+  producer.join();
+  CHECK(produced);
+  const std::vector<std::string> alerts = Alerts(prefix + "-alerts", expected.size());
+  CHECK(AsMatches(alerts) == expected);  // none lost, none twice (AsMatches checks the ids)
+  CHECK(server->Stop() == 0);
+}
