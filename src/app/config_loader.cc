@@ -293,6 +293,9 @@ const Setting kSettings[] = {
     {"kafka.late_topic", "VIGIL_KAFKA_LATE_TOPIC", "--kafka-late-topic", "TOPIC", "where late events go",
      "vigil-late-events",
      [](const std::string& v, ServerOptions* o) { return ParseNonEmpty(v, &o->kafka.late_topic); }},
+    {"kafka.rules_topic", "VIGIL_KAFKA_RULES_TOPIC", "--kafka-rules-topic", "TOPIC",
+     "compacted topic holding the patterns, read by every instance", "vigil-rules",
+     [](const std::string& v, ServerOptions* o) { return ParseNonEmpty(v, &o->kafka.rules_topic); }},
     {"kafka.topics.partitions", "VIGIL_KAFKA_TOPICS_PARTITIONS", "--kafka-topic-partitions", "N",
      "partitions of the topics vigil creates, 1..10000", "3",
      [](const std::string& v, ServerOptions* o) {

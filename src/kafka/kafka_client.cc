@@ -292,6 +292,14 @@ Status Producer::Produce(const std::string& topic, std::string_view key, std::st
   }
 }
 
+Status Producer::ProduceTombstone(const std::string& topic, std::string_view key) {
+  const rd_kafka_resp_err_t err =
+      rd_kafka_producev(rk_, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                        RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()), RD_KAFKA_V_VALUE(nullptr, 0),
+                        RD_KAFKA_V_END);
+  return FromCode(err, "producing to " + topic);
+}
+
 Status Producer::Flush(int timeout_ms) { return FromCode(rd_kafka_flush(rk_, timeout_ms), "flushing"); }
 
 void Producer::Serve() { rd_kafka_poll(rk_, 0); }
@@ -365,8 +373,10 @@ Status CreateTopics(const Properties& properties, const std::vector<TopicSpec>& 
 
 Result<std::unique_ptr<TopicReader>> TopicReader::Open(const Properties& properties, const std::string& topic,
                                                        int timeout_ms) {
-  // No group: every reader gets every record, from the start.
-  Result<rd_kafka_conf_t*> conf = MakeConf(properties, {{"enable.auto.commit", "false"},
+  // Partitions assigned, never subscribed: every reader gets every record, from the start.
+  // librdkafka wants a group id all the same; one of its own joins no group.
+  Result<rd_kafka_conf_t*> conf = MakeConf(properties, {{"group.id", "vigil-reader-" + topic},
+                                                        {"enable.auto.commit", "false"},
                                                         {"enable.auto.offset.store", "false"}});
   if (!conf.ok()) return conf.status();
   Result<rd_kafka_t*> rk = MakeClient(RD_KAFKA_CONSUMER, *conf);

@@ -110,6 +110,8 @@ class Producer {
   // Queues one record (copied). Waits while librdkafka's queue is full. Thread-safe.
   Status Produce(const std::string& topic, std::string_view key, std::string_view value,
                  const std::vector<std::pair<std::string, std::string>>& headers = {});
+  // Queues a tombstone (no value) for `key`: a deletion in a compacted topic.
+  Status ProduceTombstone(const std::string& topic, std::string_view key);
   // Waits until every queued record is acknowledged (or `timeout_ms` passes).
   Status Flush(int timeout_ms);
 

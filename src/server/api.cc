@@ -716,6 +716,13 @@ HttpResponse Api::Metrics(const HttpRequest& request, const std::string&) {
   AppendWorkerMetrics(&out, seen.workers, metric);
   AppendStateMetrics(&out);
   if (kafka_) kafka_->AppendMetrics(&out);
+  if (rules_) {
+    metric("vigil_kafka_rules_applied_total", "counter", "Rules topic records applied.");
+    out += "vigil_kafka_rules_applied_total " + std::to_string(rules_->applied()) + "\n";
+    metric("vigil_kafka_rules_refused_total", "counter",
+           "Rules topic records that are not valid patterns: logged, never applied.");
+    out += "vigil_kafka_rules_refused_total " + std::to_string(rules_->refused()) + "\n";
+  }
   metric("vigil_server_patterns", "gauge", "Stored patterns.");
   out += "vigil_server_patterns " + std::to_string(registry_->List().size()) + "\n";
   metric("vigil_server_requests_total", "counter", "HTTP requests by route and status.");

@@ -18,6 +18,7 @@
 #include "server/http_server.h"
 #include "server/ingest.h"
 #include "server/kafka_pipeline.h"
+#include "server/rules_topic.h"
 #include "server/pattern_registry.h"
 #include "server/server_options.h"
 
@@ -31,7 +32,10 @@ class Api {
   HttpResponse Handle(const HttpRequest& request);
 
   // With Kafka: readiness follows the broker, and /metrics has the pipeline's.
-  void SetKafka(KafkaPipeline* kafka) { kafka_ = kafka; }
+  void SetKafka(KafkaPipeline* kafka, RulesTopic* rules) {
+    kafka_ = kafka;
+    rules_ = rules;
+  }
 
   // One route: its method and path template ({id} matches one segment), what it does, the
   // body types it accepts (comma-separated; empty: no body) and its responses. The router and
@@ -86,6 +90,7 @@ class Api {
   engine::ShardedMatcher* matcher_;
   Durability* durability_;
   KafkaPipeline* kafka_ = nullptr;
+  RulesTopic* rules_ = nullptr;
   uint64_t events_received_ = 0;
   uint64_t events_accepted_ = 0;
   uint64_t events_malformed_ = 0;

@@ -62,8 +62,51 @@ std::variant<PatternRegistry::Change, PatternRegistry::Refusal> PatternRegistry:
 std::variant<PatternRegistry::Change, PatternRegistry::Refusal> PatternRegistry::Put(
     const std::string& id, const std::string& text, const std::string& content_type) {
   auto it = patterns_.find(id);
+  if (!publisher_) {
+    return PutLocal(id, text, content_type, it == patterns_.end() ? 1 : it->second.version + 1,
+                    it == patterns_.end() || it->second.enabled);
+  }
+  // Checked here, so a bad document is refused to its sender, not published.
+  auto compiled = Compile(text);
+  if (auto* refusal = std::get_if<Refusal>(&compiled)) return std::move(*refusal);
+  if (const std::string& got = std::get<std::shared_ptr<const nfa::Nfa>>(compiled)->pattern().id; got != id) {
+    return Refusal{Refusal::Kind::kIdMismatch, {}, "the document's id '" + got + "' differs from '" + id + "' in the path"};
+  }
+  const bool created = it == patterns_.end();
+  const bool enabled = created || it->second.enabled;
+  last_dropped_ = 0;
+  if (Status s = publisher_->Publish(id, &text, content_type, enabled); !s.ok()) {
+    return Refusal{Refusal::Kind::kStorage, {}, s.message()};
+  }
+  it = patterns_.find(id);
+  if (it == patterns_.end()) return Refusal{Refusal::Kind::kStorage, {}, "published, but not applied"};
+  return Change{&it->second, created, last_dropped_};
+}
+
+std::variant<PatternRegistry::Change, PatternRegistry::Refusal> PatternRegistry::ApplyPublished(
+    const std::string& id, const std::string* text, const std::string& content_type, bool enabled, uint64_t version) {
+  auto it = patterns_.find(id);
+  if (!text) {
+    if (it != patterns_.end()) {
+      if (Status s = DeleteLocal(id); !s.ok()) return Refusal{Refusal::Kind::kStorage, {}, s.message()};
+    }
+    return Change{};
+  }
+  if (it != patterns_.end() && it->second.source == *text) {
+    // The same document: at most its enabled flag changed (its version and state stay).
+    if (Status s = SetEnabledLocal(id, enabled); !s.ok()) return Refusal{Refusal::Kind::kStorage, {}, s.message()};
+    return Change{&it->second, false, 0};
+  }
+  return PutLocal(id, *text, content_type, version, enabled);
+}
+
+std::variant<PatternRegistry::Change, PatternRegistry::Refusal> PatternRegistry::PutLocal(
+    const std::string& id, const std::string& text, const std::string& content_type, uint64_t version,
+    bool enabled) {
+  auto it = patterns_.find(id);
   StoredPattern next = it == patterns_.end() ? StoredPattern{} : it->second;
-  ++next.version;
+  next.version = version;
+  next.enabled = enabled;
   auto compiled = Compile(text, next.version);
   if (auto* refusal = std::get_if<Refusal>(&compiled)) return std::move(*refusal);
   auto nfa = std::get<std::shared_ptr<const nfa::Nfa>>(std::move(compiled));
@@ -91,13 +134,14 @@ std::variant<PatternRegistry::Change, PatternRegistry::Refusal> PatternRegistry:
     }
     return Refusal{Refusal::Kind::kStorage, {}, s.message()};
   }
-  if (next.enabled) {
-    if (change.created || !it->second.enabled) {
-      matcher_->AddPattern(nfa).IgnoreError();  // absent from the matcher: cannot collide
-    } else {
-      auto dropped = matcher_->ReplacePattern(nfa);
-      if (dropped.ok()) change.dropped_partial_matches = *dropped;
-    }
+  const bool was_live = !change.created && it->second.enabled;
+  if (next.enabled && was_live) {
+    auto dropped = matcher_->ReplacePattern(nfa);
+    if (dropped.ok()) change.dropped_partial_matches = last_dropped_ = *dropped;
+  } else if (next.enabled) {
+    matcher_->AddPattern(nfa).IgnoreError();  // absent from the matcher: cannot collide
+  } else if (was_live) {
+    matcher_->RemovePattern(id).status().IgnoreError();
   }
   StoredPattern& stored = patterns_[id];
   stored = std::move(next);
@@ -107,8 +151,13 @@ std::variant<PatternRegistry::Change, PatternRegistry::Refusal> PatternRegistry:
 }
 
 Status PatternRegistry::Delete(const std::string& id) {
+  if (!patterns_.contains(id)) return Status::NotFound("no pattern '" + id + "'");
+  if (publisher_) return publisher_->Publish(id, nullptr, "", false);
+  return DeleteLocal(id);
+}
+
+Status PatternRegistry::DeleteLocal(const std::string& id) {
   auto it = patterns_.find(id);
-  if (it == patterns_.end()) return Status::NotFound("no pattern '" + id + "'");
   std::error_code ec;
   fs::remove(PathOf(id), ec);
   if (ec) return Status::IoError("cannot delete " + PathOf(id) + ": " + ec.message());
@@ -125,6 +174,13 @@ Status PatternRegistry::Delete(const std::string& id) {
 Status PatternRegistry::SetEnabled(const std::string& id, bool enabled) {
   auto it = patterns_.find(id);
   if (it == patterns_.end()) return Status::NotFound("no pattern '" + id + "'");
+  if (it->second.enabled == enabled) return Status::Ok();
+  if (publisher_) return publisher_->Publish(id, &it->second.source, it->second.content_type, enabled);
+  return SetEnabledLocal(id, enabled);
+}
+
+Status PatternRegistry::SetEnabledLocal(const std::string& id, bool enabled) {
+  auto it = patterns_.find(id);
   if (it->second.enabled == enabled) return Status::Ok();
   StoredPattern next = it->second;
   next.enabled = enabled;

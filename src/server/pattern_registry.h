@@ -67,6 +67,25 @@ class PatternRegistry {
   };
   void SetHooks(Hooks hooks) { hooks_ = std::move(hooks); }
 
+  // Where patterns live when this registry is not their source of truth (Kafka's rules
+  // topic): changes are validated here, published, and applied when they come back
+  // (ApplyPublished), on every instance alike.
+  class Publisher {
+   public:
+    virtual ~Publisher() = default;
+    // Publishes pattern `id` as `source` (null: deleted), and returns once this instance has
+    // applied it, or with why it could not.
+    virtual Status Publish(const std::string& id, const std::string* source, const std::string& content_type,
+                           bool enabled) = 0;
+  };
+  void SetPublisher(Publisher* publisher) { publisher_ = publisher; }
+  // A change read back from where patterns are published, in their order: `text` null for a
+  // deletion; `version` as that source numbers it. The same document again changes at most
+  // its enabled flag (it keeps its version and partial matches). A document that does not
+  // compile is refused and not applied.
+  std::variant<Change, Refusal> ApplyPublished(const std::string& id, const std::string* text,
+                                               const std::string& content_type, bool enabled, uint64_t version);
+
   // Compiles `text` without storing it. Empty when valid.
   std::vector<nfa::PatternError> Validate(const std::string& text);
 
@@ -87,6 +106,11 @@ class PatternRegistry {
                                                                  uint64_t version = 0);
   Status Persist(const StoredPattern& p) const;
   void ApplyAll();
+  // The changes themselves, applied here (Put, Delete and SetEnabled without a publisher).
+  std::variant<Change, Refusal> PutLocal(const std::string& id, const std::string& text,
+                                         const std::string& content_type, uint64_t version, bool enabled);
+  Status DeleteLocal(const std::string& id);
+  Status SetEnabledLocal(const std::string& id, bool enabled);
   Status Record(const std::string& id, const std::shared_ptr<const nfa::Nfa>& live);
   std::string PathOf(const std::string& id) const;
 
@@ -95,6 +119,8 @@ class PatternRegistry {
   engine::ShardedMatcher* matcher_;
   std::map<std::string, StoredPattern> patterns_;
   Hooks hooks_;
+  Publisher* publisher_ = nullptr;
+  size_t last_dropped_ = 0;  // by the last change applied
 };
 
 }  // namespace vigil::server

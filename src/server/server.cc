@@ -45,10 +45,11 @@ Server::Server(ServerOptions options)
   }
   registry_ = std::make_unique<PatternRegistry>((fs::path(options_.data_dir) / "patterns").string(),
                                                 &schema_, matcher_.get());
+  if (kafka_) rules_ = std::make_unique<RulesTopic>(options_.kafka, registry_.get());
   ingest_ = std::make_unique<Ingest>(matcher_.get(), alerts_.get(), durability_.get());
   api_ = std::make_unique<Api>(options_, registry_.get(), ingest_.get(), alerts_.get(), matcher_.get(),
                                durability_.get());
-  api_->SetKafka(kafka_.get());
+  api_->SetKafka(kafka_.get(), rules_.get());
   HttpServer::Limits limits;
   limits.max_body_bytes = options_.max_body_bytes;
   limits.max_connections = options_.max_connections;
@@ -102,6 +103,12 @@ Status Server::Start(std::vector<std::string>* warnings) {
   }
   if (Status s = durability_->Recover(warnings); !s.ok()) return s;
   for (std::string& e : registry_->Load()) warnings->push_back(std::move(e));
+  if (rules_) {
+    // The rules topic is the patterns' source of truth: what it holds wins over the stored
+    // copies, and the patterns directory's files are published to it.
+    if (Status s = rules_->Open(); !s.ok()) return s;
+    registry_->SetPublisher(rules_.get());
+  }
   if (Status s = LoadPatternsDirectory(warnings); !s.ok()) return s;
   // From here on the state is what the checkpoints must hold; pattern changes take effect at
   // one input position, which a checkpoint then records.
@@ -146,6 +153,7 @@ void Server::ScheduleTick() {
           .IgnoreError();
     }
     alerts_->Flush().IgnoreError();
+    if (rules_) rules_->Poll(0);
     durability_->CheckpointIfDue();
     ReportDroppedPartialMatches(now);
     ScheduleTick();

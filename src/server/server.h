@@ -25,6 +25,7 @@
 #include "server/http_server.h"
 #include "server/ingest.h"
 #include "server/kafka_pipeline.h"
+#include "server/rules_topic.h"
 #include "server/pattern_registry.h"
 #include "server/server_options.h"
 
@@ -62,6 +63,7 @@ class Server {
   std::unique_ptr<engine::ShardedMatcher> matcher_;
   std::unique_ptr<Durability> durability_;
   std::unique_ptr<KafkaPipeline> kafka_;  // with kafka.brokers
+  std::unique_ptr<RulesTopic> rules_;     // with kafka.brokers
   std::unique_ptr<PatternRegistry> registry_;
   std::unique_ptr<Ingest> ingest_;
   std::unique_ptr<Api> api_;

@@ -85,6 +85,7 @@ struct ServerOptions {
     std::string alerts_topic = "vigil-alerts";             // kafka.alerts_topic
     std::string dead_letter_topic = "vigil-dead-letters";  // kafka.dead_letter_topic
     std::string late_topic = "vigil-late-events";          // kafka.late_topic
+    std::string rules_topic = "vigil-rules";               // kafka.rules_topic
     int topic_partitions = 3;             // kafka.topics.partitions
     int replication_factor = 1;           // kafka.topics.replication_factor
     bool exactly_once = true;             // processing.guarantee

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <thread>
@@ -79,14 +80,15 @@ std::vector<std::string> Alerts(const std::string& topic, size_t count) {
 }
 
 std::unique_ptr<ServerProcess> Start(const std::string& data, const std::string& prefix, const std::string& patterns,
-                                     size_t workers) {
+                                     size_t workers, const std::string& group_suffix = "") {
   auto server = std::make_unique<ServerProcess>(
       data, std::vector<std::string>{
                 "--patterns-dir", patterns, "--workers", std::to_string(workers), "--max-out-of-orderness", "10s",
                 "--idle-timeout", "0", "--checkpoint-interval", "300ms", "--kafka-brokers", Broker(),
                 "--kafka-input-topics", prefix + "-events", "--kafka-alerts-topic", prefix + "-alerts",
                 "--kafka-dead-letter-topic", prefix + "-dead", "--kafka-late-topic", prefix + "-late",
-                "--kafka-group-id", prefix, "--kafka-topic-partitions", "1", "--kafka-idle-timeout", "1s"});
+                "--kafka-group-id", prefix + group_suffix, "--kafka-rules-topic", prefix + "-rules",
+                "--kafka-topic-partitions", "1", "--kafka-idle-timeout", "1s"});
   REQUIRE(server->started());
   return server;
 }
@@ -142,4 +144,51 @@ TEST_CASE("Kafka: killed at random points while the producer runs, every alert c
   const std::vector<std::string> alerts = Alerts(prefix + "-alerts", expected.size());
   CHECK(AsMatches(alerts) == expected);  // none lost, none twice (AsMatches checks the ids)
   CHECK(server->Stop() == 0);
+}
+
+TEST_CASE("Kafka: a rule uploaded on one instance is applied on another; a bad one on the topic is refused") {
+  TempDir dir;
+  const std::string prefix = Prefix("rules");
+  const std::string empty = dir.path() + "/no-patterns";
+  std::filesystem::create_directories(empty);
+  auto first = Start(dir.path() + "/a", prefix, empty, 1, "-a");
+  auto second = Start(dir.path() + "/b", prefix, empty, 1, "-b");
+  const std::string rule = "id: big-payment\nkey: card_id\nsequence:\n  - begin: big\n    where: amount > 1000\n";
+  const auto created = first->Request(http::verb::post, "/patterns", rule, "application/yaml");
+  REQUIRE(created.status == 201);
+  auto on_second = [&](const std::string& id) { return second->Request(http::verb::get, "/patterns/" + id); };
+  int waited = 0;
+  while (on_second("big-payment").status != 200 && waited++ < 40) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  CHECK(on_second("big-payment").status == 200);
+  // Same version on both: the topic numbers it.
+  CHECK(first->Request(http::verb::get, "/patterns/big-payment").body.find("\"version\":1,") != std::string::npos);
+  CHECK(on_second("big-payment").body.find("\"version\":1,") != std::string::npos);
+  // Disabled on the second: the first follows.
+  REQUIRE(second->Request(http::verb::post, "/patterns/big-payment/disable").status == 200);
+  waited = 0;
+  while (first->Request(http::verb::get, "/patterns/big-payment").body.find("\"enabled\":false") == std::string::npos &&
+         waited++ < 40) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(first->Request(http::verb::get, "/patterns/big-payment").body.find("\"enabled\":false") != std::string::npos);
+  // Straight to the topic, by hand: a document that does not compile.
+  // (A file argument: kcat sends it as one record.)
+  const std::string broken = dir.Write("broken.yaml", "id: broken\nsequence: [");
+  REQUIRE(std::system(("kcat -P -b " + Broker() + " -t " + prefix + "-rules -k broken " + broken).c_str()) == 0);
+  waited = 0;
+  auto refused = [&] {
+    const std::string metrics = first->Request(http::verb::get, "/metrics").body;
+    return metrics.find("vigil_kafka_rules_refused_total 1") != std::string::npos;
+  };
+  while (!refused() && waited++ < 40) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  CHECK(refused());
+  CHECK(first->Request(http::verb::get, "/patterns/broken").status == 404);
+  CHECK(first->Alive());
+  // Deleted on the first: gone from the second.
+  REQUIRE(first->Request(http::verb::delete_, "/patterns/big-payment").status == 204);
+  waited = 0;
+  while (on_second("big-payment").status != 404 && waited++ < 40) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  CHECK(on_second("big-payment").status == 404);
+  CHECK(first->Stop() == 0);
+  CHECK(second->Stop() == 0);
 }
