@@ -95,7 +95,7 @@ std::unique_ptr<ServerProcess> Start(const std::string& data, const std::string&
 
 }  // namespace
 
-TEST_CASE("Kafka: alerts of an input topic, read committed, are replay's; malformed records are dead letters") {
+TEST_CASE("Kafka: alerts of an input topic, read committed, are replay's, and malformed records are dead letters") {
   TempDir dir;
   std::vector<std::string> events = Events();
   const std::vector<std::string> expected = Expected(dir, events);
@@ -146,7 +146,7 @@ TEST_CASE("Kafka: killed at random points while the producer runs, every alert c
   CHECK(server->Stop() == 0);
 }
 
-TEST_CASE("Kafka: a rule uploaded on one instance is applied on another; a bad one on the topic is refused") {
+TEST_CASE("Kafka: a rule uploaded on one instance is applied on another, and a bad one on the topic is refused") {
   TempDir dir;
   const std::string prefix = Prefix("rules");
   const std::string empty = dir.path() + "/no-patterns";

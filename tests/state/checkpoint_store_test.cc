@@ -78,7 +78,7 @@ TEST_CASE("Checkpoint store: meta survives encoding, and damage to it is refused
   }
 }
 
-TEST_CASE("Checkpoint store: each checkpoint holds its keys; later ones add only what changed") {
+TEST_CASE("Checkpoint store: each checkpoint holds its keys, and later ones add only what changed") {
   vigil::testing::TempDir dir;
   auto store = OpenStore(dir.path(), 3);
   REQUIRE(store->StartEmpty().ok());

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# bench_kafka.sh: `vigil serve` on a Kafka broker on this machine (scripts/kafka.sh).
+#
+#   (a) ceiling: kcat (librdkafka) consuming the whole input topic, nothing else;
+#   (b) throughput: N generated events produced to a fresh input topic beforehand, then vigil
+#       (all five rules) started on it: events/s from its first record to its last, with
+#       exactly_once and with at_least_once;
+#   (c) latency: vigil-kafka-load produces at a fixed rate into a running vigil and reads the
+#       alerts back read_committed; produce-to-alert p50 and p99.
+# The broker, vigil and the client share this machine's cores. Prints a Markdown table.
+#
+# Usage: load-tests/bench_kafka.sh [--build DIR] [--events N] [--keys K] [--workers W]
+#            [--partitions P] [--rate R] [--duration S] [--commit-interval D]
+set -euo pipefail
+
+readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH_DIR="${BENCH_DIR:-/tmp/vigil-bench}"
+build="build/release"
+events=1000000
+keys=100000
+workers=2
+partitions=3
+rate=50000
+duration=20
+commit_interval=100ms
+
+die() { echo "bench_kafka: $*" >&2; exit 2; }
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --build) build="$2"; shift 2 ;;
+    --events) events="$2"; shift 2 ;;
+    --keys) keys="$2"; shift 2 ;;
+    --workers) workers="$2"; shift 2 ;;
+    --partitions) partitions="$2"; shift 2 ;;
+    --rate) rate="$2"; shift 2 ;;
+    --duration) duration="$2"; shift 2 ;;
+    --commit-interval) commit_interval="$2"; shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) die "unknown option $1" ;;
+  esac
+done
+source "$ROOT/load-tests/common.sh"
+load="$(find_binary vigil-kafka-load "$build/load-tests/vigil-kafka-load")"
+[[ -n "$load" ]] || die "no vigil-kafka-load under $build"
+command -v kcat >/dev/null || die "kcat is needed (scripts/install-deps.sh)"
+
+port="${VIGIL_KAFKA_PORT:-9092}"
+broker="127.0.0.1:$port"
+"$ROOT/scripts/kafka.sh" status >/dev/null 2>&1 || "$ROOT/scripts/kafka.sh" start >&2
+
+file="$BENCH_DIR/events-$events-$keys-42-$source_sum.ndjson"
+if [[ ! -s "$file" ]]; then
+  "$generator" --events "$events" --keys "$keys" --seed 42 --fraud-rate 0.0002 > "$file.tmp.$$"
+  mv "$file.tmp.$$" "$file"
+fi
+work="$(mktemp -d)"
+trap 'pkill -f -- "--data-dir $work" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+now_ms() { date +%s%3N; }
+metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
+
+serve() {  # PREFIX GUARANTEE: starts vigil on the PREFIX topics; prints its port
+  local prefix="$1" guarantee="$2" log="$work/$1.log"
+  "$vigil" serve --listen 127.0.0.1:0 --data-dir "$work/$prefix" --patterns-dir "$ROOT/patterns" \
+    --workers "$workers" --max-out-of-orderness 5s --kafka-brokers "$broker" \
+    --kafka-input-topics "$prefix-events" --kafka-alerts-topic "$prefix-alerts" \
+    --kafka-dead-letter-topic "$prefix-dead" --kafka-late-topic "$prefix-late" \
+    --kafka-rules-topic "$prefix-rules" --kafka-group-id "$prefix" --kafka-topic-partitions "$partitions" \
+    --processing-guarantee "$guarantee" --kafka-commit-interval "$commit_interval" > "$log" 2>&1 &
+  for _ in $(seq 1 300); do
+    if grep -q "listening on" "$log" 2>/dev/null; then
+      grep -o 'listening on http://[^ ]*' "$log" | sed 's/.*://'
+      return 0
+    fi
+    sleep 0.1
+  done
+  cat "$log" >&2
+  die "vigil did not start"
+}
+
+echo "| measurement | guarantee | events | seconds | events/s | alerts | p50 ms | p99 ms |"
+echo "|---|---|---|---|---|---|---|---|"
+
+# (b) needs its input in place first; (a) reads the same topic.
+for guarantee in exactly_once at_least_once; do
+  prefix="b$RANDOM$guarantee"
+  "$ROOT/scripts/kafka.sh" topic "$prefix-events" "$partitions" >/dev/null
+  kcat -P -b "$broker" -t "$prefix-events" -X linger.ms=20 -X batch.num.messages=10000 < "$file"
+  if [[ "$guarantee" == exactly_once ]]; then
+    start=$(now_ms)
+    consumed=$(kcat -C -b "$broker" -t "$prefix-events" -o beginning -e -q | wc -l)
+    seconds=$(awk -v ms=$(( $(now_ms) - start )) 'BEGIN { printf "%.2f", ms / 1000 }')
+    echo "| consume only (kcat) | - | $consumed | $seconds | $(awk -v n="$consumed" -v s="$seconds" 'BEGIN { printf "%.0f", n / s }') | - | - | - |"
+  fi
+  port_v=$(serve "$prefix" "$guarantee")
+  first=""
+  while :; do
+    n=$(metric "$port_v" vigil_kafka_records_in_total)
+    [[ -z "$first" && "${n:-0}" -gt 0 ]] && first=$(now_ms)
+    [[ "${n:-0}" -ge "$events" ]] && break
+    sleep 0.05
+  done
+  last=$(now_ms)
+  alerts=$(metric "$port_v" 'vigil_kafka_records_out_total{topic="alerts"}')
+  seconds=$(awk -v ms=$(( last - first )) 'BEGIN { printf "%.2f", ms / 1000 }')
+  echo "| throughput | $guarantee | $events | $seconds | $(awk -v n="$events" -v s="$seconds" 'BEGIN { printf "%.0f", n / s }') | $alerts | - | - |"
+  pkill -f -- "--data-dir $work/$prefix" || true
+  sleep 1
+done
+
+for guarantee in exactly_once at_least_once; do
+  prefix="l$RANDOM$guarantee"
+  port_v=$(serve "$prefix" "$guarantee")
+  sleep 2
+  line=$("$load" --brokers "$broker" --topic "$prefix-events" --alerts-topic "$prefix-alerts" --events "$file" \
+           --rate "$rate" --duration "$duration" --settle 5)
+  read -r produced seconds per_second alerts p50 p99 < <(echo "$line" | awk '{print $2, $5, $7, $10, $14, $16}' | tr -d '(;')
+  echo "| latency at $rate/s | $guarantee | $produced | $seconds | $per_second | $alerts | $p50 | $p99 |"
+  pkill -f -- "--data-dir $work/$prefix" || true
+  sleep 1
+done

@@ -1,0 +1,161 @@
+// vigil-kafka-load: produces NDJSON events to a Kafka topic and measures what vigil makes of
+// them: the produce-to-alert latency of every alert read back read_committed.
+//
+//   vigil-kafka-load --brokers B --topic T --alerts-topic A --events FILE
+//                    [--rate R] [--duration S] [--settle S]
+//
+// Every event gets "sent_at":<epoch ms> (its produce time) after its opening '{'; an alert's
+// latency is the time it is read (committed) less the latest sent_at among its events.
+// --rate R produces R events/s (0: as fast as librdkafka takes them) for --duration seconds
+// (or the whole file once, whichever ends first); alerts are read for --settle seconds more.
+// Prints: produced, events/s, alerts, p50, p99, max latency (ms).
+
+#include <librdkafka/rdkafka.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+[[noreturn]] void Die(const std::string& why) {
+  std::fprintf(stderr, "vigil-kafka-load: %s\n", why.c_str());
+  std::exit(2);
+}
+
+rd_kafka_t* Client(rd_kafka_type_t type, const std::vector<std::pair<std::string, std::string>>& settings) {
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  char error[512];
+  for (const auto& [name, value] : settings) {
+    if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), error, sizeof error) != RD_KAFKA_CONF_OK) Die(error);
+  }
+  rd_kafka_t* rk = rd_kafka_new(type, conf, error, sizeof error);
+  if (!rk) Die(error);
+  return rk;
+}
+
+// The latest "sent_at" in `alert`, 0 if none.
+int64_t LatestSentAt(std::string_view alert) {
+  int64_t latest = 0;
+  static constexpr std::string_view kField = "\"sent_at\":";
+  for (size_t at = alert.find(kField); at != std::string_view::npos; at = alert.find(kField, at + 1)) {
+    latest = std::max<int64_t>(latest, std::atoll(std::string(alert.substr(at + kField.size(), 20)).c_str()));
+  }
+  return latest;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string brokers, topic, alerts_topic, events_path;
+  double rate = 0, duration = 60, settle = 5;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i], value = argv[i + 1];
+    if (flag == "--brokers") brokers = value;
+    else if (flag == "--topic") topic = value;
+    else if (flag == "--alerts-topic") alerts_topic = value;
+    else if (flag == "--events") events_path = value;
+    else if (flag == "--rate") rate = std::stod(value);
+    else if (flag == "--duration") duration = std::stod(value);
+    else if (flag == "--settle") settle = std::stod(value);
+    else Die("unknown flag " + flag + " (see the header of load-tests/kafka_load.cc)");
+  }
+  if (brokers.empty() || topic.empty() || alerts_topic.empty() || events_path.empty()) {
+    Die("--brokers, --topic, --alerts-topic and --events are required");
+  }
+  std::vector<std::string> events;
+  {
+    std::ifstream in(events_path);
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty()) events.push_back(std::move(line));
+    }
+  }
+  if (events.empty()) Die("no events in " + events_path);
+
+  // Alerts are read from their end as it is now: only this run's count.
+  std::atomic<bool> producing{true};
+  std::vector<int64_t> latencies;
+  std::thread reader([&] {
+    rd_kafka_t* rk = Client(RD_KAFKA_CONSUMER, {{"bootstrap.servers", brokers},
+                                                {"group.id", "vigil-kafka-load"},
+                                                {"isolation.level", "read_committed"},
+                                                {"enable.auto.commit", "false"}});
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(16);
+    const rd_kafka_metadata_t* metadata = nullptr;
+    rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, alerts_topic.c_str(), nullptr);
+    if (rd_kafka_metadata(rk, 0, rkt, &metadata, 10000) || metadata->topic_cnt != 1) Die("no alerts topic");
+    for (int p = 0; p < metadata->topics[0].partition_cnt; ++p) {
+      rd_kafka_topic_partition_list_add(list, alerts_topic.c_str(), p)->offset = RD_KAFKA_OFFSET_END;
+    }
+    rd_kafka_metadata_destroy(metadata);
+    rd_kafka_topic_destroy(rkt);
+    rd_kafka_assign(rk, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    int64_t stop_at = INT64_MAX;
+    while (NowMs() < stop_at) {
+      if (!producing && stop_at == INT64_MAX) stop_at = NowMs() + static_cast<int64_t>(settle * 1000);
+      rd_kafka_message_t* m = rd_kafka_consumer_poll(rk, 100);
+      if (!m) continue;
+      if (!m->err) {
+        const int64_t sent = LatestSentAt(std::string_view(static_cast<const char*>(m->payload), m->len));
+        if (sent > 0) latencies.push_back(NowMs() - sent);
+      }
+      rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+  });
+  std::this_thread::sleep_for(std::chrono::seconds(2));  // the reader is in place
+
+  rd_kafka_t* producer = Client(RD_KAFKA_PRODUCER, {{"bootstrap.servers", brokers}, {"linger.ms", "5"},
+                                                    {"queue.buffering.max.messages", "1000000"}});
+  const auto start = std::chrono::steady_clock::now();
+  size_t produced = 0;
+  std::string record;
+  while (produced < events.size()) {
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (elapsed >= duration) break;
+    if (rate > 0 && produced >= static_cast<size_t>(elapsed * rate)) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      rd_kafka_poll(producer, 0);
+      continue;
+    }
+    const std::string& event = events[produced];
+    record.assign("{\"sent_at\":");
+    record += std::to_string(NowMs());
+    record += ',';
+    record.append(event, 1);
+    while (rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                             RD_KAFKA_V_VALUE(record.data(), record.size()), RD_KAFKA_V_END) ==
+           RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+      rd_kafka_poll(producer, 10);
+    }
+    ++produced;
+    if (produced % 1000 == 0) rd_kafka_poll(producer, 0);
+  }
+  rd_kafka_flush(producer, 60000);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  rd_kafka_destroy(producer);
+  producing = false;
+  reader.join();
+
+  std::sort(latencies.begin(), latencies.end());
+  auto at = [&](double q) { return latencies.empty() ? 0 : latencies[static_cast<size_t>(q * (latencies.size() - 1))]; };
+  std::printf("produced %zu events in %.2f s (%.0f events/s); alerts %zu; latency ms p50 %lld p99 %lld max %lld\n",
+              produced, seconds, produced / seconds, latencies.size(), static_cast<long long>(at(0.5)),
+              static_cast<long long>(at(0.99)), static_cast<long long>(latencies.empty() ? 0 : latencies.back()));
+  return 0;
+}
