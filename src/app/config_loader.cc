@@ -283,6 +283,13 @@ const Setting kSettings[] = {
     {"kafka.input.idle_timeout", "VIGIL_KAFKA_INPUT_IDLE_TIMEOUT", "--kafka-idle-timeout", "DURATION",
      "a partition with no record for this long stops holding the watermark back", "10s",
      [](const std::string& v, ServerOptions* o) { return ParseDuration(v, &o->kafka.idle_partition_ms); }},
+    {"kafka.input.time", "VIGIL_KAFKA_INPUT_TIME", "--kafka-input-time", "SOURCE",
+     "event time from the events' time field (field) or the Kafka record timestamp (record)", "field",
+     [](const std::string& v, ServerOptions* o) -> ParseError {
+       if (v != "field" && v != "record") return "must be field or record";
+       o->kafka.record_time = v == "record";
+       return std::nullopt;
+     }},
     {"kafka.group_id", "VIGIL_KAFKA_GROUP_ID", "--kafka-group-id", "NAME", "consumer group of the input",
      "vigil", [](const std::string& v, ServerOptions* o) { return ParseNonEmpty(v, &o->kafka.group_id); }},
     {"kafka.alerts_topic", "VIGIL_KAFKA_ALERTS_TOPIC", "--kafka-alerts-topic", "TOPIC", "where alerts go",

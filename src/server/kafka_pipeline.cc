@@ -203,9 +203,22 @@ Status KafkaPipeline::Ingest(const std::vector<kafka::Record>& records) {
   const int64_t entered = std::chrono::steady_clock::now().time_since_epoch().count();
   const int64_t now = SteadyClockMs();
   batch_.clear();
-  for (const kafka::Record& r : records) {
+  stamped_.resize(options_.record_time ? records.size() : 0);
+  for (size_t i = 0; i < records.size(); ++i) {
+    const kafka::Record& r = records[i];
     const uint32_t source = SourceOf(*r.partition);
-    batch_.emplace_back(source, TrimJsonWhitespace(r.value));
+    std::string_view text = TrimJsonWhitespace(r.value);
+    if (options_.record_time && text.starts_with('{')) {
+      std::string& stamped = stamped_[i];
+      stamped.assign("{\"");
+      stamped.append(kRecordTimeField);
+      stamped.append("\":");
+      stamped.append(std::to_string(r.timestamp_ms));
+      if (TrimJsonWhitespace(text.substr(1)) != "}") stamped.push_back(',');
+      stamped.append(text.substr(1));
+      text = stamped;
+    }
+    batch_.emplace_back(source, text);
     logged_offsets_[*r.partition] = r.offset + 1;
     last_record_ms_[source] = now;
     idle_[source] = false;  // the engine makes a source active again with its event
@@ -243,25 +256,44 @@ Status KafkaPipeline::Commit() {
     return Status::Ok();
   }
   Status s = producer_->CommitTransaction(consumer_.get(), offsets, std::to_string(position), kCommitTimeoutMs);
-  if (s.code() == Status::Code::kFailedPrecondition || s.code() == Status::Code::kInternal) {
-    // The transaction is lost with the output it held: only a restart (recovery replays the
-    // input after the last commit) brings that output back. Exit for the supervisor to restart.
-    ++aborts_;
-    producer_->AbortTransaction(kCommitTimeoutMs).IgnoreError();
-    Log("the transaction was aborted (" + s.message() + "); exiting so that recovery redoes its output");
+  if (s.code() == Status::Code::kInternal) {
+    // Fatal: another process took this transactional id over. It owns the output now.
+    Log("the producer was fenced (" + s.message() + "); another instance has taken over, exiting");
     std::fflush(stderr);
     std::_Exit(75);
+  }
+  if (s.code() == Status::Code::kFailedPrecondition) {
+    ++aborts_;
+    Log("transaction aborted, redone: " + s.message());
+    if (Status redone = Redo(); !redone.ok()) return redone;
+    return s;  // committed at the next attempt
   }
   if (!s.ok()) return s;  // retriable: the transaction stays open and is committed later
   committed_position_ = position;
   ++commits_;
+  {
+    const std::lock_guard lock(output_mutex_);
+    open_output_.clear();
+  }
   return producer_->BeginTransaction();
+}
+
+Status KafkaPipeline::Redo() {
+  if (Status s = producer_->AbortTransaction(kCommitTimeoutMs); !s.ok()) return s;
+  if (Status s = producer_->BeginTransaction(); !s.ok()) return s;
+  const std::lock_guard lock(output_mutex_);
+  for (const Output& o : open_output_) {
+    if (Status s = producer_->Produce(*o.topic, o.key, o.value, o.headers); !s.ok()) return s;
+  }
+  return Status::Ok();
 }
 
 void KafkaPipeline::Produce(const std::string& topic, std::string_view key, std::string_view value,
                            std::vector<std::pair<std::string, std::string>> headers) {
   if (quiet_) return;  // already in Kafka: committed before the crash
+  const std::lock_guard lock(output_mutex_);
   if (Status s = producer_->Produce(topic, key, value, headers); !s.ok()) Log(s.message());
+  if (producer_->transactional()) open_output_.push_back({&topic, std::string(key), std::string(value), std::move(headers)});
 }
 
 void KafkaPipeline::Alert(std::string_view pattern_id, uint64_t version, std::string_view key_json,

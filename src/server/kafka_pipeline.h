@@ -13,6 +13,9 @@
 //     alert of the input so far is produced), then the transaction commits the output with the
 //     input offsets and, as their metadata, the input position. A checkpoint is only taken
 //     right after a commit, so a checkpoint never holds input whose output is uncommitted.
+//     A transaction the broker aborts (a coordinator that moved, a consumer group that
+//     re-formed after a broker restart) is begun again with the same records, kept until
+//     their commit, so an outage costs time, not output.
 //  4. Recovery: opening the transactional producer fences and aborts what the previous process
 //     left open; the group's committed metadata says up to which input position the output is
 //     in Kafka. The replay (Durability) produces nothing up to there, and everything after it
@@ -27,6 +30,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -41,6 +45,10 @@ namespace vigil::server {
 
 class KafkaPipeline : public AlertForwarder {
  public:
+  // With kafka.input.time record, each event gains this field, the record's timestamp, and
+  // the engine reads event time from it.
+  static constexpr std::string_view kRecordTimeField = "_kafka_ts";
+
   KafkaPipeline(const ServerOptions::Kafka& options, boost::asio::io_context& io, engine::ShardedMatcher* matcher,
                 Durability* durability, AlertLog* alerts);
   ~KafkaPipeline() override;
@@ -74,6 +82,8 @@ class KafkaPipeline : public AlertForwarder {
   Status ReplayControl(std::string_view control);
   void Produce(const std::string& topic, std::string_view key, std::string_view value,
                std::vector<std::pair<std::string, std::string>> headers);
+  // Aborts the open transaction and begins another with the same records.
+  Status Redo();
 
   ServerOptions::Kafka options_;
   boost::asio::io_context& io_;
@@ -90,10 +100,20 @@ class KafkaPipeline : public AlertForwarder {
   std::map<uint32_t, int64_t> last_record_ms_;            // wall clock, by source
   std::map<uint32_t, bool> idle_;
   std::vector<std::pair<uint32_t, std::string_view>> batch_;
+  std::vector<std::string> stamped_;  // events with their record time added (record_time)
   std::vector<kafka::Record> records_;
 
   uint64_t committed_position_ = 0;  // input position whose output is committed
   std::atomic<bool> quiet_{false};   // replaying input whose output is already in Kafka
+  // The records of the open transaction (exactly_once), for Redo. Workers produce at once.
+  struct Output {
+    const std::string* topic;
+    std::string key;
+    std::string value;
+    std::vector<std::pair<std::string, std::string>> headers;
+  };
+  std::mutex output_mutex_;
+  std::vector<Output> open_output_;
   int64_t last_commit_ms_ = 0;
   bool ready_ = false;
   bool stopped_ = false;

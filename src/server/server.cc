@@ -32,6 +32,9 @@ Server::Server(ServerOptions options)
   std::vector<engine::WorkerSink*> sinks;
   for (size_t i = 0; i < engine_options.workers; ++i) sinks.push_back(alerts_->worker_sink(i));
   engine_options.time_field = options_.time_field;
+  if (!options_.kafka.brokers.empty() && options_.kafka.record_time) {
+    engine_options.time_field = KafkaPipeline::kRecordTimeField;
+  }
   matcher_ = std::make_unique<engine::ShardedMatcher>(std::vector<std::shared_ptr<const nfa::Nfa>>{},
                                                       &schema_, engine_options, alerts_.get(), sinks);
   Durability::Options durability;

@@ -82,6 +82,7 @@ struct ServerOptions {
     std::vector<std::string> input_topics = {"vigil-events"};  // kafka.input.topics
     std::string group_id = "vigil";       // kafka.group_id
     int64_t idle_partition_ms = 10000;    // kafka.input.idle_timeout
+    bool record_time = false;             // kafka.input.time: record (true) or field
     std::string alerts_topic = "vigil-alerts";             // kafka.alerts_topic
     std::string dead_letter_topic = "vigil-dead-letters";  // kafka.dead_letter_topic
     std::string late_topic = "vigil-late-events";          // kafka.late_topic
