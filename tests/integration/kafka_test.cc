@@ -193,24 +193,3 @@ TEST_CASE("Kafka: a rule uploaded on one instance is applied on another, and a b
   CHECK(second->Stop() == 0);
 }
 
-TEST_CASE("Kafka: the broker restarts in the middle of a run, vigil waits for it, alerts exactly once") {
-  TempDir dir;
-  const std::vector<std::string> events = Events();
-  const std::vector<std::string> expected = Expected(dir, events);
-  const std::string prefix = Prefix("broker");
-  auto server = Start(dir.path() + "/data", prefix, dir.path() + "/patterns", 2);
-  const size_t half = events.size() / 2;
-  Produce(prefix + "-events", events, 0, half);
-  std::this_thread::sleep_for(std::chrono::seconds(1));
-  // The broker is the one scripts/test.sh started (VIGIL_KAFKA_DIR, VIGIL_KAFKA_PORT).
-  const std::string script = std::string(VIGIL_SOURCE_DIR) + "/scripts/kafka.sh";
-  REQUIRE(std::system((script + " stop >/dev/null").c_str()) == 0);
-  std::this_thread::sleep_for(std::chrono::seconds(3));
-  CHECK(server->Alive());
-  CHECK(server->Request(http::verb::get, "/healthz").status == 200);
-  REQUIRE(std::system((script + " start >/dev/null").c_str()) == 0);
-  Produce(prefix + "-events", events, half, events.size());
-  CHECK(AsMatches(Alerts(prefix + "-alerts", expected.size())) == expected);
-  CHECK(server->Alive());
-  CHECK(server->Stop() == 0);
-}
