@@ -73,10 +73,7 @@ Status Durability::ReplayPatternChange(std::string_view change) {
 }
 
 Status Durability::LogPatternChange(const std::string& id, const std::shared_ptr<const nfa::Nfa>& live) {
-  log_->AppendControl(last_position_ + 1, EncodePatternChange(id, live));
-  if (Status s = log_->Commit(); !s.ok()) return s;
-  ++last_position_;
-  return Status::Ok();
+  return LogControl(EncodePatternChange(id, live));
 }
 
 Status Durability::Restore(const state::CheckpointMeta& meta) {
