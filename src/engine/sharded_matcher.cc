@@ -392,6 +392,11 @@ int64_t ShardedMatcher::SourcesWatermark() const {
   return smallest == INT64_MAX ? INT64_MIN : SaturatingSub(smallest, options_.matcher.max_out_of_orderness_ms);
 }
 
+int64_t ShardedMatcher::source_watermark_ms(uint32_t source) const {
+  if (source >= sources_.size() || sources_[source].max_time_ms == INT64_MIN) return INT64_MIN;
+  return SaturatingSub(sources_[source].max_time_ms, options_.matcher.max_out_of_orderness_ms);
+}
+
 void ShardedMatcher::SetSourceIdle(uint32_t source, bool idle) {
   Flush();  // the events added before are decided with the sources as they were
   if (source >= sources_.size()) sources_.resize(source + 1);

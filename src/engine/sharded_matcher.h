@@ -133,6 +133,9 @@ class ShardedMatcher {
   // decides) no longer holds it back, until it delivers again. With one source this is the
   // largest event time less the allowed out-of-orderness.
   void SetSourceIdle(uint32_t source, bool idle);
+  // One source's own watermark (its largest event time less the allowed lateness); INT64_MIN
+  // before its first event.
+  int64_t source_watermark_ms(uint32_t source) const;
   // Decides every event added so far (reporting to the input sink before it returns) and
   // hands them and the current watermark to the workers. Does not wait for matching.
   void Flush();

@@ -69,7 +69,7 @@ struct ConsumerCallbacks {
 
 Result<std::unique_ptr<Consumer>> Consumer::Open(const Properties& properties, const std::string& group,
                                                  const std::string& instance, const std::vector<std::string>& topics,
-                                                 StartOffset start) {
+                                                 StartOffset start, Revoked revoked) {
   // Offsets are committed with the output (transactions) or by vigil after it, never on their
   // own; only committed input is read.
   Result<rd_kafka_conf_t*> conf = MakeConf(properties, {{"group.id", group},
@@ -82,6 +82,7 @@ Result<std::unique_ptr<Consumer>> Consumer::Open(const Properties& properties, c
   if (!conf.ok()) return conf.status();
   std::unique_ptr<Consumer> consumer(new Consumer());
   consumer->start_ = std::move(start);
+  consumer->revoked_ = std::move(revoked);
   rd_kafka_conf_set_rebalance_cb(*conf, &ConsumerCallbacks::Rebalance);
   rd_kafka_conf_set_opaque(*conf, consumer.get());
   Result<rd_kafka_t*> rk = MakeClient(RD_KAFKA_CONSUMER, *conf);
@@ -117,6 +118,11 @@ void Consumer::Assign(rd_kafka_topic_partition_list_t* partitions) {
 }
 
 void Consumer::Revoke() {
+  if (revoked_) {
+    std::vector<Partition> partitions;
+    for (const auto& [partition, position] : positions_) partitions.push_back(partition);
+    revoked_(partitions);
+  }
   positions_.clear();
   rd_kafka_assign(rk_, nullptr);
 }
@@ -132,8 +138,16 @@ Status Consumer::Poll(size_t max, int timeout_ms, std::vector<Record>* out) {
   for (rd_kafka_message_t* m : polled_) rd_kafka_message_destroy(m);
   polled_.clear();
   out->clear();
+  uint64_t rebalances = rebalances_;
   while (out->size() < max) {
     rd_kafka_message_t* m = rd_kafka_consumer_poll(rk_, out->empty() ? timeout_ms : 0);
+    if (rebalances != rebalances_) {
+      // The assignment decided where each partition starts without these: they come again.
+      for (rd_kafka_message_t* taken : polled_) rd_kafka_message_destroy(taken);
+      polled_.clear();
+      out->clear();
+      rebalances = rebalances_;
+    }
     if (!m) break;
     if (m->err) {
       const rd_kafka_resp_err_t err = m->err;
@@ -307,17 +321,21 @@ void Producer::Serve() { rd_kafka_poll(rk_, 0); }
 uint64_t Producer::delivered() const { return counters_->delivered; }
 uint64_t Producer::failed() const { return counters_->failed; }
 
-Status Producer::BeginTransaction() { return FromError(rd_kafka_begin_transaction(rk_), "beginning a transaction"); }
+Status Producer::BeginTransaction() {
+  offsets_sent_ = false;
+  return FromError(rd_kafka_begin_transaction(rk_), "beginning a transaction");
+}
 
 Status Producer::CommitTransaction(Consumer* consumer, const Offsets& offsets, const std::string& metadata,
                                    int timeout_ms) {
-  if (!offsets.empty()) {
+  if (!offsets.empty() && !offsets_sent_) {
     rd_kafka_topic_partition_list_t* list = OffsetList(offsets, metadata);
     rd_kafka_consumer_group_metadata_t* group = rd_kafka_consumer_group_metadata(consumer->handle());
     Status sent = FromError(rd_kafka_send_offsets_to_transaction(rk_, list, group, timeout_ms), "committing offsets");
     rd_kafka_consumer_group_metadata_destroy(group);
     rd_kafka_topic_partition_list_destroy(list);
     if (!sent.ok()) return sent;
+    offsets_sent_ = true;
   }
   return FromError(rd_kafka_commit_transaction(rk_, timeout_ms), "committing a transaction");
 }
@@ -376,6 +394,7 @@ Result<std::unique_ptr<TopicReader>> TopicReader::Open(const Properties& propert
   // Partitions assigned, never subscribed: every reader gets every record, from the start.
   // librdkafka wants a group id all the same; one of its own joins no group.
   Result<rd_kafka_conf_t*> conf = MakeConf(properties, {{"group.id", "vigil-reader-" + topic},
+                                                        {"enable.partition.eof", "true"},
                                                         {"enable.auto.commit", "false"},
                                                         {"enable.auto.offset.store", "false"}});
   if (!conf.ok()) return conf.status();
@@ -389,6 +408,7 @@ Result<std::unique_ptr<TopicReader>> TopicReader::Open(const Properties& propert
   rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(static_cast<int>(partitions->size()));
   for (const Partition& p : *partitions) {
     rd_kafka_topic_partition_list_add(list, topic.c_str(), p.partition)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    reader->at_end_[p.partition] = false;
   }
   const rd_kafka_resp_err_t err = rd_kafka_assign(reader->rk_, list);
   rd_kafka_topic_partition_list_destroy(list);
@@ -410,15 +430,24 @@ Status TopicReader::Poll(int timeout_ms, std::vector<Entry>* out) {
   out->clear();
   while (rd_kafka_message_t* m = rd_kafka_consumer_poll(rk_, out->empty() ? timeout_ms : 0)) {
     if (m->err) {
+      if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) at_end_[m->partition] = true;
       rd_kafka_message_destroy(m);
       continue;
     }
+    at_end_[m->partition] = false;
     polled_.push_back(m);
     out->push_back({std::string_view(static_cast<const char*>(m->key), m->key ? m->key_len : 0),
                     std::string_view(static_cast<const char*>(m->payload), m->payload ? m->len : 0),
                     m->payload == nullptr, m->partition, m->offset});
   }
   return Status::Ok();
+}
+
+bool TopicReader::at_end() const {
+  for (const auto& [partition, at_end] : at_end_) {
+    if (!at_end) return false;
+  }
+  return true;
 }
 
 }  // namespace vigil::kafka

@@ -57,17 +57,22 @@ class Consumer {
   // Decides where a newly assigned partition starts: the offset, or a negative value to use
   // the group's committed offset (or the earliest, when there is none).
   using StartOffset = std::function<int64_t(const Partition& partition)>;
+  // Called before partitions are taken away (a rebalance), while their offsets may still be
+  // committed.
+  using Revoked = std::function<void(const std::vector<Partition>& partitions)>;
 
   // Joins `group` on `topics` as the static member `instance` (a restarted process takes its
   // partitions back at once, without waiting for the group to notice the old one gone),
   // reading committed records only (read_committed).
   static Result<std::unique_ptr<Consumer>> Open(const Properties& properties, const std::string& group,
                                                 const std::string& instance, const std::vector<std::string>& topics,
-                                                StartOffset start);
+                                                StartOffset start, Revoked revoked);
   ~Consumer();
 
   // The records that arrive within `timeout_ms` (at most `max`; 0 timeout: those already
-  // fetched). Errors: a fatal consumer error (transient broker errors are retried inside).
+  // fetched). Records taken before a rebalance that happens during the call are dropped: the
+  // partitions start again where StartOffset said, so they come again if they are still ours.
+  // Errors: a fatal consumer error (transient broker errors are retried inside).
   Status Poll(size_t max, int timeout_ms, std::vector<Record>* out);
 
   // The partitions assigned now, each with the next offset to read (after the last record
@@ -95,6 +100,7 @@ class Consumer {
 
   rd_kafka_s* rk_ = nullptr;
   StartOffset start_;
+  Revoked revoked_;
   Offsets positions_;
   std::map<Partition, std::unique_ptr<Partition>> interned_;
   std::vector<rd_kafka_message_s*> polled_;  // released at the next Poll
@@ -117,6 +123,8 @@ class Producer {
 
   // Transactions (a transactional producer only): begin; commit the records produced since
   // and, in the same transaction, `offsets` as `consumer`'s group offsets with `metadata`.
+  // A commit that fails with kUnavailable (timed out) may be called again with the same
+  // arguments, and resumes where it stopped; kFailedPrecondition: abort, then begin again.
   Status BeginTransaction();
   Status CommitTransaction(Consumer* consumer, const Offsets& offsets, const std::string& metadata,
                            int timeout_ms);
@@ -133,6 +141,7 @@ class Producer {
   Producer() = default;
   rd_kafka_s* rk_ = nullptr;
   bool transactional_ = false;
+  bool offsets_sent_ = false;  // in the open transaction
   struct Counters;
   std::unique_ptr<Counters> counters_;
 };
@@ -164,10 +173,13 @@ class TopicReader {
     int64_t offset;
   };
   Status Poll(int timeout_ms, std::vector<Entry>* out);
+  // Every partition was read to its end (as it was when the last Poll got there).
+  bool at_end() const;
 
  private:
   TopicReader() = default;
   rd_kafka_s* rk_ = nullptr;
+  std::map<int32_t, bool> at_end_;  // by partition
   std::vector<rd_kafka_message_s*> polled_;
 };
 

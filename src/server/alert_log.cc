@@ -3,12 +3,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <optional>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <vector>
 
 #include <boost/asio/post.hpp>
 
@@ -176,12 +178,45 @@ uint64_t AlertLog::EndReconcile() {
   return std::exchange(recognised_, 0);
 }
 
+namespace {
+
+// A kill in the middle of a rotation's renames leaves a gap in FILE.1, FILE.2, ...: the files
+// after it are numbered down to close it (lowest first, so no name is taken twice; a rename
+// keeps the inode that output positions name). Done again at the next start if cut short.
+Status CloseRotationGaps(const std::string& alerts_path) {
+  namespace fs = std::filesystem;
+  const fs::path path(alerts_path);
+  const std::string prefix = path.filename().string() + ".";
+  std::vector<uint64_t> numbers;
+  std::error_code ec;
+  for (const fs::directory_entry& entry : fs::directory_iterator(path.parent_path().empty() ? "." : path.parent_path(), ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!name.starts_with(prefix)) continue;
+    uint64_t number = 0;
+    const char* first = name.data() + prefix.size();
+    const char* last = name.data() + name.size();
+    const auto [end, err] = std::from_chars(first, last, number);
+    if (err == std::errc() && end == last && first != last && number > 0) numbers.push_back(number);
+  }
+  if (ec) return Status::IoError("cannot list the rotated files of " + alerts_path + ": " + ec.message());
+  std::sort(numbers.begin(), numbers.end());
+  for (size_t i = 0; i < numbers.size(); ++i) {
+    if (numbers[i] == i + 1) continue;
+    fs::rename(alerts_path + "." + std::to_string(numbers[i]), alerts_path + "." + std::to_string(i + 1), ec);
+    if (ec) return Status::IoError("cannot renumber the rotated files of " + alerts_path + ": " + ec.message());
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status AlertLog::Open(const std::string& alerts_path, const std::string& late_events_path,
                       size_t max_file_bytes, size_t keep_files) {
   const std::lock_guard lock(mutex_);
   alerts_path_ = alerts_path;
   max_file_bytes_ = max_file_bytes;
   keep_files_ = keep_files;
+  if (Status s = CloseRotationGaps(alerts_path); !s.ok()) return s;
   if (Status s = CutTornLine(alerts_path); !s.ok()) return s;
   if (Status s = OpenForAppend(alerts_path, &file_); !s.ok()) return s;
   std::error_code ec;
@@ -202,11 +237,12 @@ Status AlertLog::RotateIfFull() {
   std::error_code ec;
   namespace fs = std::filesystem;
   fs::remove(alerts_path_ + "." + std::to_string(keep_files_), ec);
-  for (size_t i = keep_files_; i > 1; --i) {
-    fs::rename(alerts_path_ + "." + std::to_string(i - 1), alerts_path_ + "." + std::to_string(i), ec);
+  for (size_t i = keep_files_; i > 0; --i) {
+    const std::string from = i == 1 ? alerts_path_ : alerts_path_ + "." + std::to_string(i - 1);
+    if (!fs::exists(from, ec)) continue;  // fewer files than kept so far
+    fs::rename(from, alerts_path_ + "." + std::to_string(i), ec);
+    if (ec) return Status::IoError("cannot rotate " + alerts_path_ + ": " + ec.message());
   }
-  fs::rename(alerts_path_, alerts_path_ + ".1", ec);
-  if (ec) return Status::IoError("cannot rotate " + alerts_path_ + ": " + ec.message());
   file_bytes_ = 0;
   return OpenForAppend(alerts_path_, &file_);
 }

@@ -231,7 +231,8 @@ const std::vector<Api::RouteSpec>& Api::Routes() {
       {V::post, "/events", "Ingest events: NDJSON or a JSON array of objects; matched asynchronously",
        "application/x-ndjson,application/json",
        {{202, "{accepted, rejected:[{index, reason}]} (malformed and late events)"},
-        {400, "a JSON array body that does not parse"}, {413, "body too large"},
+        {400, "a JSON array body that does not parse"},
+        {409, "Kafka is configured: events come from its input topics"}, {413, "body too large"},
         {415, "unknown content type"}, {503, "the input log cannot be written: nothing taken"}},
        &Api::PostEvents},
       {V::get, "/checkpoints",
@@ -518,6 +519,11 @@ HttpResponse Api::ValidatePattern(const HttpRequest& request, const std::string&
 }
 
 HttpResponse Api::PostEvents(const HttpRequest& request, const std::string&) {
+  if (kafka_) {
+    // Their offsets, and so their exactly-once output, belong to the input topics alone.
+    return ErrorResponse(request, http::status::conflict, "kafka_input",
+                         "events come from the Kafka input topics (kafka.input.topics), not over HTTP");
+  }
   const std::string_view type = MediaType(request);
   if (type != "application/x-ndjson" && type != "application/json" && type != "application/jsonl") {
     return ErrorResponse(request, http::status::unsupported_media_type, "unsupported_media_type",

@@ -84,9 +84,11 @@ Status Durability::Restore(const state::CheckpointMeta& meta) {
   }
   Result<std::unique_ptr<state::CheckpointStore::Reader>> reader = store_->OpenReader(meta.id);
   if (!reader.ok()) return reader.status();
-  return matcher_->Restore(meta.engine_progress, [&reader](const engine::ShardedMatcher::KeyVisitor& visit) {
+  Status restored = matcher_->Restore(meta.engine_progress, [&reader](const engine::ShardedMatcher::KeyVisitor& visit) {
     return (*reader)->Scan(visit);
   });
+  if (!restored.ok() || meta.input_progress.empty() || !replay_hooks_.control) return restored;
+  return replay_hooks_.control(meta.input_progress);
 }
 
 Status Durability::Recover(std::vector<std::string>* warnings) {
@@ -219,6 +221,7 @@ Result<state::CheckpointMeta> Durability::Checkpoint() {
   if (Status s = alerts_->Flush(); !s.ok()) return failed(s);
   meta.output_position = alerts_->OutputPosition();
   meta.input_position = last_position_;
+  if (input_progress_) meta.input_progress = input_progress_();
   meta.created_ms = WallClockMs();
   for (const auto& nfa : matcher_->patterns()) {
     meta.patterns.push_back({nfa->pattern().id, nfa->pattern().version, nfa->pattern().source});
@@ -233,14 +236,14 @@ Result<state::CheckpointMeta> Durability::Checkpoint() {
   return committed;
 }
 
-void Durability::CheckpointIfDue() {
-  if (SteadyClockMs() - last_checkpoint_steady_ms_ < options_.checkpoint_interval_ms) return;
+bool Durability::CheckpointDue() const {
+  if (SteadyClockMs() - last_checkpoint_steady_ms_ < options_.checkpoint_interval_ms) return false;
   // Nothing came in since the last (pattern changes take their own): nothing to record.
-  if (!write_everything_ && !checkpoints().empty() && checkpoints().front().input_position == last_position_) {
-    last_checkpoint_steady_ms_ = SteadyClockMs();
-    return;
-  }
-  Checkpoint().status().IgnoreError();
+  return write_everything_ || checkpoints().empty() || checkpoints().front().input_position != last_position_;
+}
+
+void Durability::CheckpointIfDue() {
+  if (CheckpointDue()) Checkpoint().status().IgnoreError();
 }
 
 }  // namespace vigil::server

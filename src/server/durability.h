@@ -85,6 +85,11 @@ class Durability {
   // Called first by every checkpoint; its error fails the checkpoint (Kafka: the output up to
   // here must be committed before a checkpoint may say so).
   void SetBeforeCheckpoint(std::function<Status()> hook) { before_checkpoint_ = std::move(hook); }
+  // Where the input's sources stand (Kafka: partitions and offsets), recorded with every
+  // checkpoint and handed to ReplayHooks::control when that checkpoint is restored.
+  void SetInputProgress(std::function<std::string()> progress) { input_progress_ = std::move(progress); }
+  // Makes the logged input survive a power loss (before Kafka is told it was read).
+  Status SyncInputLog() { return log_->Sync(); }
 
   // Logs, then applies, a watermark advance that no event brought.
   Status AdvanceWatermark(int64_t watermark_ms);
@@ -94,7 +99,9 @@ class Durability {
 
   // Takes a checkpoint now.
   Result<state::CheckpointMeta> Checkpoint();
-  // Takes one if checkpoint.interval has passed since the last and input came in since.
+  // Whether checkpoint.interval has passed since the last and input came in since.
+  bool CheckpointDue() const;
+  // Takes one if it is due.
   void CheckpointIfDue();
 
   const std::vector<state::CheckpointMeta>& checkpoints() const { return store_->checkpoints(); }
@@ -123,6 +130,7 @@ class Durability {
   bool write_everything_ = false;  // the last checkpoint failed
   ReplayHooks replay_hooks_;
   std::function<Status()> before_checkpoint_;
+  std::function<std::string()> input_progress_;
   Stats stats_;
 };
 

@@ -14,6 +14,9 @@ namespace {
 
 constexpr int kAdminTimeoutMs = 30000;
 constexpr int kCommitTimeoutMs = 60000;
+// How long CommitNow waits before it reports the broker as away.
+constexpr int kCommitNowWaitMs = 10000;
+constexpr int kRetryMs = 1000;
 constexpr size_t kMaxBatch = 2000;
 // Control records of the pipeline in the input log (Durability's pattern changes start with
 // 'l' or 'g'): where the partitions stand, and a partition going idle or active.
@@ -64,15 +67,11 @@ Status KafkaPipeline::Prepare() {
         // Resume after the last record logged; a partition never logged starts where the
         // group committed.
         auto it = logged_offsets_.find(p);
-        const uint32_t source = SourceOf(p);
         // A new partition holds the watermark back until it delivers or goes idle.
-        if (durability_->LogControl(std::string{kIdleControl, '\0'} + std::to_string(source)).ok()) {
-          matcher_->SetSourceIdle(source, false);
-          idle_[source] = false;
-          last_record_ms_[source] = SteadyClockMs();
-        }
-        return it == logged_offsets_.end() ? -1 : it->second;
-      });
+        SetIdle(SourceOf(p), false);
+        return it == logged_offsets_.end() || it->second < 0 ? -1 : it->second;
+      },
+      [this](const std::vector<kafka::Partition>& partitions) { Revoked(partitions); });
   if (!consumer.ok()) return consumer.status();
   consumer_ = std::move(*consumer);
 
@@ -103,7 +102,8 @@ Status KafkaPipeline::Prepare() {
   };
   hooks.control = [this](std::string_view control) { return ReplayControl(control); };
   durability_->SetReplayHooks(std::move(hooks));
-  durability_->SetBeforeCheckpoint([this] { return Commit(); });
+  durability_->SetBeforeCheckpoint([this] { return CommitNow(); });
+  durability_->SetInputProgress([this] { return EncodeSources(); });
   alerts_->Forward(this);
   return Status::Ok();
 }
@@ -113,7 +113,12 @@ Status KafkaPipeline::Start() {
     matcher_->Sync();
     quiet_ = false;
   }
-  if (Status s = Commit(); !s.ok()) return s;
+  // Restored sources that no partition of this run feeds go idle after the timeout, like any.
+  for (const auto& [partition, source] : sources_) {
+    if (!last_record_ms_.contains(source)) last_record_ms_[source] = SteadyClockMs();
+    idle_.try_emplace(source, false);
+  }
+  if (Status s = CommitNow(); !s.ok()) return s;
   ready_ = true;
   ScheduleTick(0);
   return Status::Ok();
@@ -127,19 +132,25 @@ void KafkaPipeline::Stop() {
 
 uint32_t KafkaPipeline::SourceOf(const kafka::Partition& partition) {
   auto it = sources_.find(partition);
-  if (it == sources_.end()) it = sources_.emplace(partition, static_cast<uint32_t>(sources_.size())).first;
+  if (it == sources_.end()) {
+    uint32_t next = 0;
+    for (const auto& [p, source] : sources_) next = std::max(next, source + 1);
+    it = sources_.emplace(partition, next).first;
+  }
   return it->second;
 }
 
-// 'o', then per partition: topic, partition, source number, next offset to read.
+// 'o', then per partition: topic, partition, source number, next offset to read (-1: none
+// logged yet).
 std::string KafkaPipeline::EncodeSources() const {
   std::string out(1, kSourcesControl);
-  PutVarint(&out, logged_offsets_.size());
-  for (const auto& [partition, offset] : logged_offsets_) {
+  PutVarint(&out, sources_.size());
+  for (const auto& [partition, source] : sources_) {
     PutBytes(&out, partition.topic);
     PutVarint(&out, static_cast<uint64_t>(partition.partition));
-    PutVarint(&out, sources_.at(partition));
-    PutVarint(&out, static_cast<uint64_t>(offset));
+    PutVarint(&out, source);
+    const auto offset = logged_offsets_.find(partition);
+    PutSignedVarint(&out, offset == logged_offsets_.end() ? -1 : offset->second);
   }
   return out;
 }
@@ -150,19 +161,38 @@ Status KafkaPipeline::ReplayControl(std::string_view control) {
     uint32_t source = 0;
     std::from_chars(control.data() + 2, control.data() + control.size(), source);
     matcher_->SetSourceIdle(source, control[1] != '\0');
+    idle_[source] = control[1] != '\0';
     return Status::Ok();
   }
   if (control[0] != kSourcesControl) return Status::Corruption("an unknown control record in the input log");
   ByteReader in(control.substr(1));
   const uint64_t count = in.Below(control.size());
+  sources_.clear();
+  logged_offsets_.clear();
   for (uint64_t i = 0; i < count && in.ok(); ++i) {
     kafka::Partition partition{std::string(in.Bytes()), static_cast<int32_t>(in.Varint())};
     const auto source = static_cast<uint32_t>(in.Varint());
-    const auto offset = static_cast<int64_t>(in.Varint());
+    const int64_t offset = in.SignedVarint();
     sources_[partition] = source;
-    logged_offsets_[partition] = offset;
+    if (offset >= 0) logged_offsets_[partition] = offset;
   }
   return in.done() ? Status::Ok() : Status::Corruption("an unreadable sources record in the input log");
+}
+
+void KafkaPipeline::SetIdle(uint32_t source, bool idle) {
+  if (!durability_->LogControl(std::string{kIdleControl, idle ? '\1' : '\0'} + std::to_string(source)).ok()) return;
+  matcher_->SetSourceIdle(source, idle);
+  idle_[source] = idle;
+  last_record_ms_[source] = SteadyClockMs();
+}
+
+// Before the group takes partitions away: their output and offsets are committed while this
+// instance may still commit them, and they stop holding the watermark back.
+void KafkaPipeline::Revoked(const std::vector<kafka::Partition>& partitions) {
+  if (Status s = CommitNow(); !s.ok()) Log("partitions revoked before their output was committed: " + s.message());
+  for (const kafka::Partition& p : partitions) {
+    if (const auto it = sources_.find(p); it != sources_.end()) SetIdle(it->second, true);
+  }
 }
 
 void KafkaPipeline::ScheduleTick(int delay_ms) {
@@ -175,28 +205,31 @@ void KafkaPipeline::ScheduleTick(int delay_ms) {
 
 void KafkaPipeline::Tick() {
   producer_->Serve();
+  if (commit_.valid()) {
+    if (commit_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return ScheduleTick(2);
+    FinishCommit(true);
+  }
+  if (resume_commit_ || begin_transaction_) {
+    // Nothing may go into the transaction until it is through.
+    if (SteadyClockMs() - last_commit_ms_ >= kRetryMs) StartCommit();
+    return ScheduleTick(commit_.valid() ? 2 : kRetryMs);
+  }
   Status polled = consumer_->Poll(kMaxBatch, 0, &records_);
   if (polled.ok() && !records_.empty()) polled = Ingest(records_);
   if (!polled.ok()) {
     // Kept up and retried: the broker may come back; /readyz says not ready meanwhile.
-    if (polled.message() != last_error_) Log(polled.message());
-    last_error_ = polled.message();
-    ready_ = false;
-    ScheduleTick(1000);
-    return;
+    Failed(polled);
+    return ScheduleTick(kRetryMs);
   }
   MarkIdle();
-  if (SteadyClockMs() - last_commit_ms_ >= options_.commit_interval_ms) {
-    if (Status s = Commit(); !s.ok()) {
-      if (s.message() != last_error_) Log(s.message());
-      last_error_ = s.message();
-      ready_ = false;
-    } else {
-      ready_ = true;
-      last_error_.clear();
-    }
-  }
-  ScheduleTick(records_.size() == kMaxBatch ? 0 : 2);
+  if (SteadyClockMs() - last_commit_ms_ >= options_.commit_interval_ms && Uncommitted()) StartCommit();
+  ScheduleTick(records_.size() == kMaxBatch || commit_.valid() ? 0 : 2);
+}
+
+void KafkaPipeline::Failed(const Status& status) {
+  if (status.message() != last_error_) Log(status.message());
+  last_error_ = status.message();
+  ready_ = false;
 }
 
 Status KafkaPipeline::Ingest(const std::vector<kafka::Record>& records) {
@@ -234,33 +267,63 @@ Status KafkaPipeline::Ingest(const std::vector<kafka::Record>& records) {
 void KafkaPipeline::MarkIdle() {
   const int64_t now = SteadyClockMs();
   for (auto& [source, idle] : idle_) {
-    if (idle || now - last_record_ms_[source] < options_.idle_partition_ms) continue;
-    if (!durability_->LogControl(std::string{kIdleControl, '\1'} + std::to_string(source)).ok()) return;
-    matcher_->SetSourceIdle(source, true);
-    idle = true;
+    if (!idle && now - last_record_ms_[source] >= options_.idle_partition_ms) SetIdle(source, true);
   }
 }
 
-Status KafkaPipeline::Commit() {
+bool KafkaPipeline::Uncommitted() {
+  if (commits_ == 0 || durability_->last_position() != committed_position_) return true;
+  const std::lock_guard lock(output_mutex_);
+  return !open_output_.empty();
+}
+
+void KafkaPipeline::StartCommit() {
   last_commit_ms_ = SteadyClockMs();
-  // Nothing came in since the last commit, and nothing of the replay waits: nothing to commit.
-  if (commits_ > 0 && durability_->last_position() == committed_position_) {
-    const std::lock_guard lock(output_mutex_);
-    if (open_output_.empty()) return Status::Ok();
+  if (begin_transaction_) {
+    if (Status s = producer_->BeginTransaction(); !s.ok()) return Failed(s);
+    begin_transaction_ = false;
   }
   matcher_->Sync();  // every alert of the input so far is produced
   alerts_->Flush().IgnoreError();
-  // The offsets after the last record logged: with the position, what the output holds.
-  const kafka::Offsets& offsets = logged_offsets_;
-  const uint64_t position = durability_->last_position();
-  if (!producer_->transactional()) {
-    if (Status s = producer_->Flush(kCommitTimeoutMs); !s.ok()) return s;
-    if (Status s = consumer_->Commit(offsets, std::to_string(position)); !s.ok()) return s;
-    committed_position_ = position;
-    ++commits_;
-    return Status::Ok();
+  // Kafka is about to be told this input was read: the log must keep it whatever happens.
+  if (Status s = durability_->SyncInputLog(); !s.ok()) return Failed(s);
+  committing_position_ = durability_->last_position();
+  // The offsets after the last record logged, of the partitions still ours.
+  kafka::Offsets offsets;
+  for (const auto& [partition, position] : consumer_->positions()) {
+    if (const auto it = logged_offsets_.find(partition); it != logged_offsets_.end()) offsets.insert(*it);
   }
-  Status s = producer_->CommitTransaction(consumer_.get(), offsets, std::to_string(position), kCommitTimeoutMs);
+  commit_ = std::async(std::launch::async, [this, offsets = std::move(offsets), position = committing_position_] {
+    return CommitOutput(offsets, std::to_string(position));
+  });
+}
+
+Status KafkaPipeline::CommitOutput(const kafka::Offsets& offsets, const std::string& metadata) {
+  if (!producer_->transactional()) {
+    Status s = producer_->Flush(kCommitTimeoutMs);
+    if (s.ok() && producer_->failed() > failed_deliveries_) {
+      // Offsets are committed after their output only: send what may be missing again.
+      failed_deliveries_ = producer_->failed();
+      const std::lock_guard lock(output_mutex_);
+      for (const Output& o : open_output_) producer_->Produce(*o.topic, o.key, o.value, o.headers).IgnoreError();
+      s = Status::Unavailable("deliveries failed; their records are produced again");
+    }
+    return s.ok() ? consumer_->Commit(offsets, metadata) : s;
+  }
+  Status s = producer_->CommitTransaction(consumer_.get(), offsets, metadata, kCommitTimeoutMs);
+  if (s.code() != Status::Code::kFailedPrecondition) return s;
+  // Aborted: begun again with the same records, committed at the next attempt.
+  if (Status aborted = producer_->AbortTransaction(kCommitTimeoutMs); !aborted.ok()) return aborted;
+  if (Status begun = producer_->BeginTransaction(); !begun.ok()) return begun;
+  const std::lock_guard lock(output_mutex_);
+  for (const Output& o : open_output_) {
+    if (Status produced = producer_->Produce(*o.topic, o.key, o.value, o.headers); !produced.ok()) return produced;
+  }
+  return s;
+}
+
+void KafkaPipeline::FinishCommit(bool checkpoint) {
+  const Status s = commit_.get();
   if (s.code() == Status::Code::kInternal) {
     // Fatal: another process took this transactional id over. It owns the output now.
     Log("the producer was fenced (" + s.message() + "); another instance has taken over, exiting");
@@ -270,26 +333,42 @@ Status KafkaPipeline::Commit() {
   if (s.code() == Status::Code::kFailedPrecondition) {
     ++aborts_;
     Log("transaction aborted, redone: " + s.message());
-    if (Status redone = Redo(); !redone.ok()) return redone;
-    return s;  // committed at the next attempt
+    resume_commit_ = false;
+    return;
   }
-  if (!s.ok()) return s;  // retriable: the transaction stays open and is committed later
-  committed_position_ = position;
+  if (!s.ok()) {
+    // Timed out (the broker is away): a transaction in the middle of its commit only resumes.
+    resume_commit_ = producer_->transactional();
+    return Failed(s);
+  }
+  resume_commit_ = false;
+  committed_position_ = committing_position_;
   ++commits_;
   {
     const std::lock_guard lock(output_mutex_);
     open_output_.clear();
   }
-  return producer_->BeginTransaction();
+  begin_transaction_ = producer_->transactional();
+  if (begin_transaction_) {
+    if (Status begun = producer_->BeginTransaction(); !begun.ok()) return Failed(begun);
+    begin_transaction_ = false;
+  }
+  ready_ = true;
+  last_error_.clear();
+  if (checkpoint && durability_->CheckpointDue()) durability_->Checkpoint().status().IgnoreError();
 }
 
-Status KafkaPipeline::Redo() {
-  if (Status s = producer_->AbortTransaction(kCommitTimeoutMs); !s.ok()) return s;
-  if (Status s = producer_->BeginTransaction(); !s.ok()) return s;
-  const std::lock_guard lock(output_mutex_);
-  for (const Output& o : open_output_) {
-    if (Status s = producer_->Produce(*o.topic, o.key, o.value, o.headers); !s.ok()) return s;
+Status KafkaPipeline::CommitNow() {
+  if (!commit_.valid()) {
+    if (!Uncommitted() && !resume_commit_ && !begin_transaction_) return Status::Ok();
+    StartCommit();
+    if (!commit_.valid()) return Status::Unavailable(last_error_);
   }
+  if (commit_.wait_for(std::chrono::milliseconds(kCommitNowWaitMs)) != std::future_status::ready) {
+    return Status::Unavailable("the broker has not taken the commit yet");
+  }
+  FinishCommit(false);
+  if (Uncommitted() || resume_commit_) return Status::Unavailable("the output is not committed: " + last_error_);
   return Status::Ok();
 }
 
@@ -298,7 +377,7 @@ void KafkaPipeline::Produce(const std::string& topic, std::string_view key, std:
   if (quiet_) return;  // already in Kafka: committed before the crash
   const std::lock_guard lock(output_mutex_);
   if (Status s = producer_->Produce(topic, key, value, headers); !s.ok()) Log(s.message());
-  if (producer_->transactional()) open_output_.push_back({&topic, std::string(key), std::string(value), std::move(headers)});
+  open_output_.push_back({&topic, std::string(key), std::string(value), std::move(headers)});
 }
 
 void KafkaPipeline::Alert(std::string_view pattern_id, uint64_t version, std::string_view key_json,
@@ -340,6 +419,17 @@ void KafkaPipeline::AppendMetrics(std::string* out) {
       *out += "vigil_kafka_consumer_lag{topic=\"" + partition.topic + "\",partition=\"" +
               std::to_string(partition.partition) + "\"} " + std::to_string(lag) + "\n";
     }
+  }
+  metric("vigil_kafka_partition_watermark_ms", "gauge",
+         "Each input partition's watermark (event time, epoch ms); the engine's is the smallest over the "
+         "partitions that are not idle.");
+  for (const auto& [partition, source] : sources_) {
+    const int64_t watermark = matcher_->source_watermark_ms(source);
+    if (watermark == INT64_MIN) continue;
+    const auto idle = idle_.find(source);
+    *out += "vigil_kafka_partition_watermark_ms{topic=\"" + partition.topic + "\",partition=\"" +
+            std::to_string(partition.partition) + "\",idle=\"" +
+            (idle != idle_.end() && idle->second ? "true" : "false") + "\"} " + std::to_string(watermark) + "\n";
   }
   metric("vigil_kafka_committed_input_position", "gauge", "Input position whose output is committed.");
   *out += "vigil_kafka_committed_input_position " + std::to_string(committed_position_) + "\n";

@@ -9,24 +9,30 @@
 //     engine's watermark; one with no record for input.idle_timeout goes idle (logged too).
 //  2. Output: alerts (from the workers), dead letters and late events (from the input thread)
 //     are produced as they come, into the open transaction (exactly_once) or straight away.
-//  3. Commit, every commit_interval and before every checkpoint: the engine is synced (every
-//     alert of the input so far is produced), then the transaction commits the output with the
-//     input offsets and, as their metadata, the input position. A checkpoint is only taken
-//     right after a commit, so a checkpoint never holds input whose output is uncommitted.
-//     A transaction the broker aborts (a coordinator that moved, a consumer group that
-//     re-formed after a broker restart) is begun again with the same records, kept until
-//     their commit, so an outage costs time, not output.
+//  3. Commit, every commit_interval: the engine is synced (every alert of the input so far is
+//     produced), the input log is synced to disk, then the transaction commits the output with
+//     the input offsets and, as their metadata, the input position. The commit runs on a
+//     thread of its own: while the broker is away the input waits, the server's thread (HTTP,
+//     metrics, rules) does not. A checkpoint is only taken right after a commit, so a
+//     checkpoint never holds input whose output is uncommitted; it records where every
+//     partition stands. A transaction the broker aborts (a coordinator that moved, a consumer
+//     group that re-formed after a broker restart) is begun again with the same records, kept
+//     until their commit, so an outage costs time, not output; one that timed out is resumed.
 //  4. Recovery: opening the transactional producer fences and aborts what the previous process
 //     left open; the group's committed metadata says up to which input position the output is
 //     in Kafka. The replay (Durability) produces nothing up to there, and everything after it
 //     into a new transaction; the consumer resumes after the last record logged.
-// Only one instance per consumer group keeps these promises (its state is not split by
-// partition). Not thread-safe except Forwarding's callbacks (see AlertLog).
+// Several instances in one consumer group share the partitions (each needs its own
+// kafka.transactional_id); each holds the partial matches of the keys its partitions bring,
+// which is right when the input is partitioned by the patterns' key. Partial matches do not
+// move with a partition that moves to another instance.
+// Not thread-safe except Forwarding's callbacks (see AlertLog).
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include <atomic>
+#include <future>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -58,9 +64,10 @@ class KafkaPipeline : public AlertForwarder {
   Status Prepare();
   // After recovery: commits the replay's output and starts consuming.
   Status Start();
-  // Commits what is pending (before a checkpoint; Durability's hook).
-  Status Commit();
-  // Stops consuming, commits.
+  // Commits what is pending and waits (a while) for it: before a checkpoint (Durability's
+  // hook), when partitions are taken away. Errors: the broker did not take it (yet).
+  Status CommitNow();
+  // Stops consuming.
   void Stop();
 
   bool ready() const { return ready_; }
@@ -75,15 +82,25 @@ class KafkaPipeline : public AlertForwarder {
  private:
   void ScheduleTick(int delay_ms);
   void Tick();
+  // Input logged or output produced since the last commit.
+  bool Uncommitted();
+  // Starts committing everything so far on the committer thread.
+  void StartCommit();
+  // Takes the finished commit's outcome; after a success, takes a checkpoint if one is due
+  // and `checkpoint` says it may.
+  void FinishCommit(bool checkpoint);
+  // The committer thread's part: the transaction's (or the offsets') commit.
+  Status CommitOutput(const kafka::Offsets& offsets, const std::string& metadata);
+  void Failed(const Status& status);
   Status Ingest(const std::vector<kafka::Record>& records);
   void MarkIdle();
+  void SetIdle(uint32_t source, bool idle);
+  void Revoked(const std::vector<kafka::Partition>& partitions);
   uint32_t SourceOf(const kafka::Partition& partition);
   std::string EncodeSources() const;
   Status ReplayControl(std::string_view control);
   void Produce(const std::string& topic, std::string_view key, std::string_view value,
                std::vector<std::pair<std::string, std::string>> headers);
-  // Aborts the open transaction and begins another with the same records.
-  Status Redo();
 
   ServerOptions::Kafka options_;
   boost::asio::io_context& io_;
@@ -94,7 +111,8 @@ class KafkaPipeline : public AlertForwarder {
   std::unique_ptr<kafka::Producer> producer_;
   std::unique_ptr<kafka::Consumer> consumer_;
 
-  // Partitions as engine sources; numbers are logged (EncodeSources) so a replay keeps them.
+  // Partitions as engine sources; numbers are logged and checkpointed (EncodeSources) so a
+  // restart keeps them.
   std::map<kafka::Partition, uint32_t> sources_;
   std::map<kafka::Partition, int64_t> logged_offsets_;  // next offset after the last record logged
   std::map<uint32_t, int64_t> last_record_ms_;            // wall clock, by source
@@ -104,8 +122,14 @@ class KafkaPipeline : public AlertForwarder {
   std::vector<kafka::Record> records_;
 
   uint64_t committed_position_ = 0;  // input position whose output is committed
+  std::future<Status> commit_;       // the commit under way, if any
+  uint64_t committing_position_ = 0;
+  bool resume_commit_ = false;  // a transaction's commit timed out: only resuming it may follow
+  bool begin_transaction_ = false;  // the next transaction is yet to begin
+  uint64_t failed_deliveries_ = 0;  // at_least_once: the producer's count at the last commit
   std::atomic<bool> quiet_{false};   // replaying input whose output is already in Kafka
-  // The records of the open transaction (exactly_once), for Redo. Workers produce at once.
+  // The records since the last commit, produced again when the transaction aborts (or, at
+  // least once, a delivery fails). Workers produce at once.
   struct Output {
     const std::string* topic;
     std::string key;

@@ -64,12 +64,20 @@ Status RulesTopic::Open() {
   Result<std::unique_ptr<kafka::Producer>> producer = kafka::Producer::Open(properties, "");
   if (!producer.ok()) return producer.status();
   producer_ = std::move(*producer);
-  // Everything published so far: read until the topic has nothing more for a moment.
-  size_t before = 0;
-  do {
-    before = applied_ + refused_;
-    Poll(1000);
-  } while (applied_ + refused_ > before);
+  // Everything published so far, to the end of the topic.
+  const int64_t deadline = SteadyClockMs() + kTimeoutMs;
+  while (!reader_->at_end()) {
+    if (SteadyClockMs() > deadline) return Status::Unavailable("the rules topic could not be read to its end");
+    Poll(500);
+  }
+  std::vector<std::string> absent;
+  for (const StoredPattern* stored : registry_->List()) {
+    if (!in_topic_.contains(stored->id)) absent.push_back(stored->id);
+  }
+  for (const std::string& id : absent) {
+    std::fprintf(stderr, "vigil: rules topic: pattern '%s' is not in the topic, deleted here too\n", id.c_str());
+    registry_->ApplyPublished(id, nullptr, "", false, 0);
+  }
   return Status::Ok();
 }
 
@@ -84,8 +92,10 @@ bool RulesTopic::Apply(const kafka::TopicReader::Entry& entry, const std::string
   std::variant<PatternRegistry::Change, PatternRegistry::Refusal> outcome;
   Envelope e;
   if (entry.tombstone) {
+    in_topic_.erase(id);
     outcome = registry_->ApplyPublished(id, nullptr, "", false, version);
   } else {
+    in_topic_.insert(id);
     e = Read(entry.value);
     outcome = registry_->ApplyPublished(id, &e.source, e.content_type, e.enabled, version);
   }
@@ -106,6 +116,7 @@ Status RulesTopic::Publish(const std::string& id, const std::string* source, con
   // Names this change, so that its return is recognised among other instances' changes.
   const std::string request =
       std::to_string(std::random_device{}()) + "-" + std::to_string(++next_request_);
+  const uint64_t failed_before = producer_->failed();
   Status produced;
   if (!source) {
     produced = producer_->ProduceTombstone(options_.rules_topic, id);
@@ -123,7 +134,7 @@ Status RulesTopic::Publish(const std::string& id, const std::string* source, con
   }
   if (!produced.ok()) return produced;
   if (Status s = producer_->Flush(kTimeoutMs); !s.ok()) return s;
-  if (producer_->failed() > 0) return Status::Unavailable("the rules topic did not take the change");
+  if (producer_->failed() > failed_before) return Status::Unavailable("the rules topic did not take the change");
   // Applied on the way back, in the topic's order, with whatever others published before it.
   const int64_t deadline = SteadyClockMs() + kApplyWaitMs;
   while (SteadyClockMs() < deadline) {

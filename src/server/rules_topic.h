@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "common/status.h"
@@ -26,7 +27,9 @@ class RulesTopic : public PatternRegistry::Publisher {
   ~RulesTopic() override;
 
   // Creates the topic if absent (one partition: one order), opens the reader and the producer
-  // and applies everything published so far.
+  // and applies everything published so far, to the end of the topic; patterns stored here
+  // that the topic does not hold are deleted (they were deleted while this instance was
+  // down, or never published).
   Status Open();
   // Applies what was published since the last call, waiting up to `timeout_ms` for it.
   void Poll(int timeout_ms);
@@ -49,7 +52,7 @@ class RulesTopic : public PatternRegistry::Publisher {
   uint64_t next_request_ = 0;
   uint64_t applied_ = 0;
   uint64_t refused_ = 0;
-  std::string last_refusal_;
+  std::set<std::string> in_topic_;  // ids whose latest record is a document
 };
 
 }  // namespace vigil::server

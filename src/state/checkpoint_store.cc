@@ -29,7 +29,8 @@ namespace {
 
 constexpr std::string_view kMetaFile = "CHECKPOINT";
 constexpr std::string_view kMetaMagic = "VIGILCKP";
-constexpr uint8_t kMetaFormat = 1;
+// Format 2 added input_progress; format 1 (without it) is still read.
+constexpr uint8_t kMetaFormat = 2;
 constexpr std::string_view kTmpSuffix = ".tmp";
 constexpr std::string_view kBadSuffix = ".bad";
 
@@ -127,6 +128,7 @@ std::string EncodeCheckpointMeta(const CheckpointMeta& meta) {
   PutVarint(&body, meta.input_position);
   PutBytes(&body, meta.engine_progress);
   PutBytes(&body, meta.output_position);
+  PutBytes(&body, meta.input_progress);
   PutVarint(&body, meta.patterns.size());
   for (const SavedPattern& p : meta.patterns) {
     PutBytes(&body, p.id);
@@ -148,7 +150,7 @@ Result<CheckpointMeta> DecodeCheckpointMeta(std::string_view bytes) {
     return Status::Corruption("not a checkpoint meta file");
   }
   const auto format = static_cast<uint8_t>(bytes[kMetaMagic.size()]);
-  if (format != kMetaFormat) {
+  if (format != kMetaFormat && format != 1) {
     return Status::Corruption("checkpoint meta format " + std::to_string(format) + " is unknown");
   }
   ByteReader outer(bytes.substr(kMetaMagic.size() + 1));
@@ -164,6 +166,7 @@ Result<CheckpointMeta> DecodeCheckpointMeta(std::string_view bytes) {
   meta.input_position = in.Varint();
   meta.engine_progress = in.Bytes();
   meta.output_position = in.Bytes();
+  if (format >= 2) meta.input_progress = in.Bytes();
   meta.patterns.resize(in.Below(body.size()));
   for (SavedPattern& p : meta.patterns) {
     p.id = in.Bytes();

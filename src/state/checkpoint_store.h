@@ -53,6 +53,7 @@ struct CheckpointMeta {
   uint64_t input_position = 0;  // the last input position whose effects it holds
   std::string engine_progress;  // ShardedMatcher::Checkpoint's
   std::string output_position;  // where the alert output stood (the output's own format)
+  std::string input_progress;   // where the input's sources stood (the input's own format)
   std::vector<SavedPattern> patterns;
   uint64_t bytes = 0;      // the checkpoint's files
   uint64_t new_bytes = 0;  // of which first written by this checkpoint

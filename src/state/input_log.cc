@@ -424,9 +424,25 @@ Status InputLog::WriteNewSegment() {
     }
     return status;
   }
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ >= 0) {
+    // Sync() only reaches the segment being written: the one it leaves must be on disk first.
+    if (!options_.fsync && ::fdatasync(fd_) != 0) unsynced_ = ErrnoStatus(segments_.back().path + ": cannot sync");
+    ::close(fd_);
+  }
   fd_ = fd;
+  directory_unsynced_ = !options_.fsync;
   segments_.push_back(std::move(segment));
+  return Status::Ok();
+}
+
+Status InputLog::Sync() {
+  if (!unsynced_.ok()) return unsynced_;
+  if (options_.fsync || fd_ < 0) return Status::Ok();
+  if (::fdatasync(fd_) != 0) return ErrnoStatus(segments_.back().path + ": cannot sync");
+  if (directory_unsynced_) {
+    if (Status s = SyncDirectory(options_.directory); !s.ok()) return s;
+    directory_unsynced_ = false;
+  }
   return Status::Ok();
 }
 

@@ -99,6 +99,11 @@ class InputLog {
   // that could not be undone, every later Commit returns that failure again.
   Status Commit();
 
+  // Makes every committed record survive a power loss (without Options::fsync, Commit leaves
+  // that to the kernel): before something outside the process relies on the log holding them.
+  // Errors: kIoError.
+  Status Sync();
+
   // The largest position committed; 0 when the log is empty.
   uint64_t last_position() const { return last_committed_; }
   // No record before this position is kept (trimmed); 0 when the log has no segment.
@@ -143,6 +148,8 @@ class InputLog {
   uint64_t last_appended_ = 0;
   uint64_t last_committed_ = 0;
   Status broken_;  // set when a failed Commit could not be undone
+  bool directory_unsynced_ = false;  // a segment was created since the last Sync
+  Status unsynced_;                   // a segment closed before Sync could not be synced
 };
 
 }  // namespace vigil::state

@@ -8,6 +8,8 @@
 #include <map>
 #include <string>
 
+#include "common/byte_codec.h"
+#include "common/crc32c.h"
 #include "support/temp_dir.h"
 
 TEST_SUITE_BEGIN("state");
@@ -52,6 +54,33 @@ CheckpointMeta Commit(CheckpointStore* store, uint64_t position,
 
 }  // namespace
 
+TEST_CASE("Checkpoint store: a format-1 meta (before input progress was recorded) still reads") {
+  std::string body;
+  vigil::PutVarint(&body, 3);         // id
+  vigil::PutSignedVarint(&body, 10);  // created
+  vigil::PutSignedVarint(&body, 2);   // duration
+  vigil::PutVarint(&body, 99);        // input position
+  vigil::PutBytes(&body, "progress");
+  vigil::PutBytes(&body, "7:8");
+  vigil::PutVarint(&body, 1);
+  vigil::PutBytes(&body, "a");
+  vigil::PutVarint(&body, 4);
+  vigil::PutBytes(&body, "id: a");
+  for (int sizes = 0; sizes < 3; ++sizes) vigil::PutVarint(&body, 5);
+  std::string bytes = "VIGILCKP";
+  bytes.push_back('\1');
+  vigil::PutBytes(&bytes, body);
+  vigil::PutVarint(&bytes, vigil::Crc32c(body));
+  Result<CheckpointMeta> meta = vigil::state::DecodeCheckpointMeta(bytes);
+  REQUIRE(meta.ok());
+  CHECK(meta->input_position == 99);
+  CHECK(meta->output_position == "7:8");
+  CHECK(meta->input_progress.empty());
+  REQUIRE(meta->patterns.size() == 1);
+  CHECK(meta->patterns[0].version == 4);
+  CHECK(meta->keys_written == 5);
+}
+
 TEST_CASE("Checkpoint store: meta survives encoding, and damage to it is refused") {
   CheckpointMeta meta;
   meta.id = 7;
@@ -59,6 +88,7 @@ TEST_CASE("Checkpoint store: meta survives encoding, and damage to it is refused
   meta.input_position = 123456789;
   meta.engine_progress = std::string("\0\1\2", 3);
   meta.output_position = "12:34";
+  meta.input_progress = std::string("o\0\1", 3);
   meta.patterns = {{"a", 1, "id: a"}, {"b", 2, "id: b"}};
   const std::string bytes = vigil::state::EncodeCheckpointMeta(meta);
   Result<CheckpointMeta> back = vigil::state::DecodeCheckpointMeta(bytes);
@@ -68,6 +98,7 @@ TEST_CASE("Checkpoint store: meta survives encoding, and damage to it is refused
   CHECK(back->input_position == 123456789);
   CHECK(back->engine_progress == meta.engine_progress);
   CHECK(back->output_position == "12:34");
+  CHECK(back->input_progress == meta.input_progress);
   REQUIRE(back->patterns.size() == 2);
   CHECK(back->patterns[1].source == "id: b");
   for (size_t i = 0; i < bytes.size(); ++i) {

@@ -105,9 +105,18 @@ inline std::vector<std::string> AsMatches(const std::vector<std::string>& alerts
 }
 
 // The alerts file and its rotated files, AsMatches.
+// Every rotated file counts, and they are numbered without a gap.
 inline std::vector<std::string> AlertsAsMatches(const std::string& path, bool with_version = false) {
   std::string all = ReadAll(path);
-  for (int i = 1; fs::exists(path + "." + std::to_string(i)); ++i) all += ReadAll(path + "." + std::to_string(i));
+  const std::string prefix = fs::path(path).filename().string() + ".";
+  size_t rotated = 0;
+  for (const auto& entry : fs::directory_iterator(fs::path(path).parent_path())) {
+    const std::string name = entry.path().filename().string();
+    if (!name.starts_with(prefix) || name.find_first_not_of("0123456789", prefix.size()) != std::string::npos) continue;
+    all += ReadAll(entry.path().string());
+    ++rotated;
+  }
+  CHECK_MESSAGE((rotated == 0 || fs::exists(path + "." + std::to_string(rotated))), "a gap in the rotated files");
   return AsMatches(Lines(all), with_version);
 }
 
