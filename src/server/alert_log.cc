@@ -198,7 +198,9 @@ Status CloseRotationGaps(const std::string& alerts_path) {
     const auto [end, err] = std::from_chars(first, last, number);
     if (err == std::errc() && end == last && first != last && number > 0) numbers.push_back(number);
   }
-  if (ec) return Status::IoError("cannot list the rotated files of " + alerts_path + ": " + ec.message());
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    return Status::IoError("cannot list the rotated files of " + alerts_path + ": " + ec.message());
+  }
   std::sort(numbers.begin(), numbers.end());
   for (size_t i = 0; i < numbers.size(); ++i) {
     if (numbers[i] == i + 1) continue;
