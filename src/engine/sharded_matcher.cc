@@ -385,11 +385,14 @@ void ShardedMatcher::Decide(Chunk& chunk) {
 }
 
 int64_t ShardedMatcher::SourcesWatermark() const {
-  int64_t smallest = INT64_MAX;
+  int64_t smallest_holding = INT64_MAX;
+  int64_t largest = INT64_MIN;
   for (const Source& s : sources_) {
-    if (s.active && !s.idle) smallest = std::min(smallest, s.max_time_ms);
+    if (s.active && !s.idle) smallest_holding = std::min(smallest_holding, s.max_time_ms);
+    largest = std::max(largest, s.max_time_ms);
   }
-  return smallest == INT64_MAX ? INT64_MIN : SaturatingSub(smallest, options_.matcher.max_out_of_orderness_ms);
+  const int64_t time = smallest_holding != INT64_MAX ? smallest_holding : largest;
+  return time == INT64_MIN ? INT64_MIN : SaturatingSub(time, options_.matcher.max_out_of_orderness_ms);
 }
 
 int64_t ShardedMatcher::source_watermark_ms(uint32_t source) const {

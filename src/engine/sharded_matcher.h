@@ -130,8 +130,9 @@ class ShardedMatcher {
   // over the active sources that are not idle. A source becomes active with its first event,
   // or when announced here (idle false: a new Kafka partition holds the watermark back until
   // it delivers or is declared idle). An idle source (no input for a while; the caller
-  // decides) no longer holds it back, until it delivers again. With one source this is the
-  // largest event time less the allowed out-of-orderness.
+  // decides) no longer holds it back, until it delivers again. When every source is idle, the
+  // stream's watermark is the largest of theirs (nothing holds it back any more). With one
+  // source this is the largest event time less the allowed out-of-orderness.
   void SetSourceIdle(uint32_t source, bool idle);
   // One source's own watermark (its largest event time less the allowed lateness); INT64_MIN
   // before its first event.
@@ -247,7 +248,8 @@ class ShardedMatcher {
     bool idle = false;
   };
   std::vector<Source> sources_;  // by source number
-  // The smallest watermark over the sources that hold it back; INT64_MIN when none does.
+  // The smallest watermark over the sources that hold it back, or with every one idle the
+  // largest; INT64_MIN before any event.
   int64_t SourcesWatermark() const;
 };
 

@@ -17,6 +17,7 @@ constexpr int kCommitTimeoutMs = 60000;
 // How long CommitNow waits before it reports the broker as away.
 constexpr int kCommitNowWaitMs = 10000;
 constexpr int kRetryMs = 1000;
+constexpr int kProbeMs = 2000;
 constexpr size_t kMaxBatch = 2000;
 // Control records of the pipeline in the input log (Durability's pattern changes start with
 // 'l' or 'g'): where the partitions stand, and a partition going idle or active.
@@ -205,6 +206,7 @@ void KafkaPipeline::ScheduleTick(int delay_ms) {
 
 void KafkaPipeline::Tick() {
   producer_->Serve();
+  Probe();
   if (commit_.valid()) {
     if (commit_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return ScheduleTick(2);
     FinishCommit(true);
@@ -224,6 +226,17 @@ void KafkaPipeline::Tick() {
   MarkIdle();
   if (SteadyClockMs() - last_commit_ms_ >= options_.commit_interval_ms && Uncommitted()) StartCommit();
   ScheduleTick(records_.size() == kMaxBatch || commit_.valid() ? 0 : 2);
+}
+
+void KafkaPipeline::Probe() {
+  if (probe_.valid()) {
+    if (probe_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return;
+    reachable_ = probe_.get();
+  }
+  if (SteadyClockMs() - last_probe_ms_ < kProbeMs) return;
+  last_probe_ms_ = SteadyClockMs();
+  probe_ = std::async(std::launch::async,
+                      [this] { return consumer_->PartitionsOf(options_.input_topics, kProbeMs).ok(); });
 }
 
 void KafkaPipeline::Failed(const Status& status) {

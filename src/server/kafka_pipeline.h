@@ -70,7 +70,8 @@ class KafkaPipeline : public AlertForwarder {
   // Stops consuming.
   void Stop();
 
-  bool ready() const { return ready_; }
+  // The broker answers and the last commit went through.
+  bool ready() const { return ready_ && reachable_; }
   void AppendMetrics(std::string* out);
 
   // AlertForwarder.
@@ -92,6 +93,7 @@ class KafkaPipeline : public AlertForwarder {
   // The committer thread's part: the transaction's (or the offsets') commit.
   Status CommitOutput(const kafka::Offsets& offsets, const std::string& metadata);
   void Failed(const Status& status);
+  void Probe();
   Status Ingest(const std::vector<kafka::Record>& records);
   void MarkIdle();
   void SetIdle(uint32_t source, bool idle);
@@ -139,6 +141,11 @@ class KafkaPipeline : public AlertForwarder {
   std::mutex output_mutex_;
   std::vector<Output> open_output_;
   int64_t last_commit_ms_ = 0;
+  // Whether the cluster answers, asked now and then on a thread of its own (a quiet input
+  // says nothing about it).
+  std::future<bool> probe_;
+  int64_t last_probe_ms_ = 0;
+  bool reachable_ = true;
   bool ready_ = false;
   bool stopped_ = false;
   std::string last_error_;

@@ -409,3 +409,22 @@ TEST_CASE("Engine: several sources hold the watermark at the slowest, until it g
     CHECK(collector.found.size() == 3);
   }
 }
+
+TEST_CASE("Engine: when every source is idle, the watermark is the largest of theirs") {
+  nfa::FieldSchema schema;
+  auto every = Compile(kEveryEvent, &schema);
+  Collector collector(2);
+  engine::EngineOptions options = Options(2);
+  options.several_sources = true;
+  engine::ShardedMatcher matcher({every}, &schema, options, &collector, collector.sinks());
+  matcher.SetSourceIdle(0, false);
+  matcher.SetSourceIdle(1, false);
+  matcher.Add(Event(100, 1, "x"), 1, 0, 0);
+  matcher.Add(Event(10, 2, "y"), 2, 0, 1);
+  matcher.SetSourceIdle(0, true);  // the fast one first: the slow one still holds it
+  CHECK(matcher.watermark_ms() == 10);
+  matcher.SetSourceIdle(1, true);
+  CHECK(matcher.watermark_ms() == 100);
+  CHECK(matcher.source_watermark_ms(1) == 10);
+  CHECK(matcher.source_watermark_ms(7) == INT64_MIN);
+}
