@@ -99,6 +99,9 @@ Result<std::unique_ptr<Consumer>> Consumer::Open(const Properties& properties, c
 
 Consumer::~Consumer() {
   for (rd_kafka_message_t* m : polled_) rd_kafka_message_destroy(m);
+  // Closing revokes the partitions: the owner, being destroyed, is not called back.
+  start_ = nullptr;
+  revoked_ = nullptr;
   if (rk_) {
     rd_kafka_consumer_close(rk_);
     rd_kafka_destroy(rk_);

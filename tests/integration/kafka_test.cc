@@ -291,3 +291,22 @@ TEST_CASE("Kafka: the broker restarts in the middle of a run, vigil keeps servin
   CHECK(server->Request(http::verb::get, "/readyz").status == 200);
   CHECK(server->Stop() == 0);
 }
+
+TEST_CASE("Kafka: the rules topic is the source of truth at start, a pattern only stored here is deleted") {
+  TempDir dir;
+  const std::string prefix = Prefix("truth");
+  const std::string data = dir.path() + "/data";
+  const std::string empty = dir.path() + "/no-patterns";
+  std::filesystem::create_directories(empty);
+  const std::string rule = "id: local-only\nkey: card_id\nsequence:\n  - begin: big\n    where: amount > 1000\n";
+  {
+    ServerProcess alone(data, {"--patterns-dir", empty});  // without Kafka: stored in the data directory
+    REQUIRE(alone.started());
+    REQUIRE(alone.Request(http::verb::post, "/patterns", rule, "application/yaml").status == 201);
+    CHECK(alone.Stop() == 0);
+  }
+  auto server = Start(data, prefix, empty, 1);
+  CHECK(server->Request(http::verb::get, "/patterns/local-only").status == 404);
+  CHECK(server->Request(http::verb::post, "/events", "{\"ts\":1}\n", "application/x-ndjson").status == 409);
+  CHECK(server->Stop() == 0);
+}
