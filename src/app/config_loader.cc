@@ -246,7 +246,7 @@ const Setting kSettings[] = {
        return ParseCount(v, 1, 100, &o->checkpoints_retained);
      }},
     {"input_log.fsync", "VIGIL_INPUT_LOG_FSYNC", "--input-log-fsync", "BOOL",
-     "sync accepted events to disk before acknowledging them (power-loss safety)", "false",
+     "sync accepted events to disk before acknowledging them (Kafka: before committing their offsets); power-loss safety", "false",
      [](const std::string& v, ServerOptions* o) { return ParseBool(v, &o->input_log_fsync); }},
     {"events.max_partial_matches_per_pattern", "VIGIL_EVENTS_MAX_PARTIAL_MATCHES_PER_PATTERN",
      "--max-partial-matches-per-pattern", "N", "partial matches kept per pattern over all keys; 0: no limit",

@@ -3,8 +3,10 @@
 #include <librdkafka/rdkafka.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 namespace vigil::kafka {
 namespace {
@@ -211,20 +213,28 @@ Result<std::map<Partition, std::pair<int64_t, std::string>>> Consumer::Committed
 
 namespace {
 
+// A topic just created may be unknown to the broker asked for a moment: asked again until
+// `timeout_ms` has passed.
 Result<std::vector<Partition>> TopicPartitions(rd_kafka_t* rk, const std::vector<std::string>& topics, int timeout_ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   std::vector<Partition> out;
   for (const std::string& topic : topics) {
-    rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
-    const rd_kafka_metadata_t* metadata = nullptr;
-    const rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &metadata, timeout_ms);
-    if (!err && metadata->topic_cnt == 1 && !metadata->topics[0].err) {
-      for (int i = 0; i < metadata->topics[0].partition_cnt; ++i) {
-        out.push_back({topic, metadata->topics[0].partitions[i].id});
+    rd_kafka_resp_err_t topic_err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    do {
+      if (topic_err) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
+      const rd_kafka_metadata_t* metadata = nullptr;
+      const rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &metadata, timeout_ms);
+      topic_err = !err && metadata->topic_cnt == 1 ? metadata->topics[0].err : err;
+      if (!topic_err) {
+        for (int i = 0; i < metadata->topics[0].partition_cnt; ++i) {
+          out.push_back({topic, metadata->topics[0].partitions[i].id});
+        }
       }
-    }
-    const rd_kafka_resp_err_t topic_err = !err && metadata->topic_cnt == 1 ? metadata->topics[0].err : err;
-    if (metadata) rd_kafka_metadata_destroy(metadata);
-    rd_kafka_topic_destroy(rkt);
+      if (metadata) rd_kafka_metadata_destroy(metadata);
+      rd_kafka_topic_destroy(rkt);
+    } while ((topic_err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || topic_err == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE) &&
+             std::chrono::steady_clock::now() < deadline);
     if (Status s = FromCode(topic_err, "reading the partitions of " + topic); !s.ok()) return s;
   }
   return out;

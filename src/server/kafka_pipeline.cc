@@ -37,9 +37,9 @@ std::string_view KeyBytes(std::string_view key_json) {
 
 }  // namespace
 
-KafkaPipeline::KafkaPipeline(const ServerOptions::Kafka& options, boost::asio::io_context& io,
+KafkaPipeline::KafkaPipeline(const ServerOptions::Kafka& options, bool sync_input_log, boost::asio::io_context& io,
                              engine::ShardedMatcher* matcher, Durability* durability, AlertLog* alerts)
-    : options_(options), io_(io), timer_(io), matcher_(matcher), durability_(durability), alerts_(alerts) {}
+    : options_(options), sync_input_log_(sync_input_log), io_(io), timer_(io), matcher_(matcher), durability_(durability), alerts_(alerts) {}
 
 KafkaPipeline::~KafkaPipeline() = default;
 
@@ -298,8 +298,10 @@ void KafkaPipeline::StartCommit() {
   }
   matcher_->Sync();  // every alert of the input so far is produced
   alerts_->Flush().IgnoreError();
-  // Kafka is about to be told this input was read: the log must keep it whatever happens.
-  if (Status s = durability_->SyncInputLog(); !s.ok()) return Failed(s);
+  // Kafka is about to be told this input was read: the log must keep it through a power loss.
+  if (sync_input_log_) {
+    if (Status s = durability_->SyncInputLog(); !s.ok()) return Failed(s);
+  }
   committing_position_ = durability_->last_position();
   // The offsets after the last record logged, of the partitions still ours.
   kafka::Offsets offsets;

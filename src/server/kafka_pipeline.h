@@ -10,7 +10,7 @@
 //  2. Output: alerts (from the workers), dead letters and late events (from the input thread)
 //     are produced as they come, into the open transaction (exactly_once) or straight away.
 //  3. Commit, every commit_interval: the engine is synced (every alert of the input so far is
-//     produced), the input log is synced to disk, then the transaction commits the output with
+//     produced), the input log is synced to disk (with input_log.fsync), then the transaction commits the output with
 //     the input offsets and, as their metadata, the input position. The commit runs on a
 //     thread of its own: while the broker is away the input waits, the server's thread (HTTP,
 //     metrics, rules) does not. A checkpoint is only taken right after a commit, so a
@@ -55,8 +55,9 @@ class KafkaPipeline : public AlertForwarder {
   // the engine reads event time from it.
   static constexpr std::string_view kRecordTimeField = "_kafka_ts";
 
-  KafkaPipeline(const ServerOptions::Kafka& options, boost::asio::io_context& io, engine::ShardedMatcher* matcher,
-                Durability* durability, AlertLog* alerts);
+  // `sync_input_log`: the input log is synced to disk before each commit (input_log.fsync).
+  KafkaPipeline(const ServerOptions::Kafka& options, bool sync_input_log, boost::asio::io_context& io,
+                engine::ShardedMatcher* matcher, Durability* durability, AlertLog* alerts);
   ~KafkaPipeline() override;
 
   // Before recovery: creates the topics, opens the producer (fencing an earlier incarnation)
@@ -105,6 +106,7 @@ class KafkaPipeline : public AlertForwarder {
                std::vector<std::pair<std::string, std::string>> headers);
 
   ServerOptions::Kafka options_;
+  bool sync_input_log_;
   boost::asio::io_context& io_;
   boost::asio::steady_timer timer_;
   engine::ShardedMatcher* matcher_;

@@ -41,10 +41,12 @@ Server::Server(ServerOptions options)
   durability.data_dir = options_.data_dir;
   durability.checkpoint_interval_ms = options_.checkpoint_interval_ms;
   durability.checkpoints_retained = options_.checkpoints_retained;
-  durability.input_log_fsync = options_.input_log_fsync;
+  // With Kafka, the log is synced once per commit instead (KafkaPipeline).
+  durability.input_log_fsync = options_.input_log_fsync && options_.kafka.brokers.empty();
   durability_ = std::make_unique<Durability>(durability, matcher_.get(), &schema_, alerts_.get(), spill_.get());
   if (!options_.kafka.brokers.empty()) {
-    kafka_ = std::make_unique<KafkaPipeline>(options_.kafka, io_, matcher_.get(), durability_.get(), alerts_.get());
+    kafka_ = std::make_unique<KafkaPipeline>(options_.kafka, options_.input_log_fsync, io_, matcher_.get(),
+                                             durability_.get(), alerts_.get());
   }
   registry_ = std::make_unique<PatternRegistry>((fs::path(options_.data_dir) / "patterns").string(),
                                                 &schema_, matcher_.get());

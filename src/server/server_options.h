@@ -72,8 +72,9 @@ struct ServerOptions {
   int64_t checkpoint_interval_ms = 10000;
   // Checkpoints kept; restoring falls back to older ones. Default: 3 (checkpoint.retain).
   size_t checkpoints_retained = 3;
-  // Sync the input log to disk before acknowledging events (survives power loss, not only a
-  // crash of vigil). Default: off (input_log.fsync).
+  // Sync the input log to disk before acknowledging events, or with Kafka before committing
+  // their offsets (survives power loss, not only a crash of vigil). Default: off
+  // (input_log.fsync).
   bool input_log_fsync = false;
 
   // Kafka (empty brokers: off, events come over HTTP only). See config/vigil.example.yaml.
