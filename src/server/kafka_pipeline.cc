@@ -207,15 +207,16 @@ void KafkaPipeline::ScheduleTick(int delay_ms) {
 void KafkaPipeline::Tick() {
   producer_->Serve();
   Probe();
-  if (commit_.valid()) {
-    if (commit_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return ScheduleTick(2);
-    FinishCommit(true);
-  }
+  if (commit_.valid() && commit_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) FinishCommit(true);
   if (resume_commit_ || begin_transaction_) {
     // Nothing may go into the transaction until it is through.
-    if (SteadyClockMs() - last_commit_ms_ >= kRetryMs) StartCommit();
+    if (!commit_.valid() && SteadyClockMs() - last_commit_ms_ >= kRetryMs) StartCommit();
     return ScheduleTick(commit_.valid() ? 2 : kRetryMs);
   }
+  // While a commit runs the input goes on, its output held for the next transaction; but a
+  // checkpoint waits for the commit, and must find nothing after it.
+  const bool committing = commit_.valid();
+  if (committing && checkpoint_waits_) return ScheduleTick(1);
   Status polled = consumer_->Poll(kMaxBatch, 0, &records_);
   if (polled.ok() && !records_.empty()) polled = Ingest(records_);
   if (!polled.ok()) {
@@ -224,8 +225,11 @@ void KafkaPipeline::Tick() {
     return ScheduleTick(kRetryMs);
   }
   MarkIdle();
-  if (SteadyClockMs() - last_commit_ms_ >= options_.commit_interval_ms && Uncommitted()) StartCommit();
-  ScheduleTick(records_.size() == kMaxBatch || commit_.valid() ? 0 : 2);
+  if (!committing && SteadyClockMs() - last_commit_ms_ >= options_.commit_interval_ms && Uncommitted()) {
+    checkpoint_waits_ = durability_->CheckpointDue();
+    StartCommit();
+  }
+  ScheduleTick(records_.size() == kMaxBatch ? 0 : 1);
 }
 
 void KafkaPipeline::Probe() {
@@ -295,6 +299,7 @@ void KafkaPipeline::StartCommit() {
   if (begin_transaction_) {
     if (Status s = producer_->BeginTransaction(); !s.ok()) return Failed(s);
     begin_transaction_ = false;
+    ReleaseHeldOutput();
   }
   matcher_->Sync();  // every alert of the input so far is produced
   alerts_->Flush().IgnoreError();
@@ -308,9 +313,23 @@ void KafkaPipeline::StartCommit() {
   for (const auto& [partition, position] : consumer_->positions()) {
     if (const auto it = logged_offsets_.find(partition); it != logged_offsets_.end()) offsets.insert(*it);
   }
+  {
+    const std::lock_guard lock(output_mutex_);
+    hold_output_ = true;
+  }
   commit_ = std::async(std::launch::async, [this, offsets = std::move(offsets), position = committing_position_] {
     return CommitOutput(offsets, std::to_string(position));
   });
+}
+
+void KafkaPipeline::ReleaseHeldOutput() {
+  const std::lock_guard lock(output_mutex_);
+  hold_output_ = false;
+  for (Output& o : held_output_) {
+    if (Status s = producer_->Produce(*o.topic, o.key, o.value, o.headers); !s.ok()) Log(s.message());
+    open_output_.push_back(std::move(o));
+  }
+  held_output_.clear();
 }
 
 Status KafkaPipeline::CommitOutput(const kafka::Offsets& offsets, const std::string& metadata) {
@@ -349,11 +368,12 @@ void KafkaPipeline::FinishCommit(bool checkpoint) {
     ++aborts_;
     Log("transaction aborted, redone: " + s.message());
     resume_commit_ = false;
-    return;
+    return ReleaseHeldOutput();  // into the transaction begun again
   }
   if (!s.ok()) {
     // Timed out (the broker is away): a transaction in the middle of its commit only resumes.
     resume_commit_ = producer_->transactional();
+    if (!resume_commit_) ReleaseHeldOutput();
     return Failed(s);
   }
   resume_commit_ = false;
@@ -368,21 +388,26 @@ void KafkaPipeline::FinishCommit(bool checkpoint) {
     if (Status begun = producer_->BeginTransaction(); !begun.ok()) return Failed(begun);
     begin_transaction_ = false;
   }
+  ReleaseHeldOutput();
   ready_ = true;
   last_error_.clear();
-  if (checkpoint && durability_->CheckpointDue()) durability_->Checkpoint().status().IgnoreError();
+  if (checkpoint && checkpoint_waits_ && !Uncommitted()) durability_->Checkpoint().status().IgnoreError();
+  checkpoint_waits_ = false;
 }
 
 Status KafkaPipeline::CommitNow() {
-  if (!commit_.valid()) {
-    if (!Uncommitted() && !resume_commit_ && !begin_transaction_) return Status::Ok();
-    StartCommit();
-    if (!commit_.valid()) return Status::Unavailable(last_error_);
+  // The commit under way first, then one of everything after it.
+  for (int round = 0; round < 2; ++round) {
+    if (!commit_.valid()) {
+      if (!Uncommitted() && !resume_commit_ && !begin_transaction_) return Status::Ok();
+      StartCommit();
+      if (!commit_.valid()) return Status::Unavailable(last_error_);
+    }
+    if (commit_.wait_for(std::chrono::milliseconds(kCommitNowWaitMs)) != std::future_status::ready) {
+      return Status::Unavailable("the broker has not taken the commit yet");
+    }
+    FinishCommit(false);
   }
-  if (commit_.wait_for(std::chrono::milliseconds(kCommitNowWaitMs)) != std::future_status::ready) {
-    return Status::Unavailable("the broker has not taken the commit yet");
-  }
-  FinishCommit(false);
   if (Uncommitted() || resume_commit_) return Status::Unavailable("the output is not committed: " + last_error_);
   return Status::Ok();
 }
@@ -391,8 +416,10 @@ void KafkaPipeline::Produce(const std::string& topic, std::string_view key, std:
                            std::vector<std::pair<std::string, std::string>> headers) {
   if (quiet_) return;  // already in Kafka: committed before the crash
   const std::lock_guard lock(output_mutex_);
-  if (Status s = producer_->Produce(topic, key, value, headers); !s.ok()) Log(s.message());
-  open_output_.push_back({&topic, std::string(key), std::string(value), std::move(headers)});
+  Output output{&topic, std::string(key), std::string(value), std::move(headers)};
+  if (hold_output_) return held_output_.push_back(std::move(output));
+  if (Status s = producer_->Produce(topic, key, value, output.headers); !s.ok()) Log(s.message());
+  open_output_.push_back(std::move(output));
 }
 
 void KafkaPipeline::Alert(std::string_view pattern_id, uint64_t version, std::string_view key_json,

@@ -10,14 +10,16 @@
 //  2. Output: alerts (from the workers), dead letters and late events (from the input thread)
 //     are produced as they come, into the open transaction (exactly_once) or straight away.
 //  3. Commit, every commit_interval: the engine is synced (every alert of the input so far is
-//     produced), the input log is synced to disk (with input_log.fsync), then the transaction commits the output with
-//     the input offsets and, as their metadata, the input position. The commit runs on a
-//     thread of its own: while the broker is away the input waits, the server's thread (HTTP,
-//     metrics, rules) does not. A checkpoint is only taken right after a commit, so a
-//     checkpoint never holds input whose output is uncommitted; it records where every
-//     partition stands. A transaction the broker aborts (a coordinator that moved, a consumer
-//     group that re-formed after a broker restart) is begun again with the same records, kept
-//     until their commit, so an outage costs time, not output; one that timed out is resumed.
+//     produced), the input log is synced to disk (with input_log.fsync), then the transaction
+//     commits the output with the input offsets and, as their metadata, the input position.
+//     The commit runs on a thread of its own while the input goes on, its output held back
+//     for the next transaction; while the broker is away the input waits, the server's thread
+//     (HTTP, metrics, rules) does not. A checkpoint is only taken right after a commit that
+//     the input waited for, so a checkpoint never holds input whose output is uncommitted; it
+//     records where every partition stands. A transaction the broker aborts (a coordinator
+//     that moved, a consumer group that re-formed after a broker restart) is begun again with
+//     the same records, kept until their commit, so an outage costs time, not output; one
+//     that timed out is resumed.
 //  4. Recovery: opening the transactional producer fences and aborts what the previous process
 //     left open; the group's committed metadata says up to which input position the output is
 //     in Kafka. The replay (Durability) produces nothing up to there, and everything after it
@@ -88,9 +90,11 @@ class KafkaPipeline : public AlertForwarder {
   bool Uncommitted();
   // Starts committing everything so far on the committer thread.
   void StartCommit();
-  // Takes the finished commit's outcome; after a success, takes a checkpoint if one is due
-  // and `checkpoint` says it may.
+  // Takes the finished commit's outcome; after a success, takes the checkpoint that waited
+  // for it if `checkpoint` says it may.
   void FinishCommit(bool checkpoint);
+  // Produces the output held while a commit ran into the transaction now open.
+  void ReleaseHeldOutput();
   // The committer thread's part: the transaction's (or the offsets') commit.
   Status CommitOutput(const kafka::Offsets& offsets, const std::string& metadata);
   void Failed(const Status& status);
@@ -130,6 +134,7 @@ class KafkaPipeline : public AlertForwarder {
   uint64_t committing_position_ = 0;
   bool resume_commit_ = false;  // a transaction's commit timed out: only resuming it may follow
   bool begin_transaction_ = false;  // the next transaction is yet to begin
+  bool checkpoint_waits_ = false;   // for the commit under way: the input waits too
   uint64_t failed_deliveries_ = 0;  // at_least_once: the producer's count at the last commit
   std::atomic<bool> quiet_{false};   // replaying input whose output is already in Kafka
   // The records since the last commit, produced again when the transaction aborts (or, at
@@ -142,6 +147,8 @@ class KafkaPipeline : public AlertForwarder {
   };
   std::mutex output_mutex_;
   std::vector<Output> open_output_;
+  bool hold_output_ = false;  // a commit runs: output waits for the next transaction
+  std::vector<Output> held_output_;
   int64_t last_commit_ms_ = 0;
   // Whether the cluster answers, asked now and then on a thread of its own (a quiet input
   // says nothing about it).
