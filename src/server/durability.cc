@@ -1,6 +1,7 @@
 #include "server/durability.h"
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 
 #include "common/byte_codec.h"
@@ -199,26 +200,33 @@ Status Durability::AdvanceWatermark(int64_t watermark_ms) {
 }
 
 Result<state::CheckpointMeta> Durability::Checkpoint() {
+  if (writing_.valid()) FinishCheckpoint().status().IgnoreError();
+  if (Status s = StartCheckpoint(); !s.ok()) return s;
+  return FinishCheckpoint();
+}
+
+Status Durability::CheckpointFailed(Status status) {
+  ++stats_.failed_checkpoints;
+  write_everything_ = true;  // the changes it took are in no checkpoint
+  last_checkpoint_steady_ms_ = SteadyClockMs();
+  return status;
+}
+
+Status Durability::StartCheckpoint() {
+  if (writing_.valid()) return Status::Unavailable("a checkpoint is being written");
   const int64_t started = SteadyClockMs();
-  state::CheckpointMeta meta;
-  // A failed checkpoint took the changes it wrote with it: the next writes every key.
-  auto failed = [this](Status s) {
-    ++stats_.failed_checkpoints;
-    write_everything_ = true;
-    last_checkpoint_steady_ms_ = SteadyClockMs();
-    return s;
-  };
   if (before_checkpoint_) {
     if (Status s = before_checkpoint_(); !s.ok()) {
       ++stats_.failed_checkpoints;  // nothing written yet: the next need not write everything
       return s;
     }
   }
+  state::CheckpointMeta meta;
   Result<std::string> progress = matcher_->Checkpoint(store_->Writers(matcher_->workers()), write_everything_);
-  if (!progress.ok()) return failed(progress.status());
+  if (!progress.ok()) return CheckpointFailed(progress.status());
   meta.engine_progress = std::move(*progress);
   // Every alert of the input up to here was found at the barrier; on disk with the checkpoint.
-  if (Status s = alerts_->Flush(); !s.ok()) return failed(s);
+  if (Status s = alerts_->Flush(); !s.ok()) return CheckpointFailed(s);
   meta.output_position = alerts_->OutputPosition();
   meta.input_position = last_position_;
   if (input_progress_) meta.input_progress = input_progress_();
@@ -226,24 +234,39 @@ Result<state::CheckpointMeta> Durability::Checkpoint() {
   for (const auto& nfa : matcher_->patterns()) {
     meta.patterns.push_back({nfa->pattern().id, nfa->pattern().version, nfa->pattern().source});
   }
-  Result<state::CheckpointMeta> committed = store_->Commit(std::move(meta), started);
-  if (!committed.ok()) return failed(committed.status());
+  writing_ = std::async(std::launch::async, [this, meta = std::move(meta), started]() mutable {
+    return store_->Write(std::move(meta), started);
+  });
+  return Status::Ok();
+}
+
+void Durability::CollectCheckpoint() {
+  if (writing_.valid() && writing_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+    FinishCheckpoint().status().IgnoreError();
+  }
+}
+
+Result<state::CheckpointMeta> Durability::FinishCheckpoint() {
+  Result<state::CheckpointMeta> written = writing_.get();
+  if (!written.ok()) return CheckpointFailed(written.status());
+  store_->Keep(*written);
   last_checkpoint_steady_ms_ = SteadyClockMs();
   write_everything_ = false;
   ++stats_.checkpoints;
   // Restoring may fall back to the oldest checkpoint kept: keep the input after it.
   log_->TrimThrough(store_->checkpoints().back().input_position).IgnoreError();
-  return committed;
+  return written;
 }
 
 bool Durability::CheckpointDue() const {
+  if (writing_.valid()) return false;
   if (SteadyClockMs() - last_checkpoint_steady_ms_ < options_.checkpoint_interval_ms) return false;
   // Nothing came in since the last (pattern changes take their own): nothing to record.
   return write_everything_ || checkpoints().empty() || checkpoints().front().input_position != last_position_;
 }
 
 void Durability::CheckpointIfDue() {
-  if (CheckpointDue()) Checkpoint().status().IgnoreError();
+  if (CheckpointDue()) StartCheckpoint().IgnoreError();
 }
 
 }  // namespace vigil::server

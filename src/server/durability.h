@@ -8,10 +8,11 @@
 //     from no event (the idle clock) and pattern changes are logged too, at their positions,
 //     so a replay decides as the first run did.
 //  2. Checkpoints: at one input position (an engine barrier) every worker writes the keys that
-//     changed since the last checkpoint; then the alerts found so far are flushed, and the
-//     checkpoint store records the engine's progress with that position, the alert output's
-//     position and the patterns. Taken every checkpoint.interval, at every pattern change, on
-//     request and on shutdown. The input log is trimmed behind the oldest checkpoint kept.
+//     changed since the last checkpoint into a batch in memory; then the alerts found so far
+//     are flushed, and the checkpoint store records, on a thread of its own while matching goes
+//     on, that batch with the engine's progress, that position, the alert output's position
+//     and the patterns. Taken every checkpoint.interval, at every pattern change, on request
+//     and on shutdown. The input log is trimmed behind the oldest checkpoint kept.
 //  3. Recovery: the newest checkpoint that loads is restored (an older one when it does not),
 //     under the patterns it was taken with; the alert output reads the ids it wrote after that
 //     checkpoint; the input log is replayed from the checkpoint's position; then the pattern
@@ -21,6 +22,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <span>
 #include <string>
@@ -97,11 +99,18 @@ class Durability {
   // caller applies it (PatternRegistry's record hook).
   Status LogPatternChange(const std::string& id, const std::shared_ptr<const nfa::Nfa>& live);
 
-  // Takes a checkpoint now.
+  // Takes a checkpoint now and waits until it counts.
   Result<state::CheckpointMeta> Checkpoint();
-  // Whether checkpoint.interval has passed since the last and input came in since.
+  // Starts one: the barrier now, the writing to disk (most of the time) on a thread of its own
+  // while matching goes on; CollectCheckpoint counts it. Errors: the before-checkpoint hook's,
+  // the barrier's; kUnavailable while the previous one is being written.
+  Status StartCheckpoint();
+  // Counts the checkpoint being written once it is on disk (without waiting for it).
+  void CollectCheckpoint();
+  // Whether checkpoint.interval has passed since the last and input came in since (and none
+  // is being written).
   bool CheckpointDue() const;
-  // Takes one if it is due.
+  // Starts one if it is due.
   void CheckpointIfDue();
 
   const std::vector<state::CheckpointMeta>& checkpoints() const { return store_->checkpoints(); }
@@ -117,6 +126,10 @@ class Durability {
   Result<std::shared_ptr<const nfa::Nfa>> Compile(const state::SavedPattern& saved);
   // Replays a logged pattern change into the matcher.
   Status ReplayPatternChange(std::string_view change);
+  // Waits for the checkpoint being written and counts it.
+  Result<state::CheckpointMeta> FinishCheckpoint();
+  // A checkpoint that failed after the barrier: the next writes every key.
+  Status CheckpointFailed(Status status);
 
   Options options_;
   engine::ShardedMatcher* matcher_;
@@ -132,6 +145,7 @@ class Durability {
   std::function<Status()> before_checkpoint_;
   std::function<std::string()> input_progress_;
   Stats stats_;
+  std::future<Result<state::CheckpointMeta>> writing_;  // last: waited for before the store goes
 };
 
 }  // namespace vigil::server

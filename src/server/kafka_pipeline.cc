@@ -391,7 +391,7 @@ void KafkaPipeline::FinishCommit(bool checkpoint) {
   ReleaseHeldOutput();
   ready_ = true;
   last_error_.clear();
-  if (checkpoint && checkpoint_waits_ && !Uncommitted()) durability_->Checkpoint().status().IgnoreError();
+  if (checkpoint && checkpoint_waits_ && !Uncommitted()) durability_->StartCheckpoint().IgnoreError();
   checkpoint_waits_ = false;
 }
 

@@ -159,6 +159,7 @@ void Server::ScheduleTick() {
     }
     alerts_->Flush().IgnoreError();
     if (rules_) rules_->Poll(0);
+    durability_->CollectCheckpoint();
     if (!kafka_) durability_->CheckpointIfDue();  // with Kafka, after a commit (KafkaPipeline)
     ReportDroppedPartialMatches(now);
     ScheduleTick();

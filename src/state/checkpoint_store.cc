@@ -379,6 +379,12 @@ Status CheckpointStore::Validate(const std::string& dir, uint64_t previous_id, u
 }
 
 Result<CheckpointMeta> CheckpointStore::Commit(CheckpointMeta meta, int64_t started_steady_ms) {
+  Result<CheckpointMeta> written = Write(std::move(meta), started_steady_ms);
+  if (written.ok()) Keep(*written);
+  return written;
+}
+
+Result<CheckpointMeta> CheckpointStore::Write(CheckpointMeta meta, int64_t started_steady_ms) {
   rocksdb::WriteOptions write;
   write.disableWAL = true;
   // One batch, so the live database never holds half a checkpoint's changes: the drops first,
@@ -440,10 +446,13 @@ Result<CheckpointMeta> CheckpointStore::Commit(CheckpointMeta meta, int64_t star
   fs::rename(tmp_dir, final_dir, ec);
   if (ec) return Status::IoError("cannot rename " + tmp_dir + ": " + ec.message());
   SyncDirectory(fs::path(final_dir).parent_path().string());
+  return meta;
+}
+
+void CheckpointStore::Keep(const CheckpointMeta& meta) {
   last_id_ = meta.id;
   kept_.insert(kept_.begin(), meta);
   Prune();
-  return meta;
 }
 
 void CheckpointStore::Prune() {

@@ -20,8 +20,8 @@
 //  2. A checkpoint that does not load (missing, truncated or corrupt files) is never half
 //     used: restoring tries the next older one (the caller reports why).
 //  3. The newest `retain` checkpoints are kept; older ones are deleted after a new one counts.
-// Thread safety: Commit, Adopt, StartEmpty and List are for one thread; a Reader may be
-// scanned by several threads at once.
+// Thread safety: Commit, Keep, Adopt, StartEmpty and List are for one thread, Write may run on
+// another (see there); a Reader may be scanned by several threads at once.
 
 #include <cstdint>
 #include <memory>
@@ -107,6 +107,12 @@ class CheckpointStore {
   // in meta's sizes and its duration (from `started_steady_ms`, when the barrier began).
   // REQUIRES: Adopt() or StartEmpty() was called.
   Result<CheckpointMeta> Commit(CheckpointMeta meta, int64_t started_steady_ms);
+  // Commit in two steps, so that the writing (the long part) can run on another thread while
+  // the owner goes on: Write makes the checkpoint on disk, Keep then counts it (checkpoints()
+  // and the pruning of old ones). Until Keep, only GetLive, checkpoints() and disk_bytes() may
+  // be called meanwhile, and no other Write or Writers.
+  Result<CheckpointMeta> Write(CheckpointMeta meta, int64_t started_steady_ms);
+  void Keep(const CheckpointMeta& meta);
 
   // The state of one key in the live database (the checkpoint adopted, updated by every
   // checkpoint since). Thread-safe. Errors: kNotFound, kIoError.
