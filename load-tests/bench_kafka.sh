@@ -7,8 +7,10 @@
 #       exactly_once and with at_least_once;
 #   (c) latency: vigil-kafka-load produces at a fixed rate into a running vigil (no allowed
 #       out-of-orderness) and reads the alerts back read_committed; produce-to-alert p50 and
-#       p99. With exactly_once an alert is visible at the commit after it: up to one commit
-#       interval more.
+#       p99, with one input partition and with P. With exactly_once an alert is visible at the
+#       commit after it: up to one commit interval more. With several partitions an event also
+#       waits until every partition has passed its time (the producer fills one partition's
+#       batch at a time); (d) is the same load read straight back, Kafka's own latency.
 # The broker, vigil and the client share this machine's cores. Prints a Markdown table.
 #
 # Usage: load-tests/bench_kafka.sh [--build DIR] [--events N] [--keys K] [--workers W]
@@ -61,13 +63,13 @@ trap 'pkill -f -- "--data-dir $work" 2>/dev/null || true; rm -rf "$work"' EXIT
 now_ms() { date +%s%3N; }
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
 
-serve() {  # PREFIX GUARANTEE OUT_OF_ORDERNESS: starts vigil on the PREFIX topics; prints its port
-  local prefix="$1" guarantee="$2" log="$work/$1.log"
+serve() {  # PREFIX GUARANTEE OUT_OF_ORDERNESS [PARTITIONS]: starts vigil on the PREFIX topics; prints its port
+  local prefix="$1" guarantee="$2" log="$work/$1.log" topic_partitions="${4:-$partitions}"
   "$vigil" serve --listen 127.0.0.1:0 --data-dir "$work/$prefix" --patterns-dir "$ROOT/patterns" \
     --workers "$workers" --max-out-of-orderness "$3" --kafka-brokers "$broker" \
     --kafka-input-topics "$prefix-events" --kafka-alerts-topic "$prefix-alerts" \
     --kafka-dead-letter-topic "$prefix-dead" --kafka-late-topic "$prefix-late" \
-    --kafka-rules-topic "$prefix-rules" --kafka-group-id "$prefix" --kafka-topic-partitions "$partitions" \
+    --kafka-rules-topic "$prefix-rules" --kafka-group-id "$prefix" --kafka-topic-partitions "$topic_partitions" \
     --processing-guarantee "$guarantee" --kafka-commit-interval "$commit_interval" > "$log" 2>&1 &
   for _ in $(seq 1 300); do
     if grep -q "listening on" "$log" 2>/dev/null; then
@@ -113,15 +115,25 @@ for guarantee in exactly_once at_least_once; do
   sleep 1
 done
 
-for guarantee in exactly_once at_least_once; do
-  prefix="l$RANDOM$guarantee"
-  # In order, as produced: an event is matched as soon as every partition has passed its time.
-  port_v=$(serve "$prefix" "$guarantee" 0)
-  sleep 2
-  line=$("$load" --brokers "$broker" --topic "$prefix-events" --alerts-topic "$prefix-alerts" --events "$file" \
-           --rate "$rate" --duration "$duration" --settle 5)
-  read -r produced seconds per_second alerts p50 p99 < <(echo "$line" | awk '{print $2, $5, $7, $10, $14, $16}' | tr -d '(;')
-  echo "| latency at $rate/s | $guarantee | $produced | $seconds | $per_second | $alerts | $p50 | $p99 |"
-  pkill -f -- "--data-dir $work/$prefix" || true
-  sleep 1
+for input_partitions in 1 "$partitions"; do
+  for guarantee in exactly_once at_least_once; do
+    prefix="l$RANDOM$guarantee"
+    # In order, as produced: an event is matched as soon as every partition has passed its time.
+    port_v=$(serve "$prefix" "$guarantee" 0 "$input_partitions")
+    sleep 2
+    line=$("$load" --brokers "$broker" --topic "$prefix-events" --alerts-topic "$prefix-alerts" --events "$file" \
+             --rate "$rate" --duration "$duration" --settle 5 2>/dev/null)
+    read -r produced seconds per_second alerts p50 p99 < <(echo "$line" | awk '{print $2, $5, $7, $10, $14, $16}' | tr -d '(;')
+    echo "| latency at $rate/s, $input_partitions partition(s) | $guarantee | $produced | $seconds | $per_second | $alerts | $p50 | $p99 |"
+    pkill -f -- "--data-dir $work/$prefix" || true
+    sleep 1
+  done
 done
+
+# (d) Kafka alone: the same load read back from the input topic itself.
+prefix="k$RANDOM"
+"$ROOT/scripts/kafka.sh" topic "$prefix-events" "$partitions" >/dev/null
+line=$("$load" --brokers "$broker" --topic "$prefix-events" --alerts-topic "$prefix-events" --events "$file" \
+         --rate "$rate" --duration "$duration" --settle 3 2>/dev/null)
+read -r produced seconds per_second alerts p50 p99 < <(echo "$line" | awk '{print $2, $5, $7, $10, $14, $16}' | tr -d '(;')
+echo "| produce-to-consume at $rate/s (Kafka only) | - | $produced | $seconds | $per_second | - | $p50 | $p99 |"

@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -56,6 +57,15 @@ int64_t LatestSentAt(std::string_view alert) {
   return latest;
 }
 
+// The alert's pattern id (the first "pattern" field).
+std::string PatternOf(std::string_view alert) {
+  static constexpr std::string_view kField = "\"pattern\":\"";
+  const size_t at = alert.find(kField);
+  if (at == std::string_view::npos) return "?";
+  const size_t from = at + kField.size();
+  return std::string(alert.substr(from, alert.find('"', from) - from));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -87,6 +97,7 @@ int main(int argc, char** argv) {
   // Alerts are read from their end as it is now: only this run's count.
   std::atomic<bool> producing{true};
   std::vector<int64_t> latencies;
+  std::map<std::string, std::vector<int64_t>> by_pattern;
   std::thread reader([&] {
     rd_kafka_t* rk = Client(RD_KAFKA_CONSUMER, {{"bootstrap.servers", brokers},
                                                 {"group.id", "vigil-kafka-load"},
@@ -110,8 +121,12 @@ int main(int argc, char** argv) {
       rd_kafka_message_t* m = rd_kafka_consumer_poll(rk, 100);
       if (!m) continue;
       if (!m->err) {
-        const int64_t sent = LatestSentAt(std::string_view(static_cast<const char*>(m->payload), m->len));
-        if (sent > 0) latencies.push_back(NowMs() - sent);
+        const std::string_view alert(static_cast<const char*>(m->payload), m->len);
+        const int64_t sent = LatestSentAt(alert);
+        if (sent > 0) {
+          latencies.push_back(NowMs() - sent);
+          by_pattern[PatternOf(alert)].push_back(NowMs() - sent);
+        }
       }
       rd_kafka_message_destroy(m);
     }
@@ -152,10 +167,19 @@ int main(int argc, char** argv) {
   producing = false;
   reader.join();
 
+  auto at = [](std::vector<int64_t>& sorted, double q) {
+    return sorted.empty() ? 0 : sorted[static_cast<size_t>(q * static_cast<double>(sorted.size() - 1))];
+  };
+  // Per pattern on stderr: a match that waits for later event time (a window, a run that
+  // ends with the next event) waits for the stream as well as for vigil.
+  for (auto& [pattern, values] : by_pattern) {
+    std::sort(values.begin(), values.end());
+    std::fprintf(stderr, "  %s: %zu alerts, p50 %lld ms, p99 %lld ms\n", pattern.c_str(), values.size(),
+                 static_cast<long long>(at(values, 0.5)), static_cast<long long>(at(values, 0.99)));
+  }
   std::sort(latencies.begin(), latencies.end());
-  auto at = [&](double q) { return latencies.empty() ? 0 : latencies[static_cast<size_t>(q * (latencies.size() - 1))]; };
   std::printf("produced %zu events in %.2f s (%.0f events/s); alerts %zu; latency ms p50 %lld p99 %lld max %lld\n",
-              produced, seconds, produced / seconds, latencies.size(), static_cast<long long>(at(0.5)),
-              static_cast<long long>(at(0.99)), static_cast<long long>(latencies.empty() ? 0 : latencies.back()));
+              produced, seconds, produced / seconds, latencies.size(), static_cast<long long>(at(latencies, 0.5)),
+              static_cast<long long>(at(latencies, 0.99)), static_cast<long long>(latencies.empty() ? 0 : latencies.back()));
   return 0;
 }

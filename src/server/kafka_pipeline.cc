@@ -315,7 +315,9 @@ void KafkaPipeline::StartCommit() {
   }
   {
     const std::lock_guard lock(output_mutex_);
-    hold_output_ = true;
+    // A committing transaction takes no more records; without one, output goes on.
+    hold_output_ = producer_->transactional();
+    committing_output_ = open_output_.size();
   }
   commit_ = std::async(std::launch::async, [this, offsets = std::move(offsets), position = committing_position_] {
     return CommitOutput(offsets, std::to_string(position));
@@ -380,8 +382,9 @@ void KafkaPipeline::FinishCommit(bool checkpoint) {
   committed_position_ = committing_position_;
   ++commits_;
   {
+    // What was produced since the commit began waits for the next one.
     const std::lock_guard lock(output_mutex_);
-    open_output_.clear();
+    open_output_.erase(open_output_.begin(), open_output_.begin() + static_cast<std::ptrdiff_t>(committing_output_));
   }
   begin_transaction_ = producer_->transactional();
   if (begin_transaction_) {

@@ -13,7 +13,7 @@
 //     produced), the input log is synced to disk (with input_log.fsync), then the transaction
 //     commits the output with the input offsets and, as their metadata, the input position.
 //     The commit runs on a thread of its own while the input goes on, its output held back
-//     for the next transaction; while the broker is away the input waits, the server's thread
+//     for the next transaction (at_least_once: produced, and counted in the next commit); while the broker is away the input waits, the server's thread
 //     (HTTP, metrics, rules) does not. A checkpoint is only taken right after a commit that
 //     the input waited for, so a checkpoint never holds input whose output is uncommitted; it
 //     records where every partition stands. A transaction the broker aborts (a coordinator
@@ -147,7 +147,8 @@ class KafkaPipeline : public AlertForwarder {
   };
   std::mutex output_mutex_;
   std::vector<Output> open_output_;
-  bool hold_output_ = false;  // a commit runs: output waits for the next transaction
+  size_t committing_output_ = 0;  // records of open_output_ the commit under way covers
+  bool hold_output_ = false;  // a transaction commits: output waits for the next one
   std::vector<Output> held_output_;
   int64_t last_commit_ms_ = 0;
   // Whether the cluster answers, asked now and then on a thread of its own (a quiet input
