@@ -9,6 +9,9 @@
 namespace vigil::nfa {
 namespace {
 
+// Held-back events are released this many at a time, their state prefetched together.
+constexpr size_t kReleaseGroup = 32;
+
 // Marks the Matcher as matching for a scope (see Matcher::CheckNotMatching).
 class MatchingScope {
  public:
@@ -83,14 +86,23 @@ void Matcher::Accept(const Event* event) {
 }
 
 void Matcher::ReleaseWaiting(int64_t watermark_ms) {
+  // In groups, each group's state loads issued before its events are matched (as AddBatch).
   while (!waiting_.empty() && waiting_.top().event->time_ms() <= watermark_ms) {
-    EventRef ready = waiting_.top().event;
-    const uint64_t epoch = waiting_.top().epoch;
-    waiting_.pop();
-    CurrentEvent current(ready.get(), next_seq_++);
-    current.Adopt(ready);
-    Dispatch(&current, nullptr, epoch);
+    released_.clear();
+    released_events_.clear();
+    while (released_.size() < kReleaseGroup && !waiting_.empty() && waiting_.top().event->time_ms() <= watermark_ms) {
+      released_.push_back(waiting_.top());
+      released_events_.push_back(released_.back().event.get());
+      waiting_.pop();
+    }
+    PrefetchKeys(released_events_, KeyHashes{});
+    for (Waiting& ready : released_) {
+      CurrentEvent current(ready.event.get(), next_seq_++);
+      current.Adopt(ready.event);
+      Dispatch(&current, nullptr, ready.epoch);
+    }
   }
+  released_.clear();
 }
 
 void Matcher::AdvanceWatermark(int64_t watermark_ms) {
@@ -102,13 +114,12 @@ void Matcher::AdvanceWatermark(int64_t watermark_ms) {
   KeepWithinBudget();
 }
 
-void Matcher::AddBatch(std::span<const Event* const> events, const KeyHashes& hashes) {
-  // Four passes, each issuing the loads the next one needs: the events, their keys' index
+bool Matcher::PrefetchKeys(std::span<const Event* const> events, const KeyHashes& hashes) {
+  // Three passes, each issuing the loads the next one needs: the events and their keys' index
   // slots, the records those name, then each record's runs. Prefetches are hints: matching
   // looks every key up again, so keys that appear or disappear within the batch stay correct.
-  // batch_hashes_ is indexed by slot position: valid only within this call, during which the
-  // patterns cannot change (CheckNotMatching).
-  const MatchingScope scope(&matching_);
+  // batch_hashes_ is indexed by slot position: valid only while the patterns cannot change
+  // (CheckNotMatching).
   for (const Event* event : events) event->Prefetch();
   const size_t patterns = slots_.size();
   const size_t groups = key_slots_.size();
@@ -145,6 +156,13 @@ void Matcher::AddBatch(std::span<const Event* const> events, const KeyHashes& ha
     const KeyNfaState& state = slots_[i % patterns].records[batch_records_[i]].state;
     if (!state.partial.empty()) __builtin_prefetch(state.partial.data());
   }
+  return given;
+}
+
+void Matcher::AddBatch(std::span<const Event* const> events, const KeyHashes& hashes) {
+  const MatchingScope scope(&matching_);
+  const bool given = PrefetchKeys(events, hashes);
+  const size_t groups = key_slots_.size();
   for (size_t i = 0; i < events.size(); ++i) {
     given_hashes_ = given ? &hashes.by_event_and_group[i * groups] : nullptr;
     Accept(events[i]);

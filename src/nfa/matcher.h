@@ -288,6 +288,9 @@ class Matcher {
   void Accept(const Event* event);
   // Matches the held-back events with time <= `watermark_ms`, in event-time order.
   void ReleaseWaiting(int64_t watermark_ms);
+  // Issues the loads that matching `events` will need (their keys' index slots, records and
+  // runs); returns whether `hashes` were of this Matcher's key fields.
+  bool PrefetchKeys(std::span<const Event* const> events, const KeyHashes& hashes);
   // `given_hashes`: the event's key hashes by key group, or null to compute them. `epoch`:
   // epoch_ when the event was added; patterns added later pass it over.
   void Dispatch(CurrentEvent* current, const uint64_t* given_hashes, uint64_t epoch);
@@ -350,10 +353,12 @@ class Matcher {
   // encode and hash an event's key once.
   std::vector<int> key_slots_;
   std::vector<EventKey> event_keys_;     // by key group, for the event being dispatched
-  std::vector<uint64_t> group_hashes_;   // AddBatch: by key group, for one event
+  std::vector<uint64_t> group_hashes_;   // PrefetchKeys: by key group, for one event
   const uint64_t* given_hashes_ = nullptr;  // AddBatch: the accepted event's, when given
-  std::vector<uint64_t> batch_hashes_;   // AddBatch: each (event, pattern)'s key hash
-  std::vector<uint32_t> batch_records_;  // AddBatch: the record each hash likely names
+  std::vector<uint64_t> batch_hashes_;   // PrefetchKeys: each (event, pattern)'s key hash
+  std::vector<uint32_t> batch_records_;  // PrefetchKeys: the record each hash likely names
+  std::vector<Waiting> released_;             // ReleaseWaiting: one group of held-back events
+  std::vector<const Event*> released_events_;  // and the same events, for PrefetchKeys
   std::vector<Timer> due_;
   bool matching_ = false;  // inside Add, AddBatch or Finish (and so any sink callback)
 };
