@@ -14,14 +14,15 @@ namespace {
 
 constexpr int kAdminTimeoutMs = 30000;
 constexpr int kCommitTimeoutMs = 60000;
-// How long CommitNow waits before it reports the broker as away.
+// How long CommitNow waits, once serving, before it reports the broker as away.
 constexpr int kCommitNowWaitMs = 10000;
 constexpr int kRetryMs = 1000;
 constexpr int kProbeMs = 2000;
 constexpr size_t kMaxBatch = 2000;
 // Control records of the pipeline in the input log (Durability's pattern changes start with
 // 'l' or 'g'): where the partitions stand, and a partition going idle or active.
-constexpr char kSourcesControl = 'o';
+constexpr char kSourcesControl = 'p';
+constexpr char kOldSourcesControl = 'o';  // before partitions without a record were listed
 constexpr char kIdleControl = 'i';
 
 void Log(const std::string& what) { std::fprintf(stderr, "vigil: kafka: %s\n", what.c_str()); }
@@ -41,7 +42,11 @@ KafkaPipeline::KafkaPipeline(const ServerOptions::Kafka& options, bool sync_inpu
                              engine::ShardedMatcher* matcher, Durability* durability, AlertLog* alerts)
     : options_(options), sync_input_log_(sync_input_log), io_(io), timer_(io), matcher_(matcher), durability_(durability), alerts_(alerts) {}
 
-KafkaPipeline::~KafkaPipeline() = default;
+KafkaPipeline::~KafkaPipeline() {
+  // The threads of a commit or a probe still running use the members: they finish first.
+  if (commit_.valid()) commit_.wait();
+  if (probe_.valid()) probe_.wait();
+}
 
 Status KafkaPipeline::Prepare() {
   kafka::Properties properties = options_.properties;
@@ -56,15 +61,14 @@ Status KafkaPipeline::Prepare() {
   if (Status s = kafka::CreateTopics(properties, topics, kAdminTimeoutMs); !s.ok()) return s;
 
   // One name for this instance: its transactional id and its static group membership.
-  const std::string instance =
-      !options_.transactional_id.empty() ? options_.transactional_id : "vigil-" + options_.group_id;
+  instance_ = !options_.transactional_id.empty() ? options_.transactional_id : "vigil-" + options_.group_id;
   Result<std::unique_ptr<kafka::Producer>> producer =
-      kafka::Producer::Open(properties, options_.exactly_once ? instance : "");
+      kafka::Producer::Open(properties, options_.exactly_once ? instance_ : "");
   if (!producer.ok()) return producer.status();
   producer_ = std::move(*producer);
 
   Result<std::unique_ptr<kafka::Consumer>> consumer = kafka::Consumer::Open(
-      properties, options_.group_id, instance, options_.input_topics, [this](const kafka::Partition& p) -> int64_t {
+      properties, options_.group_id, instance_, options_.input_topics, [this](const kafka::Partition& p) -> int64_t {
         // Resume after the last record logged; a partition never logged starts where the
         // group committed.
         auto it = logged_offsets_.find(p);
@@ -82,8 +86,15 @@ Status KafkaPipeline::Prepare() {
   Result<std::map<kafka::Partition, std::pair<int64_t, std::string>>> committed =
       consumer_->Committed(*partitions, kAdminTimeoutMs);
   if (!committed.ok()) return committed.status();
+  // Only this instance's commits say where its own input log stands (other instances of the
+  // group number their input their own way).
   for (const auto& [partition, offset_and_metadata] : *committed) {
-    const std::string& metadata = offset_and_metadata.second;
+    std::string_view metadata = offset_and_metadata.second;
+    if (metadata.starts_with(instance_ + ":")) {
+      metadata.remove_prefix(instance_.size() + 1);
+    } else if (metadata.find(':') != std::string_view::npos) {
+      continue;  // (a bare position: written before positions were tagged, by the one instance)
+    }
     uint64_t position = 0;
     if (std::from_chars(metadata.data(), metadata.data() + metadata.size(), position).ec == std::errc()) {
       committed_position_ = std::max(committed_position_, position);
@@ -121,6 +132,7 @@ Status KafkaPipeline::Start() {
   }
   if (Status s = CommitNow(); !s.ok()) return s;
   ready_ = true;
+  serving_ = true;
   ScheduleTick(0);
   return Status::Ok();
 }
@@ -141,8 +153,8 @@ uint32_t KafkaPipeline::SourceOf(const kafka::Partition& partition) {
   return it->second;
 }
 
-// 'o', then per partition: topic, partition, source number, next offset to read (-1: none
-// logged yet).
+// 'p', then per partition: topic, partition, source number, next offset to read (-1: none
+// logged yet). ('o', the earlier form, listed only partitions with an offset, unsigned.)
 std::string KafkaPipeline::EncodeSources() const {
   std::string out(1, kSourcesControl);
   PutVarint(&out, sources_.size());
@@ -165,7 +177,9 @@ Status KafkaPipeline::ReplayControl(std::string_view control) {
     idle_[source] = control[1] != '\0';
     return Status::Ok();
   }
-  if (control[0] != kSourcesControl) return Status::Corruption("an unknown control record in the input log");
+  if (control[0] != kSourcesControl && control[0] != kOldSourcesControl) {
+    return Status::Corruption("an unknown control record in the input log");
+  }
   ByteReader in(control.substr(1));
   const uint64_t count = in.Below(control.size());
   sources_.clear();
@@ -173,7 +187,7 @@ Status KafkaPipeline::ReplayControl(std::string_view control) {
   for (uint64_t i = 0; i < count && in.ok(); ++i) {
     kafka::Partition partition{std::string(in.Bytes()), static_cast<int32_t>(in.Varint())};
     const auto source = static_cast<uint32_t>(in.Varint());
-    const int64_t offset = in.SignedVarint();
+    const int64_t offset = control[0] == kOldSourcesControl ? static_cast<int64_t>(in.Varint()) : in.SignedVarint();
     sources_[partition] = source;
     if (offset >= 0) logged_offsets_[partition] = offset;
   }
@@ -188,12 +202,16 @@ void KafkaPipeline::SetIdle(uint32_t source, bool idle) {
 }
 
 // Before the group takes partitions away: their output and offsets are committed while this
-// instance may still commit them, and they stop holding the watermark back.
+// instance may still commit them.
 void KafkaPipeline::Revoked(const std::vector<kafka::Partition>& partitions) {
-  if (Status s = CommitNow(); !s.ok()) Log("partitions revoked before their output was committed: " + s.message());
-  for (const kafka::Partition& p : partitions) {
-    if (const auto it = sources_.find(p); it != sources_.end()) SetIdle(it->second, true);
+  if (Status s = CommitNow(); !s.ok()) {
+    Log("partitions revoked before their output was committed: " + s.message());
+    return;
   }
+  // Whoever gets them next starts at the group's offsets; should they come back here, so
+  // does this instance. They stay sources until they go idle (a partition taken away and
+  // given back at once, as an eager rebalance does, must not let the watermark jump).
+  for (const kafka::Partition& p : partitions) logged_offsets_.erase(p);
 }
 
 void KafkaPipeline::ScheduleTick(int delay_ms) {
@@ -217,10 +235,14 @@ void KafkaPipeline::Tick() {
   // checkpoint waits for the commit, and must find nothing after it.
   const bool committing = commit_.valid();
   if (committing && checkpoint_waits_) return ScheduleTick(1);
-  Status polled = consumer_->Poll(kMaxBatch, 0, &records_);
-  if (polled.ok() && !records_.empty()) polled = Ingest(records_);
+  // A batch the input log did not take is taken again before anything new.
+  Status polled = unlogged_ ? Status::Ok() : consumer_->Poll(kMaxBatch, 0, &records_);
+  if (polled.ok() && !records_.empty()) {
+    polled = Ingest(records_);
+    unlogged_ = !polled.ok();
+  }
   if (!polled.ok()) {
-    // Kept up and retried: the broker may come back; /readyz says not ready meanwhile.
+    // Kept up and retried: the broker or the disk may come back; /readyz says not ready.
     Failed(polled);
     return ScheduleTick(kRetryMs);
   }
@@ -269,12 +291,20 @@ Status KafkaPipeline::Ingest(const std::vector<kafka::Record>& records) {
       text = stamped;
     }
     batch_.emplace_back(source, text);
-    logged_offsets_[*r.partition] = r.offset + 1;
+  }
+  // The control record says where the partitions stand after the batch; they stand there
+  // only once it is logged.
+  const std::map<kafka::Partition, int64_t> before = logged_offsets_;
+  for (const kafka::Record& r : records) logged_offsets_[*r.partition] = r.offset + 1;
+  Result<uint64_t> first = durability_->LogSourcedEvents(batch_, EncodeSources());
+  if (!first.ok()) {
+    logged_offsets_ = before;
+    return first.status();
+  }
+  for (const auto& [source, text] : batch_) {
     last_record_ms_[source] = now;
     idle_[source] = false;  // the engine makes a source active again with its event
   }
-  Result<uint64_t> first = durability_->LogSourcedEvents(batch_, EncodeSources());
-  if (!first.ok()) return first.status();
   for (size_t k = 0; k < batch_.size(); ++k) matcher_->Add(batch_[k].second, *first + k, entered, batch_[k].first);
   matcher_->Flush();
   records_in_ += records.size();
@@ -301,26 +331,30 @@ void KafkaPipeline::StartCommit() {
     begin_transaction_ = false;
     ReleaseHeldOutput();
   }
-  matcher_->Sync();  // every alert of the input so far is produced
-  alerts_->Flush().IgnoreError();
-  // Kafka is about to be told this input was read: the log must keep it through a power loss.
-  if (sync_input_log_) {
-    if (Status s = durability_->SyncInputLog(); !s.ok()) return Failed(s);
-  }
-  committing_position_ = durability_->last_position();
-  // The offsets after the last record logged, of the partitions still ours.
-  kafka::Offsets offsets;
-  for (const auto& [partition, position] : consumer_->positions()) {
-    if (const auto it = logged_offsets_.find(partition); it != logged_offsets_.end()) offsets.insert(*it);
-  }
-  {
+  // A commit that timed out is resumed as it was: its offsets and position, not today's.
+  if (!resume_commit_) {
+    matcher_->Sync();  // every alert of the input so far is produced
+    alerts_->Flush().IgnoreError();
+    // Kafka is about to be told this input was read: the log must keep it through a power loss.
+    if (sync_input_log_) {
+      if (Status s = durability_->SyncInputLog(); !s.ok()) return Failed(s);
+    }
+    committing_position_ = durability_->last_position();
+    // The offsets after the last record logged, of the partitions still ours (before the
+    // first assignment, those this instance had).
+    committing_offsets_.clear();
+    for (const auto& [partition, offset] : logged_offsets_) {
+      if (consumer_->rebalances() == 0 || consumer_->positions().contains(partition)) {
+        committing_offsets_.emplace(partition, offset);
+      }
+    }
     const std::lock_guard lock(output_mutex_);
     // A committing transaction takes no more records; without one, output goes on.
     hold_output_ = producer_->transactional();
     committing_output_ = open_output_.size();
   }
-  commit_ = std::async(std::launch::async, [this, offsets = std::move(offsets), position = committing_position_] {
-    return CommitOutput(offsets, std::to_string(position));
+  commit_ = std::async(std::launch::async, [this, metadata = instance_ + ":" + std::to_string(committing_position_)] {
+    return CommitOutput(committing_offsets_, metadata);
   });
 }
 
@@ -346,16 +380,23 @@ Status KafkaPipeline::CommitOutput(const kafka::Offsets& offsets, const std::str
     }
     return s.ok() ? consumer_->Commit(offsets, metadata) : s;
   }
-  Status s = producer_->CommitTransaction(consumer_.get(), offsets, metadata, kCommitTimeoutMs);
-  if (s.code() != Status::Code::kFailedPrecondition) return s;
-  // Aborted: begun again with the same records, committed at the next attempt.
+  if (!redo_transaction_) {
+    Status s = producer_->CommitTransaction(consumer_.get(), offsets, metadata, kCommitTimeoutMs);
+    if (s.code() != Status::Code::kFailedPrecondition) return s;
+    redo_transaction_ = true;
+  }
+  // Aborted: begun again with the same records, committed at the next attempt. Until all of
+  // that has worked, the next attempt starts here again.
   if (Status aborted = producer_->AbortTransaction(kCommitTimeoutMs); !aborted.ok()) return aborted;
   if (Status begun = producer_->BeginTransaction(); !begun.ok()) return begun;
-  const std::lock_guard lock(output_mutex_);
-  for (const Output& o : open_output_) {
-    if (Status produced = producer_->Produce(*o.topic, o.key, o.value, o.headers); !produced.ok()) return produced;
+  {
+    const std::lock_guard lock(output_mutex_);
+    for (const Output& o : open_output_) {
+      if (Status produced = producer_->Produce(*o.topic, o.key, o.value, o.headers); !produced.ok()) return produced;
+    }
   }
-  return s;
+  redo_transaction_ = false;
+  return Status::FailedPrecondition("the transaction was aborted and begun again with its records");
 }
 
 void KafkaPipeline::FinishCommit(bool checkpoint) {
@@ -373,7 +414,8 @@ void KafkaPipeline::FinishCommit(bool checkpoint) {
     return ReleaseHeldOutput();  // into the transaction begun again
   }
   if (!s.ok()) {
-    // Timed out (the broker is away): a transaction in the middle of its commit only resumes.
+    // Timed out (the broker is away): a transaction in the middle of its commit, or of its
+    // redoing, only resumes that.
     resume_commit_ = producer_->transactional();
     if (!resume_commit_) ReleaseHeldOutput();
     return Failed(s);
@@ -406,7 +448,10 @@ Status KafkaPipeline::CommitNow() {
       StartCommit();
       if (!commit_.valid()) return Status::Unavailable(last_error_);
     }
-    if (commit_.wait_for(std::chrono::milliseconds(kCommitNowWaitMs)) != std::future_status::ready) {
+    // Before serving, a slow broker (still aborting what a killed process left open) is
+    // waited for longer; after, the server's thread must not wait long.
+    const int wait_ms = serving_ ? kCommitNowWaitMs : kCommitTimeoutMs;
+    if (commit_.wait_for(std::chrono::milliseconds(wait_ms)) != std::future_status::ready) {
       return Status::Unavailable("the broker has not taken the commit yet");
     }
     FinishCommit(false);

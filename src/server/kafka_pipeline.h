@@ -129,9 +129,13 @@ class KafkaPipeline : public AlertForwarder {
   std::vector<std::string> stamped_;  // events with their record time added (record_time)
   std::vector<kafka::Record> records_;
 
+  std::string instance_;             // transactional id and group member name
   uint64_t committed_position_ = 0;  // input position whose output is committed
   std::future<Status> commit_;       // the commit under way, if any
   uint64_t committing_position_ = 0;
+  kafka::Offsets committing_offsets_;
+  bool redo_transaction_ = false;  // committer thread's: an aborted transaction is being redone
+  bool unlogged_ = false;          // records_ were polled but the input log did not take them
   bool resume_commit_ = false;  // a transaction's commit timed out: only resuming it may follow
   bool begin_transaction_ = false;  // the next transaction is yet to begin
   bool checkpoint_waits_ = false;   // for the commit under way: the input waits too
@@ -157,6 +161,7 @@ class KafkaPipeline : public AlertForwarder {
   int64_t last_probe_ms_ = 0;
   bool reachable_ = true;
   bool ready_ = false;
+  bool serving_ = false;  // Start() is done
   bool stopped_ = false;
   std::string last_error_;
   uint64_t records_in_ = 0;

@@ -467,10 +467,13 @@ uint64_t CheckpointStore::disk_bytes() const {
   // Hard links share their blocks: count each file (inode) once.
   std::set<std::pair<uint64_t, uint64_t>> seen;
   uint64_t bytes = 0;
+  // A checkpoint being written (Write on another thread) renames directories and RocksDB
+  // deletes files: what vanishes while listed is skipped, never thrown.
   std::error_code ec;
-  for (const auto& entry : fs::recursive_directory_iterator(options_.directory, ec)) {
+  for (fs::recursive_directory_iterator it(options_.directory, ec), end; !ec && it != end; it.increment(ec)) {
     struct stat st;
-    if (!entry.is_regular_file(ec) || ::stat(entry.path().c_str(), &st) != 0) continue;
+    std::error_code type_ec;
+    if (!it->is_regular_file(type_ec) || ::stat(it->path().c_str(), &st) != 0) continue;
     if (seen.emplace(st.st_dev, st.st_ino).second) bytes += static_cast<uint64_t>(st.st_size);
   }
   return bytes;
