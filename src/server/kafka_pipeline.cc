@@ -241,9 +241,10 @@ void KafkaPipeline::Tick() {
     polled = Ingest(records_);
     unlogged_ = !polled.ok();
   }
-  if (!polled.ok()) {
+  input_failed_ = !polled.ok();
+  if (input_failed_) {
     // Kept up and retried: the broker or the disk may come back; /readyz says not ready.
-    Failed(polled);
+    Report(polled);
     return ScheduleTick(kRetryMs);
   }
   MarkIdle();
@@ -265,9 +266,13 @@ void KafkaPipeline::Probe() {
                       [this] { return consumer_->PartitionsOf(options_.input_topics, kProbeMs).ok(); });
 }
 
-void KafkaPipeline::Failed(const Status& status) {
+void KafkaPipeline::Report(const Status& status) {
   if (status.message() != last_error_) Log(status.message());
   last_error_ = status.message();
+}
+
+void KafkaPipeline::Failed(const Status& status) {
+  Report(status);
   ready_ = false;
 }
 

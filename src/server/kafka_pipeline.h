@@ -73,8 +73,8 @@ class KafkaPipeline : public AlertForwarder {
   // Stops consuming.
   void Stop();
 
-  // The broker answers and the last commit went through.
-  bool ready() const { return ready_ && reachable_; }
+  // The broker answers, the last poll and the last commit went through.
+  bool ready() const { return ready_ && reachable_ && !input_failed_; }
   void AppendMetrics(std::string* out);
 
   // AlertForwarder.
@@ -97,6 +97,8 @@ class KafkaPipeline : public AlertForwarder {
   void ReleaseHeldOutput();
   // The committer thread's part: the transaction's (or the offsets') commit.
   Status CommitOutput(const kafka::Offsets& offsets, const std::string& metadata);
+  // Logs a failure (once while it repeats); Failed also marks the commits as failing.
+  void Report(const Status& status);
   void Failed(const Status& status);
   void Probe();
   Status Ingest(const std::vector<kafka::Record>& records);
@@ -160,7 +162,8 @@ class KafkaPipeline : public AlertForwarder {
   std::future<bool> probe_;
   int64_t last_probe_ms_ = 0;
   bool reachable_ = true;
-  bool ready_ = false;
+  bool ready_ = false;        // the last commit went through
+  bool input_failed_ = false;  // the last poll (or logging what it took) failed
   bool serving_ = false;  // Start() is done
   bool stopped_ = false;
   std::string last_error_;
