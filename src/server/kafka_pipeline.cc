@@ -468,11 +468,16 @@ Status KafkaPipeline::CommitNow() {
 void KafkaPipeline::Produce(const std::string& topic, std::string_view key, std::string_view value,
                            std::vector<std::pair<std::string, std::string>> headers) {
   if (quiet_) return;  // already in Kafka: committed before the crash
-  const std::lock_guard lock(output_mutex_);
-  Output output{&topic, std::string(key), std::string(value), std::move(headers)};
-  if (hold_output_) return held_output_.push_back(std::move(output));
-  if (Status s = producer_->Produce(topic, key, value, output.headers); !s.ok()) Log(s.message());
-  open_output_.push_back(std::move(output));
+  {
+    const std::lock_guard lock(output_mutex_);
+    Output output{&topic, std::string(key), std::string(value), headers};
+    if (hold_output_) return held_output_.push_back(std::move(output));
+    open_output_.push_back(std::move(output));
+  }
+  // Outside the lock: a full queue (the broker away) holds this worker only. No commit runs
+  // meanwhile (a commit begins after the workers are synced), so the record is in the
+  // transaction it was listed for.
+  if (Status s = producer_->Produce(topic, key, value, headers); !s.ok()) Log(s.message());
 }
 
 void KafkaPipeline::Alert(std::string_view pattern_id, uint64_t version, std::string_view key_json,
