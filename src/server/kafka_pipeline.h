@@ -11,15 +11,16 @@
 //     are produced as they come, into the open transaction (exactly_once) or straight away.
 //  3. Commit, every commit_interval: the engine is synced (every alert of the input so far is
 //     produced), the input log is synced to disk (with input_log.fsync), then the transaction
-//     commits the output with the input offsets and, as their metadata, the input position.
-//     The commit runs on a thread of its own while the input goes on, its output held back
-//     for the next transaction (at_least_once: produced, and counted in the next commit); while the broker is away the input waits, the server's thread
-//     (HTTP, metrics, rules) does not. A checkpoint is only taken right after a commit that
-//     the input waited for, so a checkpoint never holds input whose output is uncommitted; it
-//     records where every partition stands. A transaction the broker aborts (a coordinator
-//     that moved, a consumer group that re-formed after a broker restart) is begun again with
-//     the same records, kept until their commit, so an outage costs time, not output; one
-//     that timed out is resumed.
+//     commits the output with the input offsets and, as their metadata, this instance's name
+//     and the input position. The commit runs on a thread of its own while the input goes on,
+//     its output held back for the next transaction (at_least_once: produced, and counted in
+//     the next commit); while the broker is away the input waits, the server's thread (HTTP,
+//     metrics, rules) does not. A checkpoint is only taken right after a commit that the input
+//     waited for, so a checkpoint never holds input whose output is uncommitted; it records
+//     where every partition stands. A transaction the broker aborts (a coordinator that moved,
+//     a consumer group that re-formed after a broker restart) is begun again with the same
+//     records, kept until their commit, so an outage costs time, not output; a commit that
+//     timed out is resumed with the offsets and position it began with.
 //  4. Recovery: opening the transactional producer fences and aborts what the previous process
 //     left open; the group's committed metadata says up to which input position the output is
 //     in Kafka. The replay (Durability) produces nothing up to there, and everything after it
@@ -34,8 +35,8 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <atomic>
-#include <future>
 #include <cstdint>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
