@@ -607,6 +607,9 @@ void Api::AppendStateMetrics(std::string* out) {
   metric("vigil_checkpoint_failures_total", "counter", "Checkpoints that failed (the previous ones still count).",
          stats.failed_checkpoints);
   metric("vigil_checkpoints_kept", "gauge", "Checkpoints on disk.", kept.size());
+  metric("vigil_checkpoint_last_barrier_seconds", "gauge",
+         "How long matching stopped for the last checkpoint (the rest of it is written meanwhile).",
+         static_cast<double>(stats.last_barrier_ms) / 1000);
   if (!kept.empty()) {
     const state::CheckpointMeta& last = kept.front();
     metric("vigil_checkpoint_last_duration_seconds", "gauge", "Time the last checkpoint took.",

@@ -225,6 +225,7 @@ Status Durability::StartCheckpoint() {
   Result<std::string> progress = matcher_->Checkpoint(store_->Writers(matcher_->workers()), write_everything_);
   if (!progress.ok()) return CheckpointFailed(progress.status());
   meta.engine_progress = std::move(*progress);
+  stats_.last_barrier_ms = SteadyClockMs() - started;
   // Every alert of the input up to here was found at the barrier; on disk with the checkpoint.
   if (Status s = alerts_->Flush(); !s.ok()) return CheckpointFailed(s);
   meta.output_position = alerts_->OutputPosition();

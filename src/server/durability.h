@@ -54,6 +54,7 @@ class Durability {
     uint64_t recognised_alerts = 0;  // written before the crash, not written again
     uint64_t checkpoints = 0;        // taken by this process
     uint64_t failed_checkpoints = 0;
+    int64_t last_barrier_ms = 0;  // of the last checkpoint: how long matching stopped for it
   };
 
   // The matcher must have no patterns and no events yet (Recover fills it). `spill`: the
