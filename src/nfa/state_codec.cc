@@ -18,8 +18,11 @@ namespace {
 // keys, so encoding a key allocates nothing once the table has grown.
 class PointerNumbers {
  public:
+  // Empties only the slots in use: the table keeps the size of the largest key encoded so
+  // far, and the keys after it are mostly small.
   void Clear() {
-    if (count_ > 0) std::fill(slots_.begin(), slots_.end(), Slot{});
+    for (const size_t i : used_) slots_[i] = Slot{};
+    used_.clear();
     count_ = 0;
   }
   // The number of `p`, and whether it was new (numbered `count()` then).
@@ -28,6 +31,7 @@ class PointerNumbers {
     Slot& slot = Find(p);
     if (slot.pointer == p) return {slot.number, false};
     slot = {p, count_};
+    used_.push_back(static_cast<size_t>(&slot - slots_.data()));
     return {count_++, true};
   }
   uint64_t At(const void* p) { return Find(p).number; }
@@ -47,11 +51,16 @@ class PointerNumbers {
   void Grow() {
     std::vector<Slot> old = std::move(slots_);
     slots_.assign(std::max<size_t>(64, old.size() * 2), Slot{});
+    used_.clear();
     for (const Slot& s : old) {
-      if (s.pointer) Find(s.pointer) = s;
+      if (!s.pointer) continue;
+      Slot& slot = Find(s.pointer);
+      slot = s;
+      used_.push_back(static_cast<size_t>(&slot - slots_.data()));
     }
   }
   std::vector<Slot> slots_;
+  std::vector<size_t> used_;  // indices of the slots in use
   uint64_t count_ = 0;
 };
 
