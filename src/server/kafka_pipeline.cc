@@ -363,11 +363,15 @@ void KafkaPipeline::StartCommit() {
   });
 }
 
+Status KafkaPipeline::Send(const Output& output) {
+  return producer_->Produce(*output.topic, output.key, output.value, output.headers);
+}
+
 void KafkaPipeline::ReleaseHeldOutput() {
   const std::lock_guard lock(output_mutex_);
   hold_output_ = false;
   for (Output& o : held_output_) {
-    if (Status s = producer_->Produce(*o.topic, o.key, o.value, o.headers); !s.ok()) Log(s.message());
+    if (Status s = Send(o); !s.ok()) Log(s.message());
     open_output_.push_back(std::move(o));
   }
   held_output_.clear();
@@ -380,7 +384,7 @@ Status KafkaPipeline::CommitOutput(const kafka::Offsets& offsets, const std::str
       // Offsets are committed after their output only: send what may be missing again.
       failed_deliveries_ = producer_->failed();
       const std::lock_guard lock(output_mutex_);
-      for (const Output& o : open_output_) producer_->Produce(*o.topic, o.key, o.value, o.headers).IgnoreError();
+      for (const Output& o : open_output_) Send(o).IgnoreError();
       s = Status::Unavailable("deliveries failed; their records are produced again");
     }
     return s.ok() ? consumer_->Commit(offsets, metadata) : s;
@@ -397,7 +401,7 @@ Status KafkaPipeline::CommitOutput(const kafka::Offsets& offsets, const std::str
   {
     const std::lock_guard lock(output_mutex_);
     for (const Output& o : open_output_) {
-      if (Status produced = producer_->Produce(*o.topic, o.key, o.value, o.headers); !produced.ok()) return produced;
+      if (Status produced = Send(o); !produced.ok()) return produced;
     }
   }
   redo_transaction_ = false;
@@ -474,9 +478,9 @@ void KafkaPipeline::Produce(const std::string& topic, std::string_view key, std:
     if (hold_output_) return held_output_.push_back(std::move(output));
     open_output_.push_back(std::move(output));
   }
-  // Outside the lock: a full queue (the broker away) holds this worker only. No commit runs
-  // meanwhile (a commit begins after the workers are synced), so the record is in the
-  // transaction it was listed for.
+  // Outside the lock: a full queue (the broker away) holds this worker only. With
+  // exactly_once no commit runs meanwhile (a commit begins after the workers are synced, and
+  // output is held while it runs), so the record is in the transaction it was listed for.
   if (Status s = producer_->Produce(topic, key, value, headers); !s.ok()) Log(s.message());
 }
 

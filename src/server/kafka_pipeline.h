@@ -152,6 +152,8 @@ class KafkaPipeline : public AlertForwarder {
     std::string value;
     std::vector<std::pair<std::string, std::string>> headers;
   };
+  // Produces one record of the output (again).
+  Status Send(const Output& output);
   std::mutex output_mutex_;
   std::vector<Output> open_output_;
   size_t committing_output_ = 0;  // records of open_output_ the commit under way covers

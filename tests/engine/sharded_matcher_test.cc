@@ -383,17 +383,36 @@ sequence:
   }
 }
 
+namespace {
+
+engine::EngineOptions SeveralSourcesOptions(size_t workers) {
+  engine::EngineOptions options = Options(workers);
+  options.several_sources = true;
+  return options;
+}
+
+// An engine over every event with two sources (Kafka partitions), both announced.
+struct TwoSources {
+  explicit TwoSources(size_t workers)
+      : collector(workers),
+        matcher({Compile(kEveryEvent, &schema)}, &schema, SeveralSourcesOptions(workers), &collector,
+                collector.sinks()) {
+    matcher.SetSourceIdle(0, false);
+    matcher.SetSourceIdle(1, false);
+  }
+  nfa::FieldSchema schema;
+  Collector collector;
+  engine::ShardedMatcher matcher;
+};
+
+}  // namespace
+
 TEST_CASE("Engine: several sources hold the watermark at the slowest, until it goes idle") {
   for (const size_t workers : {1, 3}) {
     CAPTURE(workers);
-    nfa::FieldSchema schema;
-    auto every = Compile(kEveryEvent, &schema);
-    Collector collector(workers);
-    engine::EngineOptions options = Options(workers);
-    options.several_sources = true;
-    engine::ShardedMatcher matcher({every}, &schema, options, &collector, collector.sinks());
-    matcher.SetSourceIdle(0, false);
-    matcher.SetSourceIdle(1, false);
+    TwoSources sources(workers);
+    engine::ShardedMatcher& matcher = sources.matcher;
+    Collector& collector = sources.collector;
     matcher.Add(Event(100, 1, "x"), 1, 0, 0);
     matcher.Add(Event(10, 2, "y"), 2, 0, 1);
     matcher.Add(Event(50, 3, "z"), 3, 0, 0);  // behind source 0, ahead of source 1: in time
@@ -411,14 +430,8 @@ TEST_CASE("Engine: several sources hold the watermark at the slowest, until it g
 }
 
 TEST_CASE("Engine: when every source is idle, the watermark is the largest of theirs") {
-  nfa::FieldSchema schema;
-  auto every = Compile(kEveryEvent, &schema);
-  Collector collector(2);
-  engine::EngineOptions options = Options(2);
-  options.several_sources = true;
-  engine::ShardedMatcher matcher({every}, &schema, options, &collector, collector.sinks());
-  matcher.SetSourceIdle(0, false);
-  matcher.SetSourceIdle(1, false);
+  TwoSources sources(2);
+  engine::ShardedMatcher& matcher = sources.matcher;
   matcher.Add(Event(100, 1, "x"), 1, 0, 0);
   matcher.Add(Event(10, 2, "y"), 2, 0, 1);
   matcher.SetSourceIdle(0, true);  // the fast one first: the slow one still holds it

@@ -44,9 +44,10 @@ std::string Prefix(const std::string& test) {
 }
 
 // Whether kcat took them all. No doctest assertion: also called on a thread of the test's.
+// `kcat_flags`: more of kcat's, such as a key delimiter.
 bool Produce(const std::string& broker, const std::string& topic, const std::vector<std::string>& lines, size_t from,
-             size_t to) {
-  const std::string command = "kcat -P -b " + broker + " -t " + topic + " 2>/dev/null";
+             size_t to, const std::string& kcat_flags = "") {
+  const std::string command = "kcat -P -b " + broker + " -t " + topic + " " + kcat_flags + " 2>/dev/null";
   std::FILE* pipe = ::popen(command.c_str(), "w");
   if (!pipe) return false;
   for (size_t i = from; i < to; ++i) {
@@ -221,15 +222,13 @@ std::vector<std::string> OrderFree(const std::vector<std::string>& events) {
 // Produced with the card as the record key, so each card's events keep their order. Whether
 // kcat took them all (called on a thread of the test's: no doctest assertion).
 bool ProduceByCard(const std::string& broker, const std::string& topic, const std::vector<std::string>& lines) {
-  const std::string command = "kcat -P -b " + broker + " -t " + topic + " -K '\t' 2>/dev/null";
-  std::FILE* pipe = ::popen(command.c_str(), "w");
-  if (!pipe) return false;
+  std::vector<std::string> keyed;
   for (const std::string& line : lines) {
     const size_t at = line.find("\"card_id\":\"");
     const std::string key = at == std::string::npos ? "" : line.substr(at + 11, line.find('"', at + 11) - at - 11);
-    std::fputs((key + "\t" + line + "\n").c_str(), pipe);
+    keyed.push_back(key + "\t" + line);
   }
-  return ::pclose(pipe) == 0;
+  return Produce(broker, topic, keyed, 0, keyed.size(), "-K '\t'");
 }
 
 }  // namespace
