@@ -9,7 +9,7 @@ BUILD_PACKAGES=(
   libyaml-cpp-dev libsimdjson-dev libre2-dev libboost-dev librocksdb-dev
   doctest-dev libbenchmark-dev
   time
-  kcat librdkafka-dev maven default-jre-headless
+  kcat librdkafka-dev maven openjdk-17-jdk-headless python3
 )
 RUNTIME_PACKAGES=(libyaml-cpp0.7 libsimdjson14 libre2-9 librocksdb7.8 libstdc++6 librdkafka1)
 
