@@ -7,11 +7,11 @@ set -euo pipefail
 BUILD_PACKAGES=(
   build-essential cmake ninja-build pkg-config ccache
   libyaml-cpp-dev libsimdjson-dev libre2-dev libboost-dev librocksdb-dev
-  doctest-dev libbenchmark-dev
+  doctest-dev libbenchmark-dev libssl-dev
   time
   kcat librdkafka-dev maven openjdk-17-jdk-headless python3
 )
-RUNTIME_PACKAGES=(libyaml-cpp0.7 libsimdjson14 libre2-9 librocksdb7.8 libstdc++6 librdkafka1)
+RUNTIME_PACKAGES=(libyaml-cpp0.7 libsimdjson14 libre2-9 librocksdb7.8 libstdc++6 librdkafka1 libssl3)
 
 packages=("${BUILD_PACKAGES[@]}")
 if [[ "${1:-}" == "--runtime" ]]; then

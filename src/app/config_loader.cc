@@ -159,6 +159,33 @@ const Setting kSettings[] = {
      [](const std::string& v, ServerOptions* o) {
        return ParseCount(v, 1, 100000, &o->max_connections);
      }},
+    {"server.max_connections_per_client", "VIGIL_SERVER_MAX_CONNECTIONS_PER_CLIENT",
+     "--max-connections-per-client", "N",
+     "open connections from one client address at most, 1..100000; more get 429", "64",
+     [](const std::string& v, ServerOptions* o) {
+       return ParseCount(v, 1, 100000, &o->max_connections_per_client);
+     }},
+    {"server.request_timeout", "VIGIL_SERVER_REQUEST_TIMEOUT", "--request-timeout", "DURATION",
+     "time a client has to send one whole request, 100ms..1h; then the connection closes", "30s",
+     [](const std::string& v, ServerOptions* o) -> ParseError {
+       if (ParseError e = ParseDuration(v, &o->request_timeout_ms)) return e;
+       if (o->request_timeout_ms < 100 || o->request_timeout_ms > 3600000) {
+         return "must be from 100ms to 1h";
+       }
+       return std::nullopt;
+     }},
+    {"server.tls.cert_file", "VIGIL_SERVER_TLS_CERT_FILE", "--tls-cert", "FILE",
+     "PEM certificate chain: the API is served over HTTPS; needs server.tls.key_file", "none",
+     [](const std::string& v, ServerOptions* o) -> ParseError {
+       o->tls_cert_file = v;
+       return std::nullopt;
+     }},
+    {"server.tls.key_file", "VIGIL_SERVER_TLS_KEY_FILE", "--tls-key", "FILE",
+     "PEM private key of server.tls.cert_file", "none",
+     [](const std::string& v, ServerOptions* o) -> ParseError {
+       o->tls_key_file = v;
+       return std::nullopt;
+     }},
     {"server.max_body_bytes", "VIGIL_SERVER_MAX_BODY_BYTES", "--max-body-bytes", "N",
      "largest request body in bytes, at least 1024; larger ones get 413", "16777216",
      [](const std::string& v, ServerOptions* o) {
@@ -333,9 +360,22 @@ const Setting kSettings[] = {
        return std::nullopt;
      }},
     {"api.token", "VIGIL_API_TOKEN", "--api-token", "TOKEN",
-     "bearer token required by every endpoint but /healthz, /readyz, /metrics; empty: none", "none",
+     "admin bearer token; set, every endpoint but /healthz, /readyz, /metrics needs a token", "none",
      [](const std::string& v, ServerOptions* o) -> ParseError {
        o->api_token = v;
+       return std::nullopt;
+     }},
+    {"api.read_token", "VIGIL_API_READ_TOKEN", "--api-read-token", "TOKEN",
+     "read-only bearer token: GET endpoints and POST /validate; needs api.token", "none",
+     [](const std::string& v, ServerOptions* o) -> ParseError {
+       o->api_read_token = v;
+       return std::nullopt;
+     }},
+    {"api.audit_log", "VIGIL_API_AUDIT_LOG", "--audit-log", "FILE",
+     "pattern changes through the API as NDJSON; empty: DIR/audit.ndjson of --data-dir",
+     "vigil-data/audit.ndjson",
+     [](const std::string& v, ServerOptions* o) -> ParseError {
+       o->audit_log_file = v;
        return std::nullopt;
      }},
 };
@@ -480,8 +520,21 @@ class Loader {
       }
       return Status::InvalidArgument(std::move(message));
     }
+    if (options_.tls_cert_file.empty() != options_.tls_key_file.empty()) {
+      return Status::InvalidArgument("server.tls.cert_file and server.tls.key_file go together");
+    }
+    if (!options_.api_read_token.empty() && options_.api_token.empty()) {
+      return Status::InvalidArgument("api.read_token needs api.token: without an admin token "
+                                     "the API has no authentication");
+    }
+    if (!options_.api_read_token.empty() && options_.api_read_token == options_.api_token) {
+      return Status::InvalidArgument("api.read_token must differ from api.token");
+    }
     if (options_.alerts_file.empty()) {
       options_.alerts_file = (std::filesystem::path(options_.data_dir) / "alerts.ndjson").string();
+    }
+    if (options_.audit_log_file.empty()) {
+      options_.audit_log_file = (std::filesystem::path(options_.data_dir) / "audit.ndjson").string();
     }
     return std::move(options_);
   }

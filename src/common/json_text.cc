@@ -3,13 +3,27 @@
 #include <charconv>
 #include <cmath>
 
+#include "common/utf8.h"
+
 namespace vigil {
 
 void AppendJsonString(std::string* out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
   out->push_back('"');
-  for (char c : s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
     const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x80) {
+      // Invalid bytes (from a request path, say) become U+FFFD so the output stays JSON.
+      const size_t length = Utf8SequenceLength(s, i);
+      if (length == 0) {
+        out->append("\\ufffd");
+      } else {
+        out->append(s.substr(i, length));
+        i += length - 1;
+      }
+      continue;
+    }
     switch (c) {
       case '"':
         out->append("\\\"");

@@ -7,6 +7,7 @@
 
 namespace vigil {
 
+// Bytes that are not valid UTF-8 are written as U+FFFD, so the output is always valid JSON.
 void AppendJsonString(std::string* out, std::string_view s);
 
 // `s` without the JSON whitespace (space, tab, CR, LF) at either end.

@@ -2,6 +2,8 @@
 
 #include <charconv>
 #include <chrono>
+#include <cstdio>
+#include <ctime>
 
 namespace vigil {
 namespace {
@@ -33,6 +35,17 @@ int64_t WallClockMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+std::string FormatRfc3339Ms(int64_t ms) {
+  const int64_t millis = ((ms % 1000) + 1000) % 1000;
+  const std::time_t seconds = static_cast<std::time_t>((ms - millis) / 1000);
+  std::tm utc{};
+  gmtime_r(&seconds, &utc);
+  char text[40];
+  const size_t n = std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &utc);
+  std::snprintf(text + n, sizeof text - n, ".%03dZ", static_cast<int>(millis));
+  return text;
 }
 
 int64_t SteadyClockMs() {

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace vigil {
@@ -31,6 +32,9 @@ int64_t SteadyClockMs();
 // Parses `NNNms`, `NNs`, `NNm`, `NNh`, `NNd` or a bare integer of milliseconds.
 // Returns nullopt for anything else, including negative values and overflow.
 std::optional<int64_t> ParseDurationMs(std::string_view text);
+
+// Formats epoch milliseconds as RFC 3339 in UTC with milliseconds: "2024-05-01T12:00:00.250Z".
+std::string FormatRfc3339Ms(int64_t ms);
 
 // Parses an RFC 3339 date-time ("2024-05-01T12:00:00.250Z", "...+02:00") into epoch
 // milliseconds. Fractions beyond milliseconds are truncated. Returns nullopt when malformed.

@@ -267,6 +267,11 @@ ShardedMatcher::Chunk& ShardedMatcher::Filling() {
   return *filling_;
 }
 
+size_t ShardedMatcher::room_now() const {
+  const size_t in_filling = filling_ ? options_.events_per_chunk - filling_->texts.size() : 0;
+  return free_chunks_->size() * options_.events_per_chunk + in_filling;
+}
+
 size_t ShardedMatcher::UsualArenaBytes() const {
   return options_.events_per_chunk * kTextBytesPerEvent + simdjson::SIMDJSON_PADDING;
 }

@@ -121,6 +121,11 @@ class ShardedMatcher {
 
   size_t workers() const { return workers_.size(); }
 
+  // Events Add() can take now without waiting for a worker to free a chunk, and at most
+  // (every chunk free). Lets an input refuse work (HTTP 503) instead of blocking its thread.
+  size_t room_now() const;
+  size_t room_at_most() const { return options_.chunks * options_.events_per_chunk; }
+
   // Takes one event's JSON text (copied), numbered `line` in reports. The workers' matches
   // caused by it are announced with `entered_steady_ns` (WorkerSink::BeginBlock). `source`:
   // the input it came from (a Kafka partition), for the watermark (see SetSourceIdle).

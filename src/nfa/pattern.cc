@@ -1,12 +1,15 @@
 #include "nfa/pattern.h"
 
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <charconv>
 #include <map>
 #include <set>
 
 #include "common/time_util.h"
+#include "common/utf8.h"
 
 namespace vigil::nfa {
 
@@ -457,6 +460,16 @@ class DocumentParser {
 ParsedPatterns ParsePatterns(std::string_view text, const std::string& source_name,
                              FieldSchema* schema) {
   ParsedPatterns out;
+  // Pattern text is kept and served back inside JSON; invalid bytes would corrupt it.
+  if (const size_t bad = FindInvalidUtf8(text); bad != std::string_view::npos) {
+    const std::string_view before = text.substr(0, bad);
+    const size_t line_start = before.rfind('\n');
+    const int column = static_cast<int>(line_start == std::string_view::npos ? bad : bad - line_start - 1);
+    out.errors.push_back({source_name,
+                          {static_cast<int>(std::count(before.begin(), before.end(), '\n')) + 1, column + 1},
+                          "not valid UTF-8"});
+    return out;
+  }
   std::vector<YAML::Node> documents;
   try {
     for (const YAML::Node& doc : YAML::LoadAll(std::string(text))) {
@@ -466,6 +479,9 @@ ParsedPatterns ParsePatterns(std::string_view text, const std::string& source_na
         documents.push_back(doc);
       }
     }
+  } catch (const YAML::DeepRecursion& e) {
+    out.errors.push_back({source_name, PositionOf(e.mark), "nested too deeply"});
+    return out;
   } catch (const YAML::Exception& e) {
     out.errors.push_back({source_name, PositionOf(e.mark), e.msg});
     return out;

@@ -6,6 +6,8 @@
 #include <charconv>
 #include <fstream>
 
+#include <simdjson.h>
+
 #include "common/json_text.h"
 #include "common/time_util.h"
 
@@ -156,13 +158,14 @@ uint64_t ResidentBytes() {
 }  // namespace
 
 Api::Api(const ServerOptions& options, PatternRegistry* registry, Ingest* ingest, AlertLog* alerts,
-         engine::ShardedMatcher* matcher, Durability* durability)
+         engine::ShardedMatcher* matcher, Durability* durability, AuditLog* audit)
     : options_(options),
       registry_(registry),
       ingest_(ingest),
       alerts_(alerts),
       matcher_(matcher),
-      durability_(durability) {}
+      durability_(durability),
+      audit_(audit) {}
 
 // Compares without an early exit, so the time taken says nothing about where a wrong token
 // differs (its length is not hidden).
@@ -173,29 +176,94 @@ bool ConstantTimeEquals(std::string_view given, std::string_view expected) {
   return diff == 0;
 }
 
-bool Api::Authorized(const HttpRequest& request) const {
-  if (options_.api_token.empty()) return true;
-  const std::vector<std::string> path = Segments(View(request.target()));
-  if (path.size() == 1 && (path[0] == "healthz" || path[0] == "readyz" || path[0] == "metrics")) {
-    return true;
-  }
+Api::Role Api::RoleOf(const HttpRequest& request) const {
+  if (options_.api_token.empty()) return Role::kAdmin;
   const std::string_view header = View(request[http::field::authorization]);
   constexpr std::string_view kBearer = "Bearer ";
-  if (header.substr(0, kBearer.size()) != kBearer) return false;
-  return ConstantTimeEquals(header.substr(kBearer.size()), options_.api_token);
+  if (header.substr(0, kBearer.size()) != kBearer) return Role::kNone;
+  const std::string_view token = header.substr(kBearer.size());
+  if (ConstantTimeEquals(token, options_.api_token)) return Role::kAdmin;
+  if (!options_.api_read_token.empty() && ConstantTimeEquals(token, options_.api_read_token)) {
+    return Role::kReadOnly;
+  }
+  return Role::kNone;
 }
 
-HttpResponse Api::Handle(const HttpRequest& request) {
-  if (!Authorized(request)) {
-    HttpResponse r = ErrorResponse(request, http::status::unauthorized, "unauthorized",
-                                   "missing or wrong bearer token");
-    r.set(http::field::www_authenticate, "Bearer");
-    ++requests_[{"unauthorized", r.result_int()}];
-    return r;
+Api::Role Api::RoleNeeded(const RouteSpec& route) {
+  if (route.path == "/healthz" || route.path == "/readyz" || route.path == "/metrics") {
+    return Role::kNone;
   }
-  auto [route, response] = Route(request);
-  ++requests_[{route, response.result_int()}];
-  return std::move(response);
+  if (route.verb == http::verb::get || route.path == "/validate") return Role::kReadOnly;
+  return Role::kAdmin;
+}
+
+std::string_view Api::AuditAction(const RouteSpec& route) {
+  if (route.handler == &Api::CreatePattern) return "create";
+  if (route.handler == &Api::PutPattern) return "replace";
+  if (route.handler == &Api::DeletePattern) return "delete";
+  if (route.handler == &Api::EnablePattern) return "enable";
+  if (route.handler == &Api::DisablePattern) return "disable";
+  return {};
+}
+
+HttpResponse Api::Handle(const HttpRequest& request, std::string_view client) {
+  std::string id;
+  std::optional<HttpResponse> no_route;
+  const RouteSpec* route = FindRoute(request, &id, &no_route);
+  const Role role = RoleOf(request);
+  // An unknown route needs the read-only role, so it says nothing to a caller without a token.
+  const Role needed = route != nullptr ? RoleNeeded(*route) : Role::kReadOnly;
+  HttpResponse response;
+  std::string label;  // a bounded metric label: the route template or the outcome
+  if (route != nullptr) {
+    label = route->path;
+  } else {
+    label = no_route->result() == http::status::method_not_allowed ? "method_not_allowed" : "not_found";
+  }
+  if (role < needed) {
+    if (role == Role::kNone) {
+      response = ErrorResponse(request, http::status::unauthorized, "unauthorized",
+                               "missing or wrong bearer token");
+      response.set(http::field::www_authenticate, "Bearer");
+      label = "unauthorized";
+    } else {
+      response = ErrorResponse(request, http::status::forbidden, "forbidden",
+                               "the read-only token may not do this");
+      label = "forbidden";
+    }
+  } else {
+    response = route != nullptr ? (this->*route->handler)(request, id) : std::move(*no_route);
+  }
+  if (route != nullptr && !AuditAction(*route).empty()) Audit(client, *route, id, role, response);
+  ++requests_[{label, response.result_int()}];
+  return response;
+}
+
+void Api::Audit(std::string_view client, const RouteSpec& route, const std::string& id, Role role,
+                const HttpResponse& response) {
+  AuditLog::Entry entry;
+  entry.actor = options_.api_token.empty() ? "anonymous"
+                : role == Role::kAdmin     ? "admin"
+                : role == Role::kReadOnly  ? "read-only"
+                                           : "unauthenticated";
+  entry.address = client;
+  entry.action = AuditAction(route);
+  entry.pattern = id;
+  entry.status = response.result_int();
+  // A change that went through answers with the pattern's id and new version.
+  std::string pattern_from_body;
+  if (response.result_int() / 100 == 2 && !response.body().empty()) {
+    simdjson::dom::parser parser;
+    simdjson::dom::element doc;
+    if (parser.parse(response.body()).get(doc) == simdjson::SUCCESS) {
+      std::string_view body_id;
+      if (id.empty() && doc["id"].get(body_id) == simdjson::SUCCESS) pattern_from_body = body_id;
+      int64_t version = 0;
+      if (doc["version"].get(version) == simdjson::SUCCESS) entry.version = version;
+    }
+  }
+  if (id.empty()) entry.pattern = pattern_from_body;
+  audit_->Record(entry);
 }
 
 // Every route, once: the router matches against it and /openapi.json is generated from it, so
@@ -233,7 +301,8 @@ const std::vector<Api::RouteSpec>& Api::Routes() {
        {{202, "{accepted, rejected:[{index, reason}]} (malformed and late events)"},
         {400, "a JSON array body that does not parse"},
         {409, "Kafka is configured: events come from its input topics"}, {413, "body too large"},
-        {415, "unknown content type"}, {503, "the input log cannot be written: nothing taken"}},
+        {415, "unknown content type"},
+        {503, "overloaded (Retry-After) or the input log cannot be written: nothing taken"}},
        &Api::PostEvents},
       {V::get, "/checkpoints",
        "Checkpoints kept, newest first: id, time, duration, size, input position", "",
@@ -258,23 +327,27 @@ const std::vector<Api::RouteSpec>& Api::Routes() {
   return kRoutes;
 }
 
-std::pair<std::string, HttpResponse> Api::Route(const HttpRequest& request) {
+const Api::RouteSpec* Api::FindRoute(const HttpRequest& request, std::string* id,
+                                     std::optional<HttpResponse>* no_route) const {
   const std::vector<std::string> path = Segments(View(request.target()));
   std::string allowed;
   for (const RouteSpec& spec : Routes()) {
     const std::vector<std::string> pattern = Segments(spec.path);
     if (pattern.size() != path.size()) continue;
-    std::string id;
+    std::string segment;
     bool same = true;
     for (size_t i = 0; i < path.size() && same; ++i) {
       if (pattern[i] == "{id}") {
-        id = path[i];
+        segment = path[i];
       } else {
         same = pattern[i] == path[i];
       }
     }
     if (!same) continue;
-    if (spec.verb == request.method()) return {std::string(spec.path), (this->*spec.handler)(request, id)};
+    if (spec.verb == request.method()) {
+      *id = std::move(segment);
+      return &spec;
+    }
     if (!allowed.empty()) allowed += ", ";
     allowed += std::string(http::to_string(spec.verb));
   }
@@ -282,10 +355,12 @@ std::pair<std::string, HttpResponse> Api::Route(const HttpRequest& request) {
     HttpResponse r = ErrorResponse(request, http::status::method_not_allowed, "method_not_allowed",
                                    "this route answers " + allowed);
     r.set(http::field::allow, allowed);
-    return {"method_not_allowed", std::move(r)};
+    *no_route = std::move(r);
+  } else {
+    *no_route = ErrorResponse(request, http::status::not_found, "not_found",
+                              "no route " + std::string(View(request.target())));
   }
-  return {"not_found", ErrorResponse(request, http::status::not_found, "not_found",
-                                     "no route " + std::string(View(request.target())))};
+  return nullptr;
 }
 
 HttpResponse Api::StreamAlerts(const HttpRequest& request, const std::string&) {
@@ -531,6 +606,13 @@ HttpResponse Api::PostEvents(const HttpRequest& request, const std::string&) {
                              std::string(type) + "'");
   }
   IngestResult result = ingest_->Feed(request.body());
+  if (result.overloaded) {
+    ++events_refused_overloaded_;
+    HttpResponse r = ErrorResponse(request, http::status::service_unavailable, "overloaded",
+                                   "matching is behind; nothing was taken, send again later");
+    r.set(http::field::retry_after, "1");
+    return r;
+  }
   if (!result.unavailable.empty()) {
     return ErrorResponse(request, http::status::service_unavailable, "unavailable",
                          "events not taken: " + result.unavailable);
@@ -681,6 +763,13 @@ HttpResponse Api::Metrics(const HttpRequest& request, const std::string&) {
   out += "vigil_server_events_accepted_total " + std::to_string(events_accepted_) + "\n";
   metric("vigil_server_events_rejected_total", "counter", "Events refused: malformed or late.");
   out += "vigil_server_events_rejected_total " + std::to_string(events_malformed_) + "\n";
+  metric("vigil_server_overloaded_total", "counter",
+         "POST /events bodies refused with 503 (Retry-After) because matching was behind.");
+  out += "vigil_server_overloaded_total " + std::to_string(events_refused_overloaded_) + "\n";
+  metric("vigil_audit_records_total", "counter", "Lines written to the audit log.");
+  out += "vigil_audit_records_total " + std::to_string(audit_->records()) + "\n";
+  metric("vigil_audit_write_errors_total", "counter", "Audit lines that could not be written.");
+  out += "vigil_audit_write_errors_total " + std::to_string(audit_->write_errors()) + "\n";
   metric("vigil_nfa_late_events_total", "counter", "Events that arrived below the watermark.");
   out += "vigil_nfa_late_events_total " + std::to_string(alerts_->late_events()) + "\n";
   metric("vigil_nfa_matches_total", "counter", "Matches found, by pattern.");

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -14,6 +15,7 @@
 
 #include "engine/sharded_matcher.h"
 #include "server/alert_log.h"
+#include "server/audit_log.h"
 #include "server/durability.h"
 #include "server/http_server.h"
 #include "server/ingest.h"
@@ -26,10 +28,15 @@ namespace vigil::server {
 
 class Api {
  public:
+  // `audit` receives every request to change a pattern.
   Api(const ServerOptions& options, PatternRegistry* registry, Ingest* ingest, AlertLog* alerts,
-      engine::ShardedMatcher* matcher, Durability* durability);
+      engine::ShardedMatcher* matcher, Durability* durability, AuditLog* audit);
 
-  HttpResponse Handle(const HttpRequest& request);
+  // Answers `request` from `client` (its IP address, for the audit log). With api.token set,
+  // the bearer token decides the role: admin may do everything; read-only (api.read_token)
+  // the GET routes and POST /validate (anything else: 403); no or a wrong token, only
+  // /healthz, /readyz and /metrics (anything else: 401).
+  HttpResponse Handle(const HttpRequest& request, std::string_view client);
 
   // With Kafka: readiness follows the broker, and /metrics has the pipeline's.
   void SetKafka(KafkaPipeline* kafka, RulesTopic* rules) {
@@ -54,10 +61,18 @@ class Api {
   static constexpr std::string_view kPatternTypes = "application/yaml,application/json";
   static constexpr size_t kMaxSubscribers = 64;
 
-  // With api.token set: whether the request carries it (or needs none).
-  bool Authorized(const HttpRequest& request) const;
-  // The route template (a bounded metric label) and the response.
-  std::pair<std::string, HttpResponse> Route(const HttpRequest& request);
+  // Ordered: a role may do what the ones below it may.
+  enum class Role { kNone, kReadOnly, kAdmin };
+  // The role the request's bearer token gives; kAdmin when the API has no token.
+  Role RoleOf(const HttpRequest& request) const;
+  static Role RoleNeeded(const RouteSpec& route);
+  // The route `request` names and its {id} segment, or null with the 404 or 405 to answer.
+  const RouteSpec* FindRoute(const HttpRequest& request, std::string* id,
+                             std::optional<HttpResponse>* no_route) const;
+  // A request to change a pattern: its audit action (create, replace, ...), or empty.
+  static std::string_view AuditAction(const RouteSpec& route);
+  void Audit(std::string_view client, const RouteSpec& route, const std::string& id, Role role,
+             const HttpResponse& response);
   // Handlers; `id` is the {id} segment of the path, empty for routes without one.
   HttpResponse CreatePattern(const HttpRequest& request, const std::string& id);
   HttpResponse PutPattern(const HttpRequest& request, const std::string& id);
@@ -91,9 +106,11 @@ class Api {
   Durability* durability_;
   KafkaPipeline* kafka_ = nullptr;
   RulesTopic* rules_ = nullptr;
+  AuditLog* audit_;
   uint64_t events_received_ = 0;
   uint64_t events_accepted_ = 0;
   uint64_t events_malformed_ = 0;
+  uint64_t events_refused_overloaded_ = 0;  // POST /events bodies answered 503
   std::map<std::pair<std::string, unsigned>, uint64_t> requests_;  // (route, status) -> count
 };
 

@@ -1,9 +1,12 @@
 #include "server/http_server.h"
 
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/beast/ssl.hpp>
 
 #include <deque>
+#include <type_traits>
 
 #include "common/json_text.h"
 
@@ -33,33 +36,67 @@ HttpResponse ErrorResponse(const HttpRequest& request, http::status status, std:
   return JsonResponse(request, status, std::move(body));
 }
 
-// One connection: read a request, answer it, repeat while the client keeps it alive.
-class HttpServer::Session : public std::enable_shared_from_this<Session>, public EventStream {
+namespace {
+
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+}  // namespace
+
+// One connection: read a request, answer it, repeat while the client keeps it alive. `Stream`
+// is beast::tcp_stream (plain HTTP) or TlsStream (HTTPS: a handshake comes first).
+template <class Stream>
+class HttpServer::Session : public std::enable_shared_from_this<Session<Stream>>, public EventStream {
  public:
-  Session(tcp::socket socket, const Limits& limits, const Handler& handler,
-          const StreamHandler& on_stream, std::shared_ptr<size_t> connections)
-      : stream_(std::move(socket)),
+  Session(Stream stream, const Limits& limits, const Handler& handler,
+          const StreamHandler& on_stream, std::shared_ptr<Connections> connections)
+      : stream_(std::move(stream)),
         limits_(limits),
         handler_(handler),
         on_stream_(on_stream),
         connections_(std::move(connections)) {
-    ++*connections_;
+    beast::error_code ec;
+    client_ = socket().remote_endpoint(ec).address().to_string();
+    ++connections_->total;
+    ++connections_->by_client[client_];
   }
-  ~Session() override { --*connections_; }
+  ~Session() override {
+    --connections_->total;
+    if (--connections_->by_client[client_] == 0) connections_->by_client.erase(client_);
+  }
 
   void Start() {
-    if (*connections_ > limits_.max_connections) {
-      HttpRequest bare;
-      bare.version(11);
-      bare.keep_alive(false);
-      Write(ErrorResponse(bare, http::status::service_unavailable, "unavailable",
-                          "too many connections"),
-            /*close=*/true);
-      return;
+    if constexpr (std::is_same_v<Stream, TlsStream>) {
+      // A client that never finishes its handshake is cut off like a slow request.
+      lowest().expires_after(limits_.request_timeout);
+      stream_.async_handshake(asio::ssl::stream_base::server,
+                              [self = this->shared_from_this()](beast::error_code ec) {
+                                if (ec) return self->Abort();
+                                self->Admit();
+                              });
+    } else {
+      Admit();
+    }
+  }
+
+ private:
+  using std::enable_shared_from_this<Session<Stream>>::shared_from_this;
+
+  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+  tcp::socket& socket() { return lowest().socket(); }
+
+  void Admit() {
+    if (connections_->total > limits_.max_connections) {
+      return Refuse(http::status::service_unavailable, "unavailable", "too many connections",
+                    /*retry_later=*/true);
+    }
+    if (connections_->by_client[client_] > limits_.max_connections_per_client) {
+      return Refuse(http::status::too_many_requests, "too_many_connections",
+                    "too many connections from this address", /*retry_later=*/true);
     }
     Read();
   }
 
+ public:
   void Send(std::string text) override {
     if (!streaming_ || closed_) return;
     backlog_bytes_ += text.size();
@@ -78,7 +115,7 @@ class HttpServer::Session : public std::enable_shared_from_this<Session>, public
   // watches for the client going away.
   void StartStream(HttpResponse response) {
     streaming_ = true;
-    stream_.expires_never();
+    lowest().expires_never();
     auto header = std::make_shared<http::response<http::empty_body>>(response.result(), response.version());
     for (const auto& field : response) header->set(field.name_string(), field.value());
     header->chunked(true);
@@ -109,11 +146,36 @@ class HttpServer::Session : public std::enable_shared_from_this<Session>, public
                       });
   }
 
+  // Answers once without reading a request (or the rest of one), then closes.
+  void Refuse(http::status status, std::string_view code, std::string_view message,
+              bool retry_later = false) {
+    HttpRequest bare;
+    bare.version(11);
+    bare.keep_alive(false);
+    HttpResponse answer = ErrorResponse(bare, status, code, message);
+    if (retry_later) answer.set(http::field::retry_after, "1");
+    Write(std::move(answer), /*close=*/true);
+  }
+
   void Read() {
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(limits_.max_header_bytes));
     parser_->body_limit(limits_.max_body_bytes);
-    stream_.expires_after(std::chrono::seconds(30));
+    lowest().expires_after(limits_.request_timeout);
+    http::async_read_header(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      self->OnHeader(ec);
+    });
+  }
+
+  void OnHeader(beast::error_code ec) {
+    if (ec) return OnRead(ec);
+    // RFC 9112 6.3: with a Transfer-Encoding whose last coding is not chunked the body's end
+    // is unknowable; a front end that guessed differently would let a request be smuggled
+    // behind this one. (Beast would read such a body as empty.)
+    if (parser_->get().count(http::field::transfer_encoding) != 0 && !parser_->chunked()) {
+      return Refuse(http::status::bad_request, "bad_request",
+                    "malformed HTTP request: Transfer-Encoding must end with chunked");
+    }
     http::async_read(stream_, buffer_, *parser_,
                      [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
   }
@@ -124,25 +186,16 @@ class HttpServer::Session : public std::enable_shared_from_this<Session>, public
       Close();
       return;
     }
-    if (ec) {
-      // A request we cannot read gets one clear answer, then the connection closes.
-      HttpRequest bare;
-      bare.version(11);
-      bare.keep_alive(false);
-      HttpResponse answer =
-          ec == http::error::body_limit
-              ? ErrorResponse(bare, http::status::payload_too_large, "too_large",
-                              "request body too large")
-          : ec == http::error::header_limit
-              ? ErrorResponse(bare, http::status::request_header_fields_too_large, "too_large",
-                              "request headers too large")
-              : ErrorResponse(bare, http::status::bad_request, "bad_request",
-                              "malformed HTTP request: " + ec.message());
-      Write(std::move(answer), /*close=*/true);
-      return;
+    // A request we cannot read gets one clear answer, then the connection closes.
+    if (ec == http::error::body_limit) {
+      return Refuse(http::status::payload_too_large, "too_large", "request body too large");
     }
+    if (ec == http::error::header_limit) {
+      return Refuse(http::status::request_header_fields_too_large, "too_large", "request headers too large");
+    }
+    if (ec) return Refuse(http::status::bad_request, "bad_request", "malformed HTTP request: " + ec.message());
     HttpRequest request = parser_->release();
-    HttpResponse response = handler_(request);
+    HttpResponse response = handler_(request, client_);
     if (response[http::field::content_type] == "text/event-stream") {
       StartStream(std::move(response));
       return;
@@ -164,27 +217,30 @@ class HttpServer::Session : public std::enable_shared_from_this<Session>, public
   }
 
   // Ends an HTTP exchange: our side is done sending; the client sees the response, then EOF.
+  // (With TLS the TCP connection ends without a close_notify: a response carries its length
+  // or its last chunk, so truncation is still detected.)
   void Close() {
     if (closed_) return;
     closed_ = true;
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    socket().shutdown(tcp::socket::shutdown_send, ignored);
   }
 
   // Ends a stream at once (client gone, or too slow).
   void Abort() {
     Close();
     beast::error_code ignored;
-    stream_.socket().close(ignored);
+    socket().close(ignored);
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   const Limits& limits_;
   const Handler& handler_;
   const StreamHandler& on_stream_;
-  std::shared_ptr<size_t> connections_;
+  std::shared_ptr<Connections> connections_;
+  std::string client_;  // remote address
   bool streaming_ = false;
   bool closed_ = false;
   std::deque<std::string> backlog_;
@@ -228,11 +284,31 @@ void HttpServer::StopAccepting() {
   acceptor_.close(ignored);
 }
 
+Status HttpServer::EnableTls(const std::string& cert_file, const std::string& key_file) {
+  auto context = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
+  context->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                       asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                       asio::ssl::context::no_tlsv1_1);
+  beast::error_code ec;
+  context->use_certificate_chain_file(cert_file, ec);
+  if (ec) return Status::InvalidArgument("cannot load TLS certificate " + cert_file + ": " + ec.message());
+  context->use_private_key_file(key_file, asio::ssl::context::pem, ec);
+  if (ec) return Status::InvalidArgument("cannot load TLS key " + key_file + ": " + ec.message());
+  tls_ = std::move(context);
+  return Status::Ok();
+}
+
 void HttpServer::Accept() {
   acceptor_.async_accept(io_, [this](beast::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted) return;  // StopAccepting()
-    if (!ec) {
-      std::make_shared<Session>(std::move(socket), limits_, handler_, on_stream_, connections_)->Start();
+    if (!ec && tls_) {
+      std::make_shared<Session<TlsStream>>(TlsStream(std::move(socket), *tls_), limits_, handler_,
+                                           on_stream_, connections_)
+          ->Start();
+    } else if (!ec) {
+      std::make_shared<Session<beast::tcp_stream>>(beast::tcp_stream(std::move(socket)), limits_,
+                                                   handler_, on_stream_, connections_)
+          ->Start();
     }
     Accept();
   });

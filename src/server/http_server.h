@@ -4,16 +4,23 @@
 // Runs on the io_context it is given (vigil runs that context on one thread, so handlers
 // never race). Each connection reads one request at a time (keep-alive supported) with limits
 // on header and body size; a body over the limit is answered 413 and the connection closed,
-// a malformed request 400. The handler sees a complete request and returns the response.
+// a malformed request (smuggling shapes included: Content-Length with Transfer-Encoding, two
+// Content-Lengths) 400. A request must arrive whole within the request timeout. Connections
+// are limited in total (503) and per client address (429). The handler sees a complete
+// request and returns the response.
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/beast/http.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 
 #include "common/status.h"
 
@@ -41,7 +48,8 @@ class EventStream {
 
 class HttpServer {
  public:
-  using Handler = std::function<HttpResponse(const HttpRequest&)>;
+  // Answers a request from `client` (the peer's IP address).
+  using Handler = std::function<HttpResponse(const HttpRequest&, std::string_view client)>;
   // A response whose Content-Type is text/event-stream turns its connection into an
   // EventStream, handed to this callback.
   using StreamHandler = std::function<void(std::shared_ptr<EventStream>)>;
@@ -51,12 +59,22 @@ class HttpServer {
     size_t max_header_bytes = 16 << 10;
     size_t max_stream_backlog_bytes = size_t{8} << 20;  // per EventStream
     size_t max_connections = 1024;  // beyond it, a new connection gets 503 and is closed
+    // Open connections from one client address; beyond it a new one gets 429 and is closed,
+    // so one client cannot take every connection.
+    size_t max_connections_per_client = 64;
+    // Time a client has to send one whole request (headers and body), and to start the next
+    // one on a kept-alive connection; then the connection is closed. Bounds slow senders
+    // (slowloris) and idle connections.
+    std::chrono::milliseconds request_timeout{30000};
   };
 
   HttpServer(boost::asio::io_context& io, Limits limits, Handler handler,
              StreamHandler on_stream);
   ~HttpServer();
 
+  // Serves HTTPS instead of HTTP (TLS 1.2 or later), with a PEM certificate chain and key.
+  // Call before Listen(). Errors: kInvalidArgument when a file cannot be loaded.
+  Status EnableTls(const std::string& cert_file, const std::string& key_file);
   // Binds and starts accepting. Errors: kUnavailable when the address cannot be bound.
   Status Listen(const std::string& address, uint16_t port);
   // The bound port (useful after listening on port 0).
@@ -65,6 +83,7 @@ class HttpServer {
   void StopAccepting();
 
  private:
+  template <class Stream>
   class Session;
   void Accept();
 
@@ -73,8 +92,13 @@ class HttpServer {
   Handler handler_;
   StreamHandler on_stream_;
   boost::asio::ip::tcp::acceptor acceptor_;
-  // Open connections; shared with the sessions, which may outlive the server by a little.
-  std::shared_ptr<size_t> connections_ = std::make_shared<size_t>(0);
+  std::shared_ptr<boost::asio::ssl::context> tls_;  // null: plain HTTP
+  struct Connections {
+    size_t total = 0;
+    std::unordered_map<std::string, size_t> by_client;  // remote address -> open connections
+  };
+  // Shared with the sessions, which may outlive the server by a little.
+  std::shared_ptr<Connections> connections_ = std::make_shared<Connections>();
 };
 
 }  // namespace vigil::server

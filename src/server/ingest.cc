@@ -50,6 +50,12 @@ IngestResult Ingest::Feed(std::string_view body) {
     }
   }
 
+  // A body may be larger than all the room there is; it then waits for the workers, but only
+  // when they are not already behind.
+  if (matcher_->room_now() < std::min(events_.size(), matcher_->room_at_most() / 2)) {
+    result.overloaded = true;
+    return result;
+  }
   texts_.clear();
   for (const auto& [index, text] : events_) texts_.push_back(text);
   const Result<uint64_t> first = durability_->LogEvents(texts_);

@@ -6,7 +6,9 @@
 // before that, and when logging fails nothing of the body counts. Each event keeps its exact
 // bytes and is parsed once, by the matcher's workers; an event that is malformed, has no
 // usable time, or is late is reported with its index and the reason before Feed returns. The
-// matching itself goes on asynchronously.
+// matching itself goes on asynchronously. When the workers are behind, so that the body would
+// have to wait for them, nothing is taken and the caller is told to come back (overloaded):
+// memory stays bounded and the server's thread stays free for other requests.
 // Not thread-safe: used on the server's thread.
 
 #include <cstdint>
@@ -31,6 +33,8 @@ struct IngestResult {
   std::string malformed_body;
   // Set when the events could not be logged: none was taken.
   std::string unavailable;
+  // Set when matching is too far behind to take the body without blocking: none was taken.
+  bool overloaded = false;
 };
 
 class Ingest {

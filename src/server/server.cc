@@ -53,13 +53,15 @@ Server::Server(ServerOptions options)
   if (kafka_) rules_ = std::make_unique<RulesTopic>(options_.kafka, registry_.get());
   ingest_ = std::make_unique<Ingest>(matcher_.get(), alerts_.get(), durability_.get());
   api_ = std::make_unique<Api>(options_, registry_.get(), ingest_.get(), alerts_.get(), matcher_.get(),
-                               durability_.get());
+                               durability_.get(), &audit_);
   api_->SetKafka(kafka_.get(), rules_.get());
   HttpServer::Limits limits;
   limits.max_body_bytes = options_.max_body_bytes;
   limits.max_connections = options_.max_connections;
+  limits.max_connections_per_client = options_.max_connections_per_client;
+  limits.request_timeout = std::chrono::milliseconds(options_.request_timeout_ms);
   http_ = std::make_unique<HttpServer>(
-      io_, limits, [this](const HttpRequest& r) { return api_->Handle(r); },
+      io_, limits, [this](const HttpRequest& r, std::string_view client) { return api_->Handle(r, client); },
       [this](std::shared_ptr<EventStream> stream) { alerts_->Subscribe(std::move(stream)); });
 }
 
@@ -103,6 +105,7 @@ Status Server::Start(std::vector<std::string>* warnings) {
       !s.ok()) {
     return s;
   }
+  if (Status s = audit_.Open(options_.audit_log_file); !s.ok()) return s;
   if (kafka_) {
     if (Status s = kafka_->Prepare(); !s.ok()) return s;
   }
@@ -131,6 +134,9 @@ Status Server::Start(std::vector<std::string>* warnings) {
   registry_->SetHooks(std::move(hooks));
   if (kafka_) {
     if (Status s = kafka_->Start(); !s.ok()) return s;
+  }
+  if (!options_.tls_cert_file.empty()) {
+    if (Status s = http_->EnableTls(options_.tls_cert_file, options_.tls_key_file); !s.ok()) return s;
   }
   if (Status s = http_->Listen(options_.listen_address, options_.port); !s.ok()) return s;
   signals_.async_wait([this](const boost::system::error_code& ec, int) {

@@ -20,6 +20,7 @@
 #include "engine/sharded_matcher.h"
 #include "server/alert_log.h"
 #include "server/api.h"
+#include "server/audit_log.h"
 #include "server/durability.h"
 #include "state/spill_store.h"
 #include "server/http_server.h"
@@ -66,6 +67,7 @@ class Server {
   std::unique_ptr<RulesTopic> rules_;     // with kafka.brokers
   std::unique_ptr<PatternRegistry> registry_;
   std::unique_ptr<Ingest> ingest_;
+  AuditLog audit_;
   std::unique_ptr<Api> api_;
   std::unique_ptr<HttpServer> http_;
   int64_t last_limit_report_ms_ = 0;

@@ -16,11 +16,21 @@ struct ServerOptions {
   // is kept without its brackets.
   std::string listen_address = "127.0.0.1";
   uint16_t port = 8080;
+  // HTTPS: a PEM certificate chain and its private key; both empty: plain HTTP
+  // (server.tls.cert_file, server.tls.key_file).
+  std::string tls_cert_file;
+  std::string tls_key_file;
   // Largest request body accepted, in bytes; larger ones get 413. Default: 16 MiB
   // (server.max_body_bytes).
   size_t max_body_bytes = size_t{16} << 20;
   // Open connections at most; more get 503. Default: 1024 (server.max_connections).
   size_t max_connections = 1024;
+  // Open connections from one client address at most; more get 429. Default: 64
+  // (server.max_connections_per_client).
+  size_t max_connections_per_client = 64;
+  // Time to send one whole request; a slower client's connection is closed. Default: 30 s
+  // (server.request_timeout).
+  int64_t request_timeout_ms = 30000;
   // Largest pattern document accepted, in bytes. Default: 256 KiB (server.max_pattern_bytes).
   size_t max_pattern_bytes = size_t{256} << 10;
   // Where patterns and alerts are kept. Default: ./vigil-data (data_dir).
@@ -46,9 +56,16 @@ struct ServerOptions {
   // windows close and timeouts fire on a quiet stream; 0 turns it off. Default: 10 s
   // (events.idle_timeout).
   int64_t idle_timeout_ms = 10000;
-  // Bearer token every endpoint but /healthz, /readyz and /metrics requires; empty: no
-  // authentication (api.token). Never logged.
+  // Bearer token of the admin role, which may do everything; with it set, every endpoint but
+  // /healthz, /readyz and /metrics needs a token; empty: no authentication (api.token).
+  // Never logged.
   std::string api_token;
+  // Bearer token of the read-only role: GET endpoints and POST /validate; empty: none
+  // (api.read_token). Needs api_token. Never logged.
+  std::string api_read_token;
+  // Pattern changes through the API, one NDJSON line each (api.audit_log). Empty here, the
+  // config loader fills in <data_dir>/audit.ndjson.
+  std::string audit_log_file;
   // Matching threads, each owning a shard of the keys; 0: one per CPU this process may run
   // on (workers).
   size_t workers = 0;

@@ -36,6 +36,11 @@ void CheckDefaults(const ServerOptions& o) {
   CHECK(o.listen_address == "127.0.0.1");
   CHECK(o.port == 8080);
   CHECK(o.max_body_bytes == 16777216);
+  CHECK(o.max_connections_per_client == 64);
+  CHECK(o.request_timeout_ms == 30000);
+  CHECK(o.tls_cert_file.empty());
+  CHECK(o.api_read_token.empty());
+  CHECK(o.audit_log_file == "vigil-data/audit.ndjson");
   CHECK(o.max_pattern_bytes == 262144);
   CHECK(o.data_dir == "vigil-data");
   CHECK(o.patterns_dir == "");
@@ -193,6 +198,21 @@ TEST_CASE("Config: an empty alerts file becomes <data_dir>/alerts.ndjson after p
   }
 }
 
+TEST_CASE("Config: security settings that only make sense together") {
+  auto refused = [](std::vector<std::string> flags) {
+    auto r = LoadServerOptions("", {}, flags);
+    return r.ok() ? std::string("accepted") : r.status().message();
+  };
+  CHECK(refused({"--api-read-token", "r"}).find("api.read_token needs api.token") != std::string::npos);
+  CHECK(refused({"--api-token", "same", "--api-read-token", "same"}).find("must differ") != std::string::npos);
+  CHECK(refused({"--tls-cert", "c.pem"}).find("go together") != std::string::npos);
+  CHECK(refused({"--api-token", "a", "--api-read-token", "r", "--tls-cert", "c.pem", "--tls-key", "k.pem"}) ==
+        "accepted");
+  auto r = LoadServerOptions("", {}, {"--data-dir", "/srv/v"});
+  REQUIRE(r.ok());
+  CHECK(r->audit_log_file == "/srv/v/audit.ndjson");
+}
+
 TEST_CASE("Config: the file comes from --config, then VIGIL_CONFIG, then the default path") {
   TempDir dir;
   const std::string a = dir.Write("a.yaml", "events:\n  time_field: a\n");
@@ -270,7 +290,7 @@ TEST_CASE("Config: unknown, duplicate and misshapen YAML keys are rejected with 
   };
   CHECK(error("server:\n  port: 80\n") ==
         ":2:3: server.port: unknown key (known keys under server: listen, max_connections, "
-        "max_body_bytes, max_pattern_bytes)");
+        "max_connections_per_client, request_timeout, tls, max_body_bytes, max_pattern_bytes)");
   CHECK(error("data_dir: x\nalert:\n  recent: 1\n") ==
         ":2:1: alert: unknown key (known keys: server, workers, data_dir, patterns_dir, alerts, events, state, checkpoint, input_log, processing, kafka, api)");
   CHECK(error("events:\n  time_field: a\n  time_field: b\n") ==

@@ -133,6 +133,32 @@ TEST_CASE("Matcher: an exploding pattern stays within its per-key limit") {
   CHECK(f.matcher->stored_nodes() == 0);  // every shared node released: no leak of runs
 }
 
+TEST_CASE("Matcher: an exploding pattern beside another leaves the other's matches whole") {
+  // A combining loop before followed_by_any makes 2^n runs of n events; the per-key limit
+  // keeps boom to 50 (its oldest dropped), and cd, on the same key, matches exactly as alone.
+  const std::string boom =
+      "id: boom\nkey: k\nsequence:\n  - begin: a\n    where: name == 'a'\n    one_or_more: true\n"
+      "    allow_combinations: true\n  - followed_by_any: b\n    where: name == 'never'\n";
+  const std::string cd =
+      "id: cd\nkey: k\nsequence:\n  - begin: c\n    where: name == 'c'\n    times: 2\n"
+      "  - followed_by: d\n    where: name == 'd'\n";
+  std::vector<std::string> events;
+  for (int i = 0; i < 30; ++i) {
+    events.push_back(vigil::testing::Ev("a" + std::to_string(i), 2 * i, "a"));
+    events.push_back(vigil::testing::Ev("c" + std::to_string(i), 2 * i + 1, "c"));
+  }
+  events.push_back(vigil::testing::Ev("d", 60, "d"));
+  MatcherOptions options;
+  options.max_partial_matches_per_key = 50;
+  Fixture alone(cd, options);
+  alone.Add(events);
+  Fixture both(boom + "---\n" + cd, options);
+  both.Add(events);
+  CHECK(both.matcher->stats().dropped_partial_matches > 0);
+  CHECK(alone.sink.matches.size() == 29);
+  CHECK(vigil::testing::Sorted(both.sink.matches) == vigil::testing::Sorted(alone.sink.matches));
+}
+
 TEST_CASE("Matcher: runs of a pattern without a window expire at the maximum state age") {
   MatcherOptions options;
   options.max_state_age_ms = 100;

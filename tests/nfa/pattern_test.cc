@@ -128,6 +128,23 @@ TEST_CASE("Pattern: groups nest at most 32 deep") {
   CHECK(ErrorOf(nested(33)).find("groups nest more than 32 deep") != std::string::npos);
 }
 
+TEST_CASE("Pattern: a document that is not valid UTF-8 is rejected where the bad byte is") {
+  // An invalid byte in a description would otherwise be served back inside JSON.
+  CHECK(ErrorOf("id: p\ndescription: caf\xe9\nsequence:\n  - begin: a\n") == "2:17: not valid UTF-8");
+  CHECK(ErrorOf(std::string(kHead) + "  - followed_by: b\n    where: v == '\xed\xa0\x80'\n") ==
+        "6:18: not valid UTF-8");  // an encoded surrogate
+  FieldSchema schema;
+  CHECK(ParsePatterns("id: p\ndescription: caf\xc3\xa9 \xf0\x9f\x92\xb3\nsequence:\n  - begin: a\n",
+                      "p.yaml", &schema).errors.empty());
+}
+
+TEST_CASE("Pattern: YAML or JSON nested thousands deep is an error, not a stack overflow") {
+  const std::string deep = "id: p\nsequence: " + std::string(100000, '[') + std::string(100000, ']') + "\n";
+  CHECK(ErrorOf(deep).find("nested too deeply") != std::string::npos);
+  const std::string json = "{\"id\":\"p\",\"sequence\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  CHECK(ErrorOf(json).find("nested too deeply") != std::string::npos);
+}
+
 TEST_CASE("Pattern: at most 256 stages") {
   auto stages = [](int n) {
     std::string s = "id: long\nsequence:\n  - begin: s0\n";
