@@ -8,6 +8,7 @@ BUILD_PACKAGES=(
   build-essential cmake ninja-build pkg-config ccache
   libyaml-cpp-dev libsimdjson-dev libre2-dev libboost-dev librocksdb-dev
   doctest-dev libbenchmark-dev libssl-dev
+  clang-14 libclang-rt-14-dev
   time
   kcat librdkafka-dev maven openjdk-17-jdk-headless python3
 )

@@ -1,12 +1,15 @@
 #include "nfa/pattern.h"
 
 #include <yaml-cpp/depthguard.h>
+#include <yaml-cpp/eventhandler.h>
+#include <yaml-cpp/parser.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <charconv>
 #include <map>
 #include <set>
+#include <sstream>
 
 #include "common/time_util.h"
 #include "common/utf8.h"
@@ -34,6 +37,56 @@ struct DocumentError {
 SourcePosition PositionOf(const YAML::Mark& mark) {
   if (mark.line < 0) return {};
   return {mark.line + 1, mark.column + 1};
+}
+
+// yaml-cpp's LoadAll can loop for ever on some malformed input (found by fuzzing: a stray
+// ',' after a top-level flow mapping), allocating nodes until memory runs out. This first
+// pass over the parser's events stops such input before LoadAll sees it: a real document
+// has fewer events than bytes (plus a few for the stream). It also refuses aliases: patterns
+// have no use for them, and shared nodes would let a small document stand for a huge one.
+class EventBudget : public YAML::EventHandler {
+ public:
+  struct Exceeded {
+    SourcePosition position;
+    std::string message;
+  };
+
+  explicit EventBudget(size_t text_bytes) : left_(2 * text_bytes + 16) {}
+
+  void OnDocumentStart(const YAML::Mark& mark) override { Spend(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { Spend(mark); }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override {
+    throw Exceeded{PositionOf(mark), "aliases (*name) are not allowed in patterns"};
+  }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t, const std::string&) override {
+    Spend(mark);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
+    Spend(mark);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    Spend(mark);
+  }
+  void OnMapEnd() override {}
+
+ private:
+  void Spend(const YAML::Mark& mark) {
+    if (left_-- == 0) throw Exceeded{PositionOf(mark), "malformed document: the YAML parser does not end"};
+  }
+
+  size_t left_;
+};
+
+// Runs EventBudget over `text`; throws what the parser or the budget throws.
+void CheckEventBudget(const std::string& text) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  EventBudget budget(text.size());
+  while (parser.HandleNextDocument(budget)) {
+  }
 }
 
 [[noreturn]] void Fail(const YAML::Node& node, std::string message) {
@@ -472,13 +525,18 @@ ParsedPatterns ParsePatterns(std::string_view text, const std::string& source_na
   }
   std::vector<YAML::Node> documents;
   try {
-    for (const YAML::Node& doc : YAML::LoadAll(std::string(text))) {
+    const std::string owned(text);
+    CheckEventBudget(owned);
+    for (const YAML::Node& doc : YAML::LoadAll(owned)) {
       if (doc.IsSequence()) {
         for (const YAML::Node& element : doc) documents.push_back(element);
       } else if (!doc.IsNull()) {
         documents.push_back(doc);
       }
     }
+  } catch (const EventBudget::Exceeded& e) {
+    out.errors.push_back({source_name, e.position, e.message});
+    return out;
   } catch (const YAML::DeepRecursion& e) {
     out.errors.push_back({source_name, PositionOf(e.mark), "nested too deeply"});
     return out;

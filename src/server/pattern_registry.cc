@@ -304,7 +304,8 @@ void PatternRegistry::ApplyAll() {
   for (auto& [id, p] : patterns_) {
     if (!p.enabled) continue;
     const auto& live = matcher_->patterns();
-    auto present = std::find_if(live.begin(), live.end(), [&](const auto& n) { return n->pattern().id == id; });
+    auto present = std::find_if(live.begin(), live.end(),
+                                [&id = id](const auto& n) { return n->pattern().id == id; });
     if (present == live.end()) {
       matcher_->AddPattern(p.nfa).IgnoreError();
     } else if ((*present)->pattern().version != p.version || (*present)->pattern().source != p.nfa->pattern().source) {

@@ -32,10 +32,14 @@ uint16_t StartServer() {
   options.port = 0;
   options.data_dir = dir;
   options.alerts_file = std::string(dir) + "/alerts.ndjson";
+  options.audit_log_file = std::string(dir) + "/audit.ndjson";
   options.workers = 1;
   auto* server = new vigil::server::Server(options);  // lives until the process exits
   std::vector<std::string> warnings;
-  if (!server->Start(&warnings).ok()) abort();
+  if (vigil::Status started = server->Start(&warnings); !started.ok()) {
+    std::fprintf(stderr, "the server did not start: %s\n", started.message().c_str());
+    abort();
+  }
   std::thread([server] { server->Run(); }).detach();
   return server->port();
 }

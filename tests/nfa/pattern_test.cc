@@ -145,6 +145,20 @@ TEST_CASE("Pattern: YAML or JSON nested thousands deep is an error, not a stack 
   CHECK(ErrorOf(json).find("nested too deeply") != std::string::npos);
 }
 
+TEST_CASE("Pattern: input on which the YAML library would loop for ever is an error (found by fuzzing)") {
+  // yaml-cpp's LoadAll allocates nodes without end on this (a stray ',' after a top-level
+  // flow mapping); it must be refused quickly instead.
+  const std::string looping =
+      "{\"idp\":\"fz\",\"key\":\"card_id\",\"within\":\"1m\",\"N4YAML15ParserExcn\":\"a\","
+      "\"where\":\"amount`< 2\"},{\"followedunt > $a[0].amount * 2\"}";
+  CHECK(ErrorOf(looping).find("the YAML parser does not end") != std::string::npos);
+}
+
+TEST_CASE("Pattern: YAML aliases are refused") {
+  CHECK(ErrorOf("id: p\nsequence:\n  - begin: &b a\n  - followed_by: *b\n") ==
+        "4:18: aliases (*name) are not allowed in patterns");
+}
+
 TEST_CASE("Pattern: at most 256 stages") {
   auto stages = [](int n) {
     std::string s = "id: long\nsequence:\n  - begin: s0\n";
