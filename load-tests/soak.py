@@ -105,7 +105,7 @@ def rank(values, p):
     return values[max(0, math.ceil(p * len(values)) - 1)] if values else ""
 
 
-def plot(csv_path, png_path):
+def plot(csv_path, png_path, title):
     if not shutil.which("gnuplot"):
         print("soak: gnuplot not installed (Debian: gnuplot-nox); no plot", file=sys.stderr)
         return
@@ -114,8 +114,9 @@ set terminal pngcairo size 1200,900 font ",10"
 set output "{png_path}"
 set datafile separator ","
 set key autotitle columnhead
-set multiplot layout 4,1 title "vigil serve soak: {os.path.basename(os.path.dirname(csv_path))}"
+set multiplot layout 4,1 title "{title}"
 set xlabel "minutes"
+set yrange [0:*]
 set ylabel "MB"
 plot "{csv_path}" using ($1/60):2 with lines lw 2 title "resident memory"
 set ylabel "files"
@@ -156,13 +157,27 @@ def main():
                         str(args.keys), "--seed", "7", "--fraud-rate", "0.002", "--max-step-ms", "100"],
                        stdout=f, check=True)
 
+    processes = []
+    try:
+        return run(args, vigil, http_load, events, work, out, processes)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args, vigil, http_load, events, work, out, processes):
+    """The run itself; every process it starts goes into `processes`, for main to stop."""
     server = subprocess.Popen([vigil, "serve", "--listen", "127.0.0.1:0", "--data-dir", os.path.join(work, "data"),
                                "--patterns-dir", os.path.join(ROOT, "patterns")],
                               stdout=subprocess.PIPE, text=True)
+    processes.append(server)
     port = int(server.stdout.readline().rsplit(":", 1)[1])
     load = subprocess.Popen([http_load, "--port", str(port), "--events", events, "--rate", str(args.rate),
                              "--batch", "200", "--connections", "2", "--duration", str(args.duration)],
                             stdout=subprocess.PIPE, text=True)
+    processes.append(load)
     sources = {rule: open(os.path.join(ROOT, "patterns", rule + ".yaml"), "rb").read() for rule in RULES}
     alerts = AlertReader(os.path.join(work, "data", "alerts.ndjson"))
     csv_path = os.path.join(out, "soak.csv")
@@ -196,12 +211,16 @@ def main():
                 print(",".join(map(str, row)), file=csv, flush=True)
                 next_sample += args.sample_every
             time.sleep(0.05)
+    if load.poll() is None:  # the server fell over first
+        load.kill()
     summary = load.stdout.read()
-    if load.returncode != 0:
+    load.wait()
+    if load.returncode != 0 and not failures:
         failures.append(f"vigil-http-load exited with {load.returncode}: {summary.strip()}")
     server.terminate()
     server.wait()
-    plot(csv_path, os.path.join(out, "soak.png"))
+    plot(csv_path, os.path.join(out, "soak.png"),
+         f"vigil serve soak: {args.rate} events/s, all sample rules, a rule replaced every {args.reload_every:g} s")
 
     print(f"soak: {len(samples)} samples, {reloads} reloads; {csv_path}")
     if samples:
@@ -210,7 +229,6 @@ def main():
               f"open files {min(r[2] for r in warm)}-{max(r[2] for r in warm)} after the first third")
         if args.check and max(r[2] for r in warm) > warm[0][2] + 8:
             failures.append("open files grew: " + ", ".join(str(r[2]) for r in warm))
-    shutil.rmtree(work, ignore_errors=True)
     for failure in failures:
         print("soak: FAILED: " + failure, file=sys.stderr)
     return 1 if failures else 0

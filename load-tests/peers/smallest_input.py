@@ -14,6 +14,7 @@ import argparse
 import collections
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -39,7 +40,7 @@ class Search:
             f.writelines(lines)
         if os.path.exists(out):
             os.remove(out)
-        command = getattr(self.args, name).format(events=events, out=out)
+        command = getattr(self.args, name).format(events=shlex.quote(events), out=shlex.quote(out))
         subprocess.run(command, shell=True, check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
         return matches(out)

@@ -166,7 +166,8 @@ int Serve(int argc, char** argv) {
     return 2;
   }
   // The first line on standard output says where the API is (tests read the port from it).
-  std::printf("vigil: listening on http://%s:%u\n", options->listen_address.c_str(),
+  std::printf("vigil: listening on %s://%s:%u\n", options->tls_cert_file.empty() ? "http" : "https",
+              options->listen_address.c_str(),
               static_cast<unsigned>(server.port()));
   std::fflush(stdout);
   server.Run();

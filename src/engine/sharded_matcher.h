@@ -125,6 +125,9 @@ class ShardedMatcher {
   // (every chunk free). Lets an input refuse work (HTTP 503) instead of blocking its thread.
   size_t room_now() const;
   size_t room_at_most() const { return options_.chunks * options_.events_per_chunk; }
+  // Half the room or more is taken: the workers are behind, and a barrier (Observe, Sync, a
+  // checkpoint) would wait for their backlog.
+  bool behind() const { return room_now() < room_at_most() / 2; }
 
   // Takes one event's JSON text (copied), numbered `line` in reports. The workers' matches
   // caused by it are announced with `entered_steady_ns` (WorkerSink::BeginBlock). `source`:

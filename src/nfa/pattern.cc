@@ -51,13 +51,15 @@ class EventBudget : public YAML::EventHandler {
     std::string message;
   };
 
-  explicit EventBudget(size_t text_bytes) : left_(2 * text_bytes + 16) {}
+  EventBudget(size_t text_bytes, bool allow_aliases)
+      : left_(2 * text_bytes + 16), allow_aliases_(allow_aliases) {}
 
   void OnDocumentStart(const YAML::Mark& mark) override { Spend(mark); }
   void OnDocumentEnd() override {}
   void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { Spend(mark); }
   void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override {
-    throw Exceeded{PositionOf(mark), "aliases (*name) are not allowed in patterns"};
+    if (!allow_aliases_) throw Exceeded{PositionOf(mark), "aliases (*name) are not allowed in patterns"};
+    Spend(mark);
   }
   void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t, const std::string&) override {
     Spend(mark);
@@ -78,13 +80,14 @@ class EventBudget : public YAML::EventHandler {
   }
 
   size_t left_;
+  bool allow_aliases_;
 };
 
 // Runs EventBudget over `text`; throws what the parser or the budget throws.
-void CheckEventBudget(const std::string& text) {
+void CheckEventBudget(const std::string& text, bool allow_aliases) {
   std::istringstream in(text);
   YAML::Parser parser(in);
-  EventBudget budget(text.size());
+  EventBudget budget(text.size(), allow_aliases);
   while (parser.HandleNextDocument(budget)) {
   }
 }
@@ -511,10 +514,11 @@ class DocumentParser {
 }  // namespace
 
 ParsedPatterns ParsePatterns(std::string_view text, const std::string& source_name,
-                             FieldSchema* schema) {
+                             FieldSchema* schema, PatternOrigin origin) {
   ParsedPatterns out;
-  // Pattern text is kept and served back inside JSON; invalid bytes would corrupt it.
-  if (const size_t bad = FindInvalidUtf8(text); bad != std::string_view::npos) {
+  const bool strict = origin == PatternOrigin::kNew;
+  // Pattern text is kept and served back inside JSON, where invalid bytes are replaced.
+  if (const size_t bad = strict ? FindInvalidUtf8(text) : std::string_view::npos; bad != std::string_view::npos) {
     const std::string_view before = text.substr(0, bad);
     const size_t line_start = before.rfind('\n');
     const int column = static_cast<int>(line_start == std::string_view::npos ? bad : bad - line_start - 1);
@@ -526,7 +530,7 @@ ParsedPatterns ParsePatterns(std::string_view text, const std::string& source_na
   std::vector<YAML::Node> documents;
   try {
     const std::string owned(text);
-    CheckEventBudget(owned);
+    CheckEventBudget(owned, /*allow_aliases=*/!strict);
     for (const YAML::Node& doc : YAML::LoadAll(owned)) {
       if (doc.IsSequence()) {
         for (const YAML::Node& element : doc) documents.push_back(element);

@@ -94,10 +94,15 @@ struct ParsedPatterns {
   std::vector<PatternError> errors;  // at most one per rejected document
 };
 
+// Where a document comes from. New text (a request, a file) must be valid UTF-8 and free of
+// YAML aliases; text stored by an earlier version is held only to the rules it was accepted
+// under, so an upgrade never drops a stored pattern or its partial matches.
+enum class PatternOrigin { kNew, kStored };
+
 // Parses all pattern documents in `text`: YAML (several separated by `---`) or JSON (one
 // object or an array of them). Conditions are compiled against `*schema`. `source_name` is
 // used in errors. A document with any error is rejected whole; the others are returned.
 ParsedPatterns ParsePatterns(std::string_view text, const std::string& source_name,
-                             FieldSchema* schema);
+                             FieldSchema* schema, PatternOrigin origin = PatternOrigin::kNew);
 
 }  // namespace vigil::nfa

@@ -234,7 +234,11 @@ HttpResponse Api::Handle(const HttpRequest& request, std::string_view client) {
   } else {
     response = route != nullptr ? (this->*route->handler)(request, id) : std::move(*no_route);
   }
-  if (route != nullptr && !AuditAction(*route).empty()) Audit(client, *route, id, role, response);
+  // Requests without a valid token are counted (requests_, "unauthorized"), not audited: an
+  // anonymous client must not be able to fill the disk with audit lines.
+  if (route != nullptr && role != Role::kNone && !AuditAction(*route).empty()) {
+    Audit(client, *route, id, role, response);
+  }
   ++requests_[{label, response.result_int()}];
   return response;
 }
@@ -242,10 +246,7 @@ HttpResponse Api::Handle(const HttpRequest& request, std::string_view client) {
 void Api::Audit(std::string_view client, const RouteSpec& route, const std::string& id, Role role,
                 const HttpResponse& response) {
   AuditLog::Entry entry;
-  entry.actor = options_.api_token.empty() ? "anonymous"
-                : role == Role::kAdmin     ? "admin"
-                : role == Role::kReadOnly  ? "read-only"
-                                           : "unauthenticated";
+  entry.actor = options_.api_token.empty() ? "anonymous" : role == Role::kAdmin ? "admin" : "read-only";
   entry.address = client;
   entry.action = AuditAction(route);
   entry.pattern = id;
@@ -785,7 +786,15 @@ HttpResponse Api::Metrics(const HttpRequest& request, const std::string&) {
   for (const auto& [id, n] : alerts_->unkeyed_by_pattern()) {
     out += "vigil_nfa_events_without_key_total{pattern=\"" + label(id) + "\"} " + std::to_string(n) + "\n";
   }
-  const engine::ShardedMatcher::Observation seen = matcher_->Observe();
+  // Observe() is a barrier; while the workers are behind it would hold this thread (and every
+  // other client) until they catch up, so the last observation is shown instead.
+  const bool behind = matcher_->behind();
+  if (!behind || !last_observation_) last_observation_ = matcher_->Observe();
+  const engine::ShardedMatcher::Observation& seen = *last_observation_;
+  metric("vigil_engine_behind", "gauge",
+         "1 while the workers are behind (POST /events may answer 503); the engine's figures below "
+         "are then from the last scrape before.");
+  out += std::string("vigil_engine_behind ") + (behind ? "1" : "0") + "\n";
   metric("vigil_nfa_partial_matches", "gauge", "Partial matches held, by pattern.");
   for (const auto& [id, n] : seen.partial_matches) {
     out += "vigil_nfa_partial_matches{pattern=\"" + label(id) + "\"} " + std::to_string(n) + "\n";

@@ -111,6 +111,7 @@ class Api {
   uint64_t events_accepted_ = 0;
   uint64_t events_malformed_ = 0;
   uint64_t events_refused_overloaded_ = 0;  // POST /events bodies answered 503
+  std::optional<engine::ShardedMatcher::Observation> last_observation_;  // for /metrics
   std::map<std::pair<std::string, unsigned>, uint64_t> requests_;  // (route, status) -> count
 };
 

@@ -1,9 +1,10 @@
 #pragma once
-// AuditLog: one NDJSON line per request to change a pattern through the API, allowed or not:
+// AuditLog: one NDJSON line per request to change a pattern through the API by a caller it
+// knows (allowed or not; requests without a valid token are only counted):
 //   {"time":"2026-12-01T11:30:00.125Z","actor":"admin","address":"10.0.0.7",
 //    "action":"replace","pattern":"card-testing","version":4,"status":200}
-// `actor` is the role the bearer token gave (admin, read-only), "anonymous" when the API has
-// no token, or "unauthenticated" for a missing or wrong one; a token itself is never written.
+// `actor` is the role the bearer token gave (admin, read-only), or "anonymous" when the API
+// has no token; a token itself is never written.
 // `version` is there when the change made one. Each line goes out in one write(2) on a file
 // opened for appending, so lines from a crash are never interleaved or half-merged.
 // Not thread-safe: used on the server's thread.

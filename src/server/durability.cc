@@ -19,7 +19,8 @@ Durability::Durability(Options options, engine::ShardedMatcher* matcher, nfa::Fi
 Durability::~Durability() = default;
 
 Result<std::shared_ptr<const nfa::Nfa>> Durability::Compile(const state::SavedPattern& saved) {
-  nfa::ParsedPatterns parsed = nfa::ParsePatterns(saved.source, "stored pattern " + saved.id, schema_);
+  nfa::ParsedPatterns parsed =
+      nfa::ParsePatterns(saved.source, "stored pattern " + saved.id, schema_, nfa::PatternOrigin::kStored);
   if (!parsed.errors.empty() || parsed.patterns.size() != 1 || parsed.patterns[0].id != saved.id) {
     return Status::Corruption("stored pattern '" + saved.id + "' no longer compiles");
   }
@@ -266,7 +267,12 @@ bool Durability::CheckpointDue() const {
   return write_everything_ || checkpoints().empty() || checkpoints().front().input_position != last_position_;
 }
 
-void Durability::CheckpointIfDue() {
+void Durability::CheckpointIfDue(bool matching_behind) {
+  // The barrier would hold the server's thread until the workers' backlog drains; give the
+  // backlog up to three intervals to drain by itself first.
+  if (matching_behind && SteadyClockMs() - last_checkpoint_steady_ms_ < 3 * options_.checkpoint_interval_ms) {
+    return;
+  }
   if (CheckpointDue()) StartCheckpoint().IgnoreError();
 }
 

@@ -111,8 +111,8 @@ class Durability {
   // Whether checkpoint.interval has passed since the last and input came in since (and none
   // is being written).
   bool CheckpointDue() const;
-  // Starts one if it is due.
-  void CheckpointIfDue();
+  // Starts one if it is due; while matching is behind, only once it is three intervals late.
+  void CheckpointIfDue(bool matching_behind = false);
 
   const std::vector<state::CheckpointMeta>& checkpoints() const { return store_->checkpoints(); }
   const Stats& stats() const { return stats_; }

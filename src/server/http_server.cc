@@ -65,16 +65,26 @@ class HttpServer::Session : public std::enable_shared_from_this<Session<Stream>>
   }
 
   void Start() {
+    const bool over_total = connections_->total > limits_.max_connections;
+    const bool over_client = connections_->by_client[client_] > limits_.max_connections_per_client;
     if constexpr (std::is_same_v<Stream, TlsStream>) {
+      // Limits apply before the handshake, which a client could otherwise stall to hold a
+      // connection; without a handshake there is no HTTP to answer with, so it is closed.
+      if (over_total || over_client) return Abort();
       // A client that never finishes its handshake is cut off like a slow request.
       lowest().expires_after(limits_.request_timeout);
       stream_.async_handshake(asio::ssl::stream_base::server,
                               [self = this->shared_from_this()](beast::error_code ec) {
                                 if (ec) return self->Abort();
-                                self->Admit();
+                                self->Read();
                               });
+    } else if (over_total) {
+      Refuse(http::status::service_unavailable, "unavailable", "too many connections", /*retry_later=*/true);
+    } else if (over_client) {
+      Refuse(http::status::too_many_requests, "too_many_connections", "too many connections from this address",
+             /*retry_later=*/true);
     } else {
-      Admit();
+      Read();
     }
   }
 
@@ -83,18 +93,6 @@ class HttpServer::Session : public std::enable_shared_from_this<Session<Stream>>
 
   beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
   tcp::socket& socket() { return lowest().socket(); }
-
-  void Admit() {
-    if (connections_->total > limits_.max_connections) {
-      return Refuse(http::status::service_unavailable, "unavailable", "too many connections",
-                    /*retry_later=*/true);
-    }
-    if (connections_->by_client[client_] > limits_.max_connections_per_client) {
-      return Refuse(http::status::too_many_requests, "too_many_connections",
-                    "too many connections from this address", /*retry_later=*/true);
-    }
-    Read();
-  }
 
  public:
   void Send(std::string text) override {
@@ -205,11 +203,16 @@ class HttpServer::Session : public std::enable_shared_from_this<Session<Stream>>
   }
 
   void Write(HttpResponse response, bool close) {
+    // The answer gets time of its own, not what the request's reading left of it.
+    lowest().expires_after(limits_.request_timeout);
     auto shared = std::make_shared<HttpResponse>(std::move(response));
     http::async_write(stream_, *shared,
                       [self = shared_from_this(), shared, close](beast::error_code ec, size_t) {
-                        if (ec || close) {
+                        if (ec) {
+                          self->Abort();
+                        } else if (close) {
                           self->Close();
+                          self->Linger();
                         } else {
                           self->Read();
                         }
@@ -224,6 +227,18 @@ class HttpServer::Session : public std::enable_shared_from_this<Session<Stream>>
     closed_ = true;
     beast::error_code ignored;
     socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+  // After Close(): reads and drops what the client still sends (the rest of a refused body)
+  // until it closes too, for at most two seconds and 1 MiB. Closing with unread input would
+  // reset the connection, and the client could lose the answer.
+  void Linger() {
+    lowest().expires_after(std::chrono::seconds(2));
+    stream_.async_read_some(asio::buffer(discard_), [self = shared_from_this()](beast::error_code ec, size_t n) {
+      self->lingered_bytes_ += n;
+      if (ec || self->lingered_bytes_ > (size_t{1} << 20)) return self->Abort();
+      self->Linger();
+    });
   }
 
   // Ends a stream at once (client gone, or too slow).
@@ -245,6 +260,7 @@ class HttpServer::Session : public std::enable_shared_from_this<Session<Stream>>
   bool closed_ = false;
   std::deque<std::string> backlog_;
   size_t backlog_bytes_ = 0;
+  size_t lingered_bytes_ = 0;
   char discard_[256];
 };
 
@@ -253,7 +269,8 @@ HttpServer::HttpServer(asio::io_context& io, Limits limits, Handler handler, Str
       limits_(limits),
       handler_(std::move(handler)),
       on_stream_(std::move(on_stream)),
-      acceptor_(io) {}
+      acceptor_(io),
+      accept_retry_(io) {}
 
 HttpServer::~HttpServer() = default;
 
@@ -282,6 +299,7 @@ uint16_t HttpServer::port() const {
 void HttpServer::StopAccepting() {
   beast::error_code ignored;
   acceptor_.close(ignored);
+  accept_retry_.cancel();
 }
 
 Status HttpServer::EnableTls(const std::string& cert_file, const std::string& key_file) {
@@ -309,6 +327,14 @@ void HttpServer::Accept() {
       std::make_shared<Session<beast::tcp_stream>>(beast::tcp_stream(std::move(socket)), limits_,
                                                    handler_, on_stream_, connections_)
           ->Start();
+    } else {
+      // Out of file descriptors, say: accepting again at once would spin. Open connections
+      // finishing is what helps, so wait a little for them.
+      accept_retry_.expires_after(std::chrono::milliseconds(100));
+      accept_retry_.async_wait([this](beast::error_code wait_ec) {
+        if (!wait_ec) Accept();
+      });
+      return;
     }
     Accept();
   });

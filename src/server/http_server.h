@@ -11,6 +11,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/beast/http.hpp>
 
@@ -93,6 +94,7 @@ class HttpServer {
   StreamHandler on_stream_;
   boost::asio::ip::tcp::acceptor acceptor_;
   std::shared_ptr<boost::asio::ssl::context> tls_;  // null: plain HTTP
+  boost::asio::steady_timer accept_retry_;          // after a failed accept
   struct Connections {
     size_t total = 0;
     std::unordered_map<std::string, size_t> by_client;  // remote address -> open connections

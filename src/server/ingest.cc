@@ -50,8 +50,9 @@ IngestResult Ingest::Feed(std::string_view body) {
     }
   }
 
-  // A body may be larger than all the room there is; it then waits for the workers, but only
-  // when they are not already behind.
+  // A body that fits in half the room is taken only when it fits now, so it never waits for
+  // the workers. A larger one (even larger than all the room there is) is taken when the
+  // workers are not behind, and then waits for them while they make room for its rest.
   if (matcher_->room_now() < std::min(events_.size(), matcher_->room_at_most() / 2)) {
     result.overloaded = true;
     return result;

@@ -22,8 +22,8 @@ std::string PatternRegistry::PathOf(const std::string& id) const {
 }
 
 std::variant<std::shared_ptr<const nfa::Nfa>, PatternRegistry::Refusal> PatternRegistry::Compile(
-    const std::string& text, uint64_t version) {
-  nfa::ParsedPatterns parsed = nfa::ParsePatterns(text, "<request>", schema_);
+    const std::string& text, uint64_t version, nfa::PatternOrigin origin, nfa::FieldSchema* schema) {
+  nfa::ParsedPatterns parsed = nfa::ParsePatterns(text, "<request>", schema ? schema : schema_, origin);
   if (!parsed.errors.empty()) return Refusal{Refusal::Kind::kInvalid, parsed.errors, "invalid pattern"};
   if (parsed.patterns.size() != 1) {
     return Refusal{Refusal::Kind::kInvalid,
@@ -42,7 +42,9 @@ std::variant<std::shared_ptr<const nfa::Nfa>, PatternRegistry::Refusal> PatternR
 }
 
 std::vector<nfa::PatternError> PatternRegistry::Validate(const std::string& text) {
-  auto compiled = Compile(text);
+  // Against a copy: a pattern only checked must not add fields for every event to extract.
+  nfa::FieldSchema scratch = *schema_;
+  auto compiled = Compile(text, 0, nfa::PatternOrigin::kNew, &scratch);
   if (auto* refusal = std::get_if<Refusal>(&compiled)) return refusal->errors;
   return {};
 }
@@ -268,7 +270,7 @@ std::vector<std::string> PatternRegistry::Load() {
       errors.push_back(file + ": not a stored pattern");
       continue;
     }
-    auto compiled = Compile(std::string(source), version);
+    auto compiled = Compile(std::string(source), version, nfa::PatternOrigin::kStored);
     if (auto* refusal = std::get_if<Refusal>(&compiled)) {
       errors.push_back(file + ": " +
                        (refusal->errors.empty() ? refusal->message : refusal->errors[0].ToString()));

@@ -101,9 +101,11 @@ class PatternRegistry {
   std::vector<const StoredPattern*> List() const;
 
  private:
-  // Compiles `text` as a pattern of `version` (0: only to check or identify it).
-  std::variant<std::shared_ptr<const nfa::Nfa>, Refusal> Compile(const std::string& text,
-                                                                 uint64_t version = 0);
+  // Compiles `text` as a pattern of `version` (0: only to check or identify it), against
+  // `schema` (default: the live one).
+  std::variant<std::shared_ptr<const nfa::Nfa>, Refusal> Compile(
+      const std::string& text, uint64_t version = 0, nfa::PatternOrigin origin = nfa::PatternOrigin::kNew,
+      nfa::FieldSchema* schema = nullptr);
   Status Persist(const StoredPattern& p) const;
   void ApplyAll();
   // The changes themselves, applied here (Put, Delete and SetEnabled without a publisher).

@@ -166,7 +166,7 @@ void Server::ScheduleTick() {
     alerts_->Flush().IgnoreError();
     if (rules_) rules_->Poll(0);
     durability_->CollectCheckpoint();
-    if (!kafka_) durability_->CheckpointIfDue();  // with Kafka, after a commit (KafkaPipeline)
+    if (!kafka_) durability_->CheckpointIfDue(matcher_->behind());  // with Kafka, after a commit
     ReportDroppedPartialMatches(now);
     ScheduleTick();
   });
@@ -175,7 +175,8 @@ void Server::ScheduleTick() {
 // Partial matches dropped at the limits are counted in /metrics; the log says when it happens,
 // at most every 10 s.
 void Server::ReportDroppedPartialMatches(int64_t now_ms) {
-  if (now_ms - last_limit_report_ms_ < 10000) return;
+  // Observe() is a barrier: while matching is behind it would hold this thread; next time.
+  if (now_ms - last_limit_report_ms_ < 10000 || matcher_->behind()) return;
   last_limit_report_ms_ = now_ms;
   const uint64_t dropped = matcher_->Observe().totals.dropped_partial_matches;
   if (dropped > dropped_reported_) {

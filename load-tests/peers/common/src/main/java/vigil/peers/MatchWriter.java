@@ -42,7 +42,13 @@ public final class MatchWriter implements AutoCloseable {
   /** One match: stage names and, for each, the events it took, in order. */
   public void write(String key, Map<String, List<Event>> stages) {
     line.setLength(0);
-    line.append("{\"key\":\"").append(key).append("\",\"match\":{");
+    line.append("{\"key\":\"");
+    for (int i = 0; i < key.length(); ++i) {
+      char c = key.charAt(i);
+      if (c == '"' || c == '\\') line.append('\\');
+      line.append(c);
+    }
+    line.append("\",\"match\":{");
     boolean firstStage = true;
     for (Map.Entry<String, List<Event>> stage : stages.entrySet()) {
       if (stage.getValue().isEmpty()) continue;

@@ -31,7 +31,8 @@ public final class SiddhiHarness implements Harness.Engine {
 
   /**
    * A rule as a Siddhi pattern query. Each stage is selected as `<stage>_<i>` attributes
-   * holding event line numbers: one for a single event, MAX_REPEATED for a counted one.
+   * holding event line numbers: one for a single event, MAX_REPEATED (and one to check) for a
+   * counted one.
    */
   private record Rule(String pattern, String[][] stages) {}
 
@@ -61,7 +62,8 @@ public final class SiddhiHarness implements Harness.Engine {
     List<String> attributes = new ArrayList<>();
     for (String[] stage : rule.stages()) {
       if (stage.length == 3) {
-        for (int i = 0; i < MAX_REPEATED; ++i) {
+        // One more than is reported, to notice a stage that took too many to report.
+        for (int i = 0; i <= MAX_REPEATED; ++i) {
           attributes.add(stage[1] + "[" + i + "].seq as " + stage[0] + "_" + i);
         }
       } else {
@@ -103,6 +105,10 @@ public final class SiddhiHarness implements Harness.Engine {
       List<Event> taken = new ArrayList<>();
       for (int i = 0; i < width; ++i, ++column) {
         if (selected[column] instanceof Long seq) taken.add(bySeq(seq));
+      }
+      if (stage.length == 3 && selected[column++] != null) {
+        throw new IllegalStateException("stage " + stage[0] + " took more than " + MAX_REPEATED
+            + " events; raise MAX_REPEATED");
       }
       stages.put(stage[0], taken);
     }
