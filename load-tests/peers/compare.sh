@@ -13,6 +13,8 @@
 # See load-tests/peers/README.md.
 
 set -euo pipefail
+# ${var//pattern/replacement} must not turn '&' in a replacement into the match (bash 5.2).
+shopt -u patsub_replacement 2> /dev/null || true
 
 readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 readonly PEERS="$ROOT/load-tests/peers"
@@ -177,7 +179,8 @@ for events in $sizes; do
             work="$run_dir/smallest-$engine-$rule"
             finding+=$'\n'"  smallest input: $(python3 "$PEERS/smallest_input.py" --events "$events_file" \
               --key "$(head -n 1 "$run_dir/keys")" --work "$work" \
-              --vigil "$(vigil_command "$rule")" --peer "$(peer_command "$engine" "$rule")")"
+              --vigil "$(vigil_command "$rule")" --peer "$(peer_command "$engine" "$rule")" \
+              || echo "the search failed (see $work)")"
           fi
           finding+=$'\n'"$(tail -n +2 "$run_dir/diff")"
           findings+=("$finding")
