@@ -9,7 +9,8 @@
 # engine, rule, events/s, ratio to vigil, peak RSS, matches.
 #
 # Usage: load-tests/peers/compare.sh [--build DIR] [--events "N ..."] [--keys "K ..."]
-#            [--rules "R ..."] [--engines "E ..."] [--cpu N] [--heap SIZE] [--no-shrink]
+#            [--rules "R ..."] [--engines "E ..."] [--cpu N] [--heap SIZE] [--peer-timeout S]
+#            [--no-shrink]
 # See load-tests/peers/README.md.
 
 set -euo pipefail
@@ -27,6 +28,7 @@ rules="card-testing login-payment-transfer rising-payments login-payment-no-logo
 engines="flink esper siddhi"
 cpu=0
 heap="12g"
+peer_timeout=1800
 shrink=1
 
 usage() {
@@ -40,6 +42,7 @@ usage: load-tests/peers/compare.sh [options]
   --engines "E ..."  peers among flink, esper, siddhi (default: all three)
   --cpu N            the one CPU every engine runs on (default 0)
   --heap SIZE        peers' maximum Java heap (default 12g)
+  --peer-timeout S   stop a peer run after S seconds, reported as not finished (default 1800)
   --no-shrink        report differing matches without searching for a smallest input
 environment:
   BENCH_DIR          generated streams and run outputs (default /tmp/vigil-bench)
@@ -60,6 +63,7 @@ while [[ $# -gt 0 ]]; do
     --engines) engines="${2:?--engines needs a value}"; shift 2 ;;
     --cpu) cpu="${2:?--cpu needs a value}"; shift 2 ;;
     --heap) heap="${2:?--heap needs a value}"; shift 2 ;;
+    --peer-timeout) peer_timeout="${2:?--peer-timeout needs a value}"; shift 2 ;;
     --no-shrink) shrink=0; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
@@ -111,15 +115,17 @@ run_dir="$BENCH_DIR/peers/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$run_dir"
 time_file="$run_dir/time"
 
-# timed COMMAND: runs it pinned, with {events} and {out} filled in; sets peak_rss_mb and
-# wall_seconds, and leaves standard output in $run_dir/stdout.
+# timed COMMAND [LIMIT]: runs it pinned, with {events} and {out} filled in, for at most LIMIT
+# seconds (status 124 after); sets peak_rss_mb and wall_seconds, and leaves standard output in
+# $run_dir/stdout.
 timed() {
-  local command="${1//\{events\}/$(printf '%q' "$events_file")}"
+  local command="${1//\{events\}/$(printf '%q' "$events_file")}" status=0
   command="${command//\{out\}/$(printf '%q' "$out")}"
-  if ! /usr/bin/time -f '%e %M' -o "$time_file" taskset -c "$cpu" bash -c "$command" \
-      > "$run_dir/stdout" 2> "$run_dir/stderr"; then
-    tail -n 5 "$run_dir/stderr" >&2
-    return 1
+  /usr/bin/time -f '%e %M' -o "$time_file" timeout "${2:-0}" taskset -c "$cpu" bash -c "$command" \
+    > "$run_dir/stdout" 2> "$run_dir/stderr" || status=$?
+  if [[ $status -ne 0 ]]; then
+    [[ $status -ne 124 ]] && tail -n 5 "$run_dir/stderr" >&2
+    return $status
   fi
   read -r wall_seconds peak_kb < "$time_file"
   peak_rss_mb=$((peak_kb / 1024))
@@ -158,7 +164,13 @@ for events in $sizes; do
       row "$events" "$keys" "$rule" "vigil" "$vigil_rate" "1" "$peak_rss_mb" "$(wc -l < "$vigil_out")" "-"
       for engine in $engines; do
         out="$run_dir/$engine-$rule-$events-$keys.ndjson"
-        if ! timed "$(peer_command "$engine" "$rule")"; then
+        status=0
+        timed "$(peer_command "$engine" "$rule")" "$peer_timeout" || status=$?
+        if [[ $status -eq 124 ]]; then
+          row "$events" "$keys" "$rule" "${engine_label[$engine]}" \
+            "did not finish in ${peer_timeout} s (JVM start and file read included)" - - - -
+          continue
+        elif [[ $status -ne 0 ]]; then
           row "$events" "$keys" "$rule" "${engine_label[$engine]}" failed - - - -
           continue
         fi
