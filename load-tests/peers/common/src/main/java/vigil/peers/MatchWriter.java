@@ -82,6 +82,12 @@ public final class MatchWriter implements AutoCloseable {
     writer.close();
   }
 
+  /** Ends a run that wrote nothing (the engine cannot express the rule). */
+  public void discard() throws IOException {
+    writer.close();
+    Files.deleteIfExists(draft);
+  }
+
   /** Rewrites the draft with the original event lines of {@code events}, into the output. */
   public void resolve(Path events) throws IOException {
     ObjectMapper mapper = new ObjectMapper();
