@@ -281,6 +281,13 @@ const Setting kSettings[] = {
      [](const std::string& v, ServerOptions* o) {
        return ParseCount(v, 0, SIZE_MAX, &o->max_partial_matches_per_pattern);
      }},
+    {"events.max_in_flight", "VIGIL_EVENTS_MAX_IN_FLIGHT", "--max-events-in-flight", "N",
+     "events taken in but not yet matched, at least 512; 0: 256 x (8 x workers + 8)", "0",
+     [](const std::string& v, ServerOptions* o) -> ParseError {
+       if (ParseError e = ParseCount(v, 0, SIZE_MAX, &o->max_events_in_flight)) return e;
+       if (o->max_events_in_flight != 0 && o->max_events_in_flight < 512) return "must be 0 or at least 512";
+       return std::nullopt;
+     }},
     {"processing.guarantee", "VIGIL_PROCESSING_GUARANTEE", "--processing-guarantee", "MODE",
      "with Kafka: exactly_once (transactions) or at_least_once", "exactly_once",
      [](const std::string& v, ServerOptions* o) -> ParseError {

@@ -171,6 +171,16 @@ Status Consumer::Poll(size_t max, int timeout_ms, std::vector<Record>* out) {
   return Status::Ok();
 }
 
+Status Consumer::SetPaused(bool paused) {
+  rd_kafka_topic_partition_list_t* assignment = nullptr;
+  rd_kafka_resp_err_t err = rd_kafka_assignment(rk_, &assignment);
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    err = paused ? rd_kafka_pause_partitions(rk_, assignment) : rd_kafka_resume_partitions(rk_, assignment);
+    rd_kafka_topic_partition_list_destroy(assignment);
+  }
+  return FromCode(err, paused ? "pausing the input" : "resuming the input");
+}
+
 namespace {
 
 // A partition list of `offsets`, each with `metadata`; the caller destroys it.

@@ -89,6 +89,12 @@ class Consumer {
   std::map<Partition, int64_t> Lag();
   uint64_t rebalances() const { return rebalances_; }
 
+  // Stops (or starts again) fetching the assigned partitions, for back-pressure: records
+  // fetched but not yet polled are let go, and fetching resumes after the last record polled.
+  // REQUIRES: no Poll while paused (one could still return a record fetched before); a
+  // rebalance waits for the resume.
+  Status SetPaused(bool paused);
+
   rd_kafka_s* handle() { return rk_; }
 
  private:

@@ -235,8 +235,21 @@ void KafkaPipeline::Tick() {
   // checkpoint waits for the commit, and must find nothing after it.
   const bool committing = commit_.valid();
   if (committing && checkpoint_waits_) return ScheduleTick(1);
+  // Back-pressure: no more is taken than the engine has room for, and while it is mostly full
+  // the partitions are paused, so records wait in Kafka, not in memory.
+  const size_t room = matcher_->room_now();
+  const bool pause = room < matcher_->room_at_most() / (paused_ ? 2 : 4);  // apart, not to flap
+  if (pause != paused_) {
+    if (Status s = consumer_->SetPaused(pause); !s.ok()) {
+      Report(s);
+    } else {
+      paused_ = pause;
+      pauses_ += pause;
+    }
+  }
+  if (paused_) return ScheduleTick(1);
   // A batch the input log did not take is taken again before anything new.
-  Status polled = unlogged_ ? Status::Ok() : consumer_->Poll(kMaxBatch, 0, &records_);
+  Status polled = unlogged_ ? Status::Ok() : consumer_->Poll(std::min(kMaxBatch, room), 0, &records_);
   if (polled.ok() && !records_.empty()) {
     polled = Ingest(records_);
     unlogged_ = !polled.ok();
@@ -252,7 +265,7 @@ void KafkaPipeline::Tick() {
     checkpoint_waits_ = durability_->CheckpointDue();
     StartCommit();
   }
-  ScheduleTick(records_.size() == kMaxBatch ? 0 : 1);
+  ScheduleTick(records_.size() == std::min(kMaxBatch, room) ? 0 : 1);
 }
 
 void KafkaPipeline::Probe() {
@@ -517,6 +530,11 @@ void KafkaPipeline::AppendMetrics(std::string* out) {
   *out += "vigil_kafka_aborts_total " + std::to_string(aborts_) + "\n";
   metric("vigil_kafka_rebalances_total", "counter", "Consumer group rebalances.");
   *out += "vigil_kafka_rebalances_total " + std::to_string(consumer_ ? consumer_->rebalances() : 0) + "\n";
+  metric("vigil_kafka_input_paused", "gauge",
+         "1 while the input partitions are paused because matching is behind (back-pressure).");
+  *out += std::string("vigil_kafka_input_paused ") + (paused_ ? "1" : "0") + "\n";
+  metric("vigil_kafka_input_pauses_total", "counter", "Times the input was paused because matching was behind.");
+  *out += "vigil_kafka_input_pauses_total " + std::to_string(pauses_) + "\n";
   metric("vigil_kafka_consumer_lag", "gauge", "Records behind the end of each input partition.");
   if (consumer_) {
     for (const auto& [partition, lag] : consumer_->Lag()) {

@@ -167,6 +167,8 @@ class KafkaPipeline : public AlertForwarder {
   bool reachable_ = true;
   bool ready_ = false;        // the last commit went through
   bool input_failed_ = false;  // the last poll (or logging what it took) failed
+  bool paused_ = false;        // the input partitions, while matching is behind
+  uint64_t pauses_ = 0;
   bool serving_ = false;  // Start() is done
   bool stopped_ = false;
   std::string last_error_;

@@ -16,6 +16,10 @@ Server::Server(ServerOptions options)
   engine::EngineOptions engine_options;
   engine_options.workers =
       options_.workers > 0 ? options_.workers : std::min(engine::AvailableCpus(), engine::kMaxWorkers);
+  if (options_.max_events_in_flight > 0) {
+    engine_options.chunks = std::max<size_t>(
+        2, (options_.max_events_in_flight + engine_options.events_per_chunk - 1) / engine_options.events_per_chunk);
+  }
   engine_options.matcher.max_out_of_orderness_ms = options_.max_out_of_orderness_ms;
   engine_options.matcher.max_partial_matches_per_key = options_.max_partial_matches_per_key;
   engine_options.matcher.max_partial_matches_per_pattern = options_.max_partial_matches_per_pattern;

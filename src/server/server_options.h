@@ -76,6 +76,10 @@ struct ServerOptions {
   // that went over first) and counted. 0: no limit. Default: 10,000,000
   // (events.max_partial_matches_per_pattern).
   size_t max_partial_matches_per_pattern = 10000000;
+  // Events taken in but not yet matched, at most (rounded up to whole chunks of the engine);
+  // beyond it ingest refuses (HTTP 503) or pauses (Kafka). 0: 256 x (8 x workers + 8).
+  // Default: 0 (events.max_in_flight).
+  size_t max_events_in_flight = 0;
   // State TTL: partial matches of a pattern without `within` are dropped once they started
   // this long (event time) before the watermark; 0: kept until they complete. Default: 24 h
   // (state.max_age).

@@ -262,6 +262,31 @@ TEST_CASE("Kafka: three input partitions, killed twice while reading them, alert
   CHECK(server->Stop() == 0);
 }
 
+TEST_CASE("Kafka: a backlog larger than the events in flight pauses the input, the API keeps answering, alerts exactly replay's") {
+  TempDir dir;
+  std::vector<std::string> events = Lines(vigil::testing::GeneratedStream(30000, 13));
+  events.push_back(Events().back());  // closes every window
+  const std::vector<std::string> expected = Expected(dir, events);
+  const std::string prefix = Prefix("flood");
+  // The whole backlog is in the topic before vigil starts: it can read far faster than it
+  // matches, and may hold only 512 events between the two.
+  REQUIRE(Produce(Broker(), prefix + "-events", events, 0, events.size()));
+  auto server = Start(dir.path() + "/data", prefix, dir.path() + "/patterns", 2, "", {"--max-events-in-flight", "512"});
+  for (int i = 0; i < 5; ++i) {
+    const auto asked = std::chrono::steady_clock::now();
+    CHECK(server->Request(http::verb::get, "/healthz").status == 200);
+    CHECK(std::chrono::steady_clock::now() - asked < std::chrono::seconds(2));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(AsMatches(Alerts(prefix + "-alerts", expected.size())) == expected);
+  const std::string metrics = server->Request(http::verb::get, "/metrics").body;
+  const std::string pauses = "\nvigil_kafka_input_pauses_total ";
+  const size_t at = metrics.find(pauses);
+  REQUIRE(at != std::string::npos);
+  CHECK(std::stoull(metrics.substr(at + pauses.size())) > 0);
+  CHECK(server->Stop() == 0);
+}
+
 TEST_CASE("Kafka: the broker restarts in the middle of a run, vigil keeps serving and waits for it, alerts exactly once") {
   TempDir dir;
   const std::vector<std::string> events = Events();
