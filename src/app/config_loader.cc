@@ -281,6 +281,14 @@ const Setting kSettings[] = {
      [](const std::string& v, ServerOptions* o) {
        return ParseCount(v, 0, SIZE_MAX, &o->max_partial_matches_per_pattern);
      }},
+    {"events.max_pattern_cpu_us_per_event", "VIGIL_EVENTS_MAX_PATTERN_CPU_US_PER_EVENT", "--max-pattern-cpu-us",
+     "N", "a pattern costing more CPU per event (microseconds, 2 s in a row) is disabled; 0: no budget", "200",
+     [](const std::string& v, ServerOptions* o) {
+       size_t us = 0;
+       ParseError e = ParseCount(v, 0, 10000000, &us);
+       o->max_pattern_cpu_us_per_event = us;
+       return e;
+     }},
     {"events.max_in_flight", "VIGIL_EVENTS_MAX_IN_FLIGHT", "--max-events-in-flight", "N",
      "events taken in but not yet matched, at least 512; 0: 256 x (8 x workers + 8)", "0",
      [](const std::string& v, ServerOptions* o) -> ParseError {

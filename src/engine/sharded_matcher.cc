@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <latch>
+#include <mutex>
 #include <span>
 #include <thread>
 
@@ -154,6 +155,9 @@ struct ShardedMatcher::Worker {
   std::thread thread;
   uint64_t events = 0;   // the worker's own; read in barriers
   uint64_t busy_ns = 0;  // the worker's own; read in barriers
+  // The matcher's PatternCosts after each chunk, for readers on other threads.
+  mutable std::mutex costs_mutex;
+  std::vector<nfa::Matcher::PatternCost> costs;
 };
 
 ShardedMatcher::ShardedMatcher(std::vector<std::shared_ptr<const nfa::Nfa>> patterns,
@@ -442,6 +446,26 @@ void ShardedMatcher::Match(Worker& worker, Chunk& chunk) {
   worker.matcher->AdvanceWatermark(chunk.watermark_ms);
   worker.events += events.size();
   worker.busy_ns += NanosSince(started);
+  PublishCosts(worker);
+}
+
+void ShardedMatcher::PublishCosts(Worker& worker) {
+  const std::lock_guard lock(worker.costs_mutex);
+  worker.matcher->CollectCosts(&worker.costs);
+}
+
+std::vector<nfa::Matcher::PatternCost> ShardedMatcher::PatternCosts() const {
+  std::vector<nfa::Matcher::PatternCost> sum;
+  for (const auto& worker : workers_) {
+    const std::lock_guard lock(worker->costs_mutex);
+    for (const nfa::Matcher::PatternCost& cost : worker->costs) {
+      auto it = std::find_if(sum.begin(), sum.end(), [&cost](const auto& c) { return c.nfa == cost.nfa; });
+      if (it == sum.end()) it = sum.insert(sum.end(), {cost.nfa, 0, 0});
+      it->events += cost.events;
+      it->cpu_ns += cost.cpu_ns;
+    }
+  }
+  return sum;
 }
 
 void ShardedMatcher::Release(Chunk* chunk) { free_chunks_->Push(chunk); }
@@ -502,6 +526,7 @@ std::vector<T> ShardedMatcher::ChangeEveryWorker(const std::function<T(nfa::Matc
     results[w.index] = change(*w.matcher);
     // A new or replaced pattern may read fields the parsers do not extract yet.
     if (w.parsing) w.parsing->parser.Refresh();
+    PublishCosts(w);  // a removed pattern's costs must not linger until the next chunk
   });
   input_parsing_->parser.Refresh();
   return results;

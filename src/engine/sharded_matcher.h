@@ -169,6 +169,11 @@ class ShardedMatcher {
   // Counters and state sizes over all workers, taken at one input position (a barrier).
   Observation Observe();
 
+  // What matching each pattern (version) has cost, summed over the workers as each stood after
+  // the last chunk it matched: no barrier, so it can be asked while the workers are behind.
+  // In no particular order; a pattern just removed may still be listed.
+  std::vector<nfa::Matcher::PatternCost> PatternCosts() const;
+
   // Checkpoints (see nfa::StateWriter). At one input position (a barrier), worker i writes
   // the keys that changed since the last checkpoint (`everything`: all keys, see
   // Matcher::WriteChanges) to writers[i], on its own thread; returns the engine's progress
@@ -224,6 +229,8 @@ class ShardedMatcher {
   template <typename T>
   std::vector<T> ChangeEveryWorker(const std::function<T(nfa::Matcher&)>& change, T initial);
   void Match(Worker& worker, Chunk& chunk);
+  // Makes the worker's pattern costs readable by PatternCosts (on the worker's thread).
+  static void PublishCosts(Worker& worker);
   // Returns a chunk whose readers are done with it to the pool.
   void Release(Chunk* chunk);
   void RunWorker(Worker& worker);

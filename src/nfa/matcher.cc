@@ -1,10 +1,11 @@
 #include "nfa/matcher.h"
 
+#include <algorithm>
+#include <chrono>
+
 #include "common/byte_codec.h"
 #include "common/time_util.h"
 #include "nfa/event_key.h"
-
-#include <algorithm>
 
 namespace vigil::nfa {
 namespace {
@@ -185,7 +186,26 @@ void Matcher::Dispatch(CurrentEvent* current, const uint64_t* given_hashes, uint
     key.usable = EncodeKey(KeyOfSlot(key_slots_[g], current->event()), &key.identity);
     key.hash = !key.usable ? 0 : given_hashes ? given_hashes[g] : HashKey(key.identity);
   }
-  for (PatternSlot& slot : slots_) DispatchTo(slot, current, epoch);
+  for (PatternSlot& slot : slots_) {
+    if (++slot.events % kCostSampleEvery != 0) {
+      DispatchTo(slot, current, epoch);
+      continue;
+    }
+    const auto started = std::chrono::steady_clock::now();
+    DispatchTo(slot, current, epoch);
+    slot.sampled_ns += static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count());
+  }
+}
+
+void Matcher::CollectCosts(std::vector<PatternCost>* out) const {
+  out->resize(slots_.size());
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    PatternCost& cost = (*out)[i];
+    if (cost.nfa != slots_[i].nfa) cost.nfa = slots_[i].nfa;
+    cost.events = slots_[i].events;
+    cost.cpu_ns = slots_[i].sampled_ns * kCostSampleEvery;
+  }
 }
 
 void Matcher::DispatchTo(PatternSlot& slot, CurrentEvent* current, uint64_t epoch) {

@@ -225,6 +225,18 @@ class Matcher {
   // Keys whose state is out of memory (memory_budget_bytes).
   size_t spilled_keys() const { return spilled_keys_; }
 
+  // What matching one pattern has cost since it was added: the events it was given and an
+  // estimate of the time they took, from one event in kCostSampleEvery timed (a clock read for
+  // every event would cost more than many patterns do).
+  static constexpr uint64_t kCostSampleEvery = 16;
+  struct PatternCost {
+    std::shared_ptr<const Nfa> nfa;
+    uint64_t events = 0;
+    uint64_t cpu_ns = 0;
+  };
+  // Every pattern's, in matching order, into `out` (its storage reused).
+  void CollectCosts(std::vector<PatternCost>* out) const;
+
  private:
   struct KeyRecord {
     std::string identity;  // the key's type and value, as indexed (see EncodeKey)
@@ -259,6 +271,8 @@ class Matcher {
     std::vector<std::string> deleted;
     uint64_t runs = 0;         // the records' runs summed
     uint32_t limit_hand = 0;   // where the per-pattern limit takes runs from next
+    uint64_t events = 0;       // given to it (PatternCost)
+    uint64_t sampled_ns = 0;   // the time of the events timed
   };
   struct Waiting {
     EventRef event;

@@ -109,6 +109,10 @@ void AppendSummary(std::string* out, const StoredPattern& p) {
   out->append(",\"version\":" + std::to_string(p.version) + ",\"description\":");
   AppendJsonString(out, p.nfa->pattern().description);
   out->append(std::string(",\"enabled\":") + (p.enabled ? "true" : "false"));
+  if (!p.disabled_reason.empty()) {
+    out->append(",\"disabled_reason\":");
+    AppendJsonString(out, p.disabled_reason);
+  }
   out->append(",\"created_ms\":" + std::to_string(p.created_ms) +
               ",\"updated_ms\":" + std::to_string(p.updated_ms));
 }
@@ -776,6 +780,19 @@ HttpResponse Api::Metrics(const HttpRequest& request, const std::string&) {
   metric("vigil_nfa_matches_total", "counter", "Matches found, by pattern.");
   for (const auto& [id, n] : alerts_->matches_by_pattern()) {
     out += "vigil_nfa_matches_total{pattern=\"" + label(id) + "\"} " + std::to_string(n) + "\n";
+  }
+  if (cpu_budget_) {
+    metric("vigil_pattern_cpu_seconds_total", "counter",
+           "Matching time of each pattern version, estimated from sampled events, over all workers.");
+    for (const nfa::Matcher::PatternCost& cost : cpu_budget_->costs()) {
+      out += "vigil_pattern_cpu_seconds_total{pattern=\"" + label(cost.nfa->pattern().id) + "\",version=\"" +
+             std::to_string(cost.nfa->pattern().version) + "\"} ";
+      AppendJsonNumber(&out, static_cast<double>(cost.cpu_ns) / 1e9);
+      out += "\n";
+    }
+    metric("vigil_pattern_cpu_budget_disabled_total", "counter",
+           "Patterns disabled for costing more CPU per event than events.max_pattern_cpu_us_per_event.");
+    out += "vigil_pattern_cpu_budget_disabled_total " + std::to_string(cpu_budget_->disabled()) + "\n";
   }
   metric("vigil_nfa_timeouts_total", "counter", "Timed-out partial matches reported, by pattern.");
   for (const auto& [id, n] : alerts_->timeouts_by_pattern()) {

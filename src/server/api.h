@@ -21,6 +21,7 @@
 #include "server/ingest.h"
 #include "server/kafka_pipeline.h"
 #include "server/rules_topic.h"
+#include "server/pattern_cpu_budget.h"
 #include "server/pattern_registry.h"
 #include "server/server_options.h"
 
@@ -43,6 +44,9 @@ class Api {
     kafka_ = kafka;
     rules_ = rules;
   }
+
+  // /metrics has each pattern's matching cost.
+  void SetCpuBudget(const PatternCpuBudget* budget) { cpu_budget_ = budget; }
 
   // One route: its method and path template ({id} matches one segment), what it does, the
   // body types it accepts (comma-separated; empty: no body) and its responses. The router and
@@ -105,6 +109,7 @@ class Api {
   engine::ShardedMatcher* matcher_;
   Durability* durability_;
   KafkaPipeline* kafka_ = nullptr;
+  const PatternCpuBudget* cpu_budget_ = nullptr;
   RulesTopic* rules_ = nullptr;
   AuditLog* audit_;
   uint64_t events_received_ = 0;

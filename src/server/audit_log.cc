@@ -37,7 +37,12 @@ void AuditLog::Record(const Entry& entry) {
     AppendJsonString(&line_, entry.pattern);
   }
   if (entry.version > 0) line_ += ",\"version\":" + std::to_string(entry.version);
-  line_ += ",\"status\":" + std::to_string(entry.status) + "}\n";
+  line_ += ",\"status\":" + std::to_string(entry.status);
+  if (!entry.reason.empty()) {
+    line_ += ",\"reason\":";
+    AppendJsonString(&line_, entry.reason);
+  }
+  line_ += "}\n";
   ssize_t written = -1;
   while (fd_ >= 0) {
     written = ::write(fd_, line_.data(), line_.size());

@@ -4,7 +4,8 @@
 //   {"time":"2026-12-01T11:30:00.125Z","actor":"admin","address":"10.0.0.7",
 //    "action":"replace","pattern":"card-testing","version":4,"status":200}
 // `actor` is the role the bearer token gave (admin, read-only), or "anonymous" when the API
-// has no token; a token itself is never written.
+// has no token; a token itself is never written. vigil's own changes (a pattern disabled for
+// its CPU cost) have the actor "vigil", no address and a "reason".
 // `version` is there when the change made one. Each line goes out in one write(2) on a file
 // opened for appending, so lines from a crash are never interleaved or half-merged.
 // Not thread-safe: used on the server's thread.
@@ -26,6 +27,7 @@ class AuditLog {
     std::string_view pattern;  // the id; empty when the request did not name one
     int64_t version = 0;       // 0: no version came of it
     unsigned status = 0;       // the HTTP status answered
+    std::string_view reason;   // why vigil made the change itself; empty for requests
   };
 
   AuditLog() = default;

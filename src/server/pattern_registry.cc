@@ -96,7 +96,7 @@ std::variant<PatternRegistry::Change, PatternRegistry::Refusal> PatternRegistry:
   }
   if (it != patterns_.end() && it->second.source == *text) {
     // The same document: at most its enabled flag changed (its version and state stay).
-    if (Status s = SetEnabledLocal(id, enabled); !s.ok()) return Refusal{Refusal::Kind::kStorage, {}, s.message()};
+    if (Status s = SetEnabledLocal(id, enabled, {}); !s.ok()) return Refusal{Refusal::Kind::kStorage, {}, s.message()};
     return Change{&it->second, false, 0};
   }
   return PutLocal(id, *text, content_type, version, enabled);
@@ -109,6 +109,7 @@ std::variant<PatternRegistry::Change, PatternRegistry::Refusal> PatternRegistry:
   StoredPattern next = it == patterns_.end() ? StoredPattern{} : it->second;
   next.version = version;
   next.enabled = enabled;
+  next.disabled_reason.clear();  // a new document is judged afresh
   auto compiled = Compile(text, next.version);
   if (auto* refusal = std::get_if<Refusal>(&compiled)) return std::move(*refusal);
   auto nfa = std::get<std::shared_ptr<const nfa::Nfa>>(std::move(compiled));
@@ -173,19 +174,25 @@ Status PatternRegistry::DeleteLocal(const std::string& id) {
   return Status::Ok();
 }
 
-Status PatternRegistry::SetEnabled(const std::string& id, bool enabled) {
+Status PatternRegistry::SetEnabled(const std::string& id, bool enabled, const std::string& reason) {
   auto it = patterns_.find(id);
   if (it == patterns_.end()) return Status::NotFound("no pattern '" + id + "'");
   if (it->second.enabled == enabled) return Status::Ok();
-  if (publisher_) return publisher_->Publish(id, &it->second.source, it->second.content_type, enabled);
-  return SetEnabledLocal(id, enabled);
+  if (!publisher_) return SetEnabledLocal(id, enabled, reason);
+  if (Status s = publisher_->Publish(id, &it->second.source, it->second.content_type, enabled); !s.ok()) return s;
+  // The published change carries no reason: it is this instance's to tell.
+  it = patterns_.find(id);
+  if (it == patterns_.end() || it->second.enabled || reason.empty()) return Status::Ok();
+  it->second.disabled_reason = reason;
+  return Persist(it->second);
 }
 
-Status PatternRegistry::SetEnabledLocal(const std::string& id, bool enabled) {
+Status PatternRegistry::SetEnabledLocal(const std::string& id, bool enabled, const std::string& reason) {
   auto it = patterns_.find(id);
   if (it->second.enabled == enabled) return Status::Ok();
   StoredPattern next = it->second;
   next.enabled = enabled;
+  next.disabled_reason = enabled ? "" : reason;
   next.updated_ms = WallClockMs();
   if (Status s = Persist(next); !s.ok()) return s;
   if (Status s = Record(id, enabled ? next.nfa : nullptr); !s.ok()) {
@@ -227,6 +234,10 @@ Status PatternRegistry::Persist(const StoredPattern& p) const {
   AppendJsonString(&json, p.id);
   json += ",\"version\":" + std::to_string(p.version);
   json += std::string(",\"enabled\":") + (p.enabled ? "true" : "false");
+  if (!p.disabled_reason.empty()) {
+    json += ",\"disabled_reason\":";
+    AppendJsonString(&json, p.disabled_reason);
+  }
   json += ",\"created_ms\":" + std::to_string(p.created_ms);
   json += ",\"updated_ms\":" + std::to_string(p.updated_ms);
   json += ",\"content_type\":";
@@ -280,6 +291,7 @@ std::vector<std::string> PatternRegistry::Load() {
     p.source = source;
     p.content_type = content_type;
     p.enabled = enabled;
+    if (std::string_view reason; !enabled && !doc["disabled_reason"].get(reason)) p.disabled_reason = reason;
     p.version = version;
     p.created_ms = created;
     p.updated_ms = updated;

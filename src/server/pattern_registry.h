@@ -27,6 +27,7 @@ struct StoredPattern {
   std::string id;
   uint64_t version = 0;
   bool enabled = true;
+  std::string disabled_reason;  // why vigil disabled it itself (its CPU budget); empty otherwise
   int64_t created_ms = 0;
   int64_t updated_ms = 0;
   std::string source;        // the document as uploaded
@@ -95,7 +96,8 @@ class PatternRegistry {
   std::variant<Change, Refusal> Put(const std::string& id, const std::string& text,
                                     const std::string& content_type);
   Status Delete(const std::string& id);
-  Status SetEnabled(const std::string& id, bool enabled);
+  // `reason`: why vigil itself disables it, shown with the pattern until it is enabled again.
+  Status SetEnabled(const std::string& id, bool enabled, const std::string& reason = {});
 
   const StoredPattern* Get(const std::string& id) const;
   std::vector<const StoredPattern*> List() const;
@@ -112,7 +114,7 @@ class PatternRegistry {
   std::variant<Change, Refusal> PutLocal(const std::string& id, const std::string& text,
                                          const std::string& content_type, uint64_t version, bool enabled);
   Status DeleteLocal(const std::string& id);
-  Status SetEnabledLocal(const std::string& id, bool enabled);
+  Status SetEnabledLocal(const std::string& id, bool enabled, const std::string& reason);
   Status Record(const std::string& id, const std::shared_ptr<const nfa::Nfa>& live);
   std::string PathOf(const std::string& id) const;
 

@@ -59,6 +59,9 @@ Server::Server(ServerOptions options)
   api_ = std::make_unique<Api>(options_, registry_.get(), ingest_.get(), alerts_.get(), matcher_.get(),
                                durability_.get(), &audit_);
   api_->SetKafka(kafka_.get(), rules_.get());
+  cpu_budget_ = std::make_unique<PatternCpuBudget>(options_.max_pattern_cpu_us_per_event * 1000, matcher_.get(),
+                                                   registry_.get(), &audit_);
+  api_->SetCpuBudget(cpu_budget_.get());
   HttpServer::Limits limits;
   limits.max_body_bytes = options_.max_body_bytes;
   limits.max_connections = options_.max_connections;
@@ -172,6 +175,7 @@ void Server::ScheduleTick() {
     durability_->CollectCheckpoint();
     if (!kafka_) durability_->CheckpointIfDue(matcher_->behind());  // with Kafka, after a commit
     ReportDroppedPartialMatches(now);
+    cpu_budget_->Check(now);
     ScheduleTick();
   });
 }

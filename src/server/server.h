@@ -27,6 +27,7 @@
 #include "server/ingest.h"
 #include "server/kafka_pipeline.h"
 #include "server/rules_topic.h"
+#include "server/pattern_cpu_budget.h"
 #include "server/pattern_registry.h"
 #include "server/server_options.h"
 
@@ -68,6 +69,7 @@ class Server {
   std::unique_ptr<PatternRegistry> registry_;
   std::unique_ptr<Ingest> ingest_;
   AuditLog audit_;
+  std::unique_ptr<PatternCpuBudget> cpu_budget_;
   std::unique_ptr<Api> api_;
   std::unique_ptr<HttpServer> http_;
   int64_t last_limit_report_ms_ = 0;

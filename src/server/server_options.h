@@ -80,6 +80,10 @@ struct ServerOptions {
   // beyond it ingest refuses (HTTP 503) or pauses (Kafka). 0: 256 x (8 x workers + 8).
   // Default: 0 (events.max_in_flight).
   size_t max_events_in_flight = 0;
+  // A pattern whose matching costs more than this many microseconds of CPU per event (over
+  // two windows of a second in a row) is disabled, with the reason on the pattern. 0: no
+  // budget. Default: 200 (events.max_pattern_cpu_us_per_event).
+  uint64_t max_pattern_cpu_us_per_event = 200;
   // State TTL: partial matches of a pattern without `within` are dropped once they started
   // this long (event time) before the watermark; 0: kept until they complete. Default: 24 h
   // (state.max_age).

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/server_process.h"
@@ -254,7 +255,8 @@ TEST_CASE("Hardening: admin and read-only tokens, and an audit line for every pa
 
 TEST_CASE("Hardening: events arriving faster than matching get 503 with Retry-After, not a blocked server") {
   TempDir dir;
-  ServerProcess server(dir.path(), {"--workers", "2"});
+  // No CPU budget: the slow pattern must stay to keep matching behind.
+  ServerProcess server(dir.path(), {"--workers", "2", "--max-pattern-cpu-us", "0"});
   REQUIRE(server.started());
   // Every event of the one key extends thousands of partial matches (up to the per-key
   // limit): matching takes milliseconds per event, ingest microseconds.
@@ -299,6 +301,63 @@ TEST_CASE("Hardening: events arriving faster than matching get 503 with Retry-Af
   }
   CHECK(rss_kb > 0);
   CHECK(rss_kb < 1024 * 1024);  // sanitizer builds included
+}
+
+TEST_CASE("Hardening: a pattern over its CPU budget is disabled with the reason, and the others keep matching") {
+  TempDir dir;
+  ServerProcess server(dir.path(), {"--workers", "2", "--max-pattern-cpu-us", "50"});
+  REQUIRE(server.started());
+  // slow: each event of key x steps thousands of partial matches. pair: a few steps an event.
+  const std::string slow =
+      "id: slow\nkey: k\nsequence:\n  - begin: a\n    where: name == 'a'\n    one_or_more: true\n"
+      "    allow_combinations: true\n  - followed_by_any: b\n    where: name == 'never'\n";
+  const std::string pair =
+      "id: pair\nkey: k\nsequence:\n  - begin: c\n    where: name == 'c'\n  - next: d\n    where: name == 'd'\n";
+  REQUIRE(server.Request(http::verb::post, "/patterns", slow, "application/yaml").status == 201);
+  REQUIRE(server.Request(http::verb::post, "/patterns", pair, "application/yaml").status == 201);
+
+  int64_t ts = 0;
+  auto events = [&ts](const std::string& key, const std::vector<std::string>& names) {
+    std::string body;
+    for (const std::string& name : names) {
+      body += "{\"ts\":" + std::to_string(++ts) + ",\"k\":\"" + key + "\",\"name\":\"" + name + "\"}\n";
+    }
+    return body;
+  };
+  std::string slow_state;
+  const auto deadline = Clock::now() + std::chrono::seconds(120);
+  while (Clock::now() < deadline) {
+    const auto posted = server.Request(http::verb::post, "/events", events("x", std::vector<std::string>(200, "a")),
+                                       "application/x-ndjson");
+    CHECK((posted.status == 202 || posted.status == 503));
+    slow_state = server.Request(http::verb::get, "/patterns/slow").body;
+    if (Has(slow_state, "\"enabled\":false")) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  CHECK(Has(slow_state, "\"enabled\":false"));
+  CHECK(Has(slow_state, "\"disabled_reason\":\"matching took "));
+  CHECK(Has(slow_state, "over the budget of 50 us"));
+  CHECK(Has(server.Request(http::verb::get, "/patterns/pair").body, "\"enabled\":true"));
+  CHECK(Has(server.Request(http::verb::get, "/metrics").body, "vigil_pattern_cpu_budget_disabled_total 1"));
+  std::ifstream in(dir.path() + "/audit.ndjson");
+  const std::string audit((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(Has(audit, "\"actor\":\"vigil\",\"address\":\"\",\"action\":\"disable\",\"pattern\":\"slow\",\"version\":1,"
+                   "\"status\":200,\"reason\":\"matching took "));
+
+  // The other pattern matches on.
+  int accepted = 0;
+  for (int attempt = 0; attempt < 100 && accepted != 202; ++attempt) {
+    accepted = server.Request(http::verb::post, "/events", events("z", {"c", "d"}), "application/x-ndjson").status;
+    if (accepted != 202) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  REQUIRE(accepted == 202);
+  std::string alerts;
+  for (int attempt = 0; attempt < 100 && !Has(alerts, "\"pattern\":\"pair\""); ++attempt) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    alerts = server.Request(http::verb::get, "/alerts").body;
+  }
+  CHECK(Has(alerts, "\"pattern\":\"pair\""));
+  CHECK(Has(alerts, "\"key\":\"z\""));
 }
 
 TEST_CASE("Hardening: with a certificate the API speaks only HTTPS") {

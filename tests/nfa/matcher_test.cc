@@ -159,6 +159,31 @@ TEST_CASE("Matcher: an exploding pattern beside another leaves the other's match
   CHECK(vigil::testing::Sorted(both.sink.matches) == vigil::testing::Sorted(alone.sink.matches));
 }
 
+TEST_CASE("Matcher: each pattern's cost counts the events it was given and times some of them") {
+  const std::string boom =
+      "id: boom\nkey: k\nsequence:\n  - begin: a\n    one_or_more: true\n"
+      "    allow_combinations: true\n  - followed_by_any: b\n    where: name == 'never'\n";
+  MatcherOptions options;
+  options.max_partial_matches_per_key = 2000;
+  Fixture f(boom + "---\nid: cheap\nkey: k\nsequence:\n  - begin: c\n    where: name == 'c'\n", options);
+  const uint64_t n = 20 * Matcher::kCostSampleEvery;
+  std::vector<std::string> events;
+  for (uint64_t i = 0; i < n; ++i) events.push_back(vigil::testing::Ev("a" + std::to_string(i), static_cast<int64_t>(i), "a"));
+  f.Add(events);
+  std::vector<Matcher::PatternCost> costs;
+  f.matcher->CollectCosts(&costs);
+  REQUIRE(costs.size() == 2);
+  CHECK(costs[0].nfa->pattern().id == "boom");
+  CHECK(costs[0].events == n);
+  CHECK(costs[1].events == n);
+  // boom steps up to 2000 runs an event, cheap looks at one condition.
+  CHECK(costs[0].cpu_ns > 10 * costs[1].cpu_ns);
+  REQUIRE(f.matcher->RemovePattern("boom").ok());
+  f.matcher->CollectCosts(&costs);
+  REQUIRE(costs.size() == 1);
+  CHECK(costs[0].nfa->pattern().id == "cheap");
+}
+
 TEST_CASE("Matcher: runs of a pattern without a window expire at the maximum state age") {
   MatcherOptions options;
   options.max_state_age_ms = 100;
