@@ -781,15 +781,15 @@ HttpResponse Api::Metrics(const HttpRequest& request, const std::string&) {
   for (const auto& [id, n] : alerts_->matches_by_pattern()) {
     out += "vigil_nfa_matches_total{pattern=\"" + label(id) + "\"} " + std::to_string(n) + "\n";
   }
+  metric("vigil_pattern_cpu_seconds_total", "counter",
+         "Matching time of each pattern version, estimated from sampled events, over all workers.");
+  for (const nfa::Matcher::PatternCost& cost : matcher_->PatternCosts()) {
+    out += "vigil_pattern_cpu_seconds_total{pattern=\"" + label(cost.nfa->pattern().id) + "\",version=\"" +
+           std::to_string(cost.nfa->pattern().version) + "\"} ";
+    AppendJsonNumber(&out, static_cast<double>(cost.cpu_ns) / 1e9);
+    out += "\n";
+  }
   if (cpu_budget_) {
-    metric("vigil_pattern_cpu_seconds_total", "counter",
-           "Matching time of each pattern version, estimated from sampled events, over all workers.");
-    for (const nfa::Matcher::PatternCost& cost : cpu_budget_->costs()) {
-      out += "vigil_pattern_cpu_seconds_total{pattern=\"" + label(cost.nfa->pattern().id) + "\",version=\"" +
-             std::to_string(cost.nfa->pattern().version) + "\"} ";
-      AppendJsonNumber(&out, static_cast<double>(cost.cpu_ns) / 1e9);
-      out += "\n";
-    }
     metric("vigil_pattern_cpu_budget_disabled_total", "counter",
            "Patterns disabled for costing more CPU per event than events.max_pattern_cpu_us_per_event.");
     out += "vigil_pattern_cpu_budget_disabled_total " + std::to_string(cpu_budget_->disabled()) + "\n";

@@ -9,9 +9,8 @@ PatternCpuBudget::PatternCpuBudget(uint64_t max_ns_per_event, engine::ShardedMat
     : max_ns_per_event_(max_ns_per_event), matcher_(matcher), registry_(registry), audit_(audit) {}
 
 void PatternCpuBudget::Check(int64_t now_steady_ms) {
-  costs_ = matcher_->PatternCosts();
   if (max_ns_per_event_ == 0) return;
-  for (const nfa::Matcher::PatternCost& cost : costs_) {
+  for (const nfa::Matcher::PatternCost& cost : matcher_->PatternCosts()) {
     const nfa::Pattern& pattern = cost.nfa->pattern();
     // Only the version matched now: one just replaced or disabled may still be listed.
     const StoredPattern* stored = registry_->Get(pattern.id);

@@ -15,7 +15,6 @@
 #include <cstdint>
 #include <map>
 #include <string>
-#include <vector>
 
 #include "engine/sharded_matcher.h"
 #include "server/audit_log.h"
@@ -36,8 +35,7 @@ class PatternCpuBudget {
   // Reads the costs and disables the patterns over the budget; call every few hundred ms.
   void Check(int64_t now_steady_ms);
 
-  // Each pattern version's cost as last read, and how many patterns were disabled for theirs.
-  const std::vector<nfa::Matcher::PatternCost>& costs() const { return costs_; }
+  // Patterns disabled for their cost.
   uint64_t disabled() const { return disabled_; }
 
  private:
@@ -57,7 +55,6 @@ class PatternCpuBudget {
   PatternRegistry* registry_;
   AuditLog* audit_;
   std::map<std::string, Window> windows_;  // by pattern id
-  std::vector<nfa::Matcher::PatternCost> costs_;  // as last read
   uint64_t disabled_ = 0;
 };
 
