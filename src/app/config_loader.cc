@@ -282,7 +282,7 @@ const Setting kSettings[] = {
        return ParseCount(v, 0, SIZE_MAX, &o->max_partial_matches_per_pattern);
      }},
     {"events.max_pattern_cpu_us_per_event", "VIGIL_EVENTS_MAX_PATTERN_CPU_US_PER_EVENT", "--max-pattern-cpu-us",
-     "N", "a pattern costing more CPU per event (microseconds, 2 s in a row) is disabled; 0: no budget", "200",
+     "N", "a pattern costing more CPU per event (microseconds, two windows of 1 s and 5000 events in a row) is disabled; 0: no budget", "200",
      [](const std::string& v, ServerOptions* o) {
        size_t us = 0;
        ParseError e = ParseCount(v, 0, 10000000, &us);

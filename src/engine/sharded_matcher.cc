@@ -699,6 +699,7 @@ void ShardedMatcher::Reset() {
   Barrier([](Worker& w) {
     w.matcher = std::make_unique<nfa::Matcher>(std::vector<std::shared_ptr<const nfa::Nfa>>{},
                                                w.matcher->options(), &w.sink);
+    PublishCosts(w);
   });
   patterns_.clear();
   RebuildKeyGroups();

@@ -91,8 +91,7 @@ class Consumer {
 
   // Stops (or starts again) fetching the assigned partitions, for back-pressure: records
   // fetched but not yet polled are let go, and fetching resumes after the last record polled.
-  // REQUIRES: no Poll while paused (one could still return a record fetched before); a
-  // rebalance waits for the resume.
+  // Poll goes on serving the group meanwhile. Partitions assigned later start unpaused.
   Status SetPaused(bool paused);
 
   rd_kafka_s* handle() { return rk_; }

@@ -186,25 +186,38 @@ void Matcher::Dispatch(CurrentEvent* current, const uint64_t* given_hashes, uint
     key.usable = EncodeKey(KeyOfSlot(key_slots_[g], current->event()), &key.identity);
     key.hash = !key.usable ? 0 : given_hashes ? given_hashes[g] : HashKey(key.identity);
   }
-  for (PatternSlot& slot : slots_) {
-    if (++slot.events % kCostSampleEvery != 0) {
-      DispatchTo(slot, current, epoch);
-      continue;
-    }
-    const auto started = std::chrono::steady_clock::now();
-    DispatchTo(slot, current, epoch);
-    slot.sampled_ns += static_cast<uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count());
+  for (PatternSlot& slot : slots_) DispatchTo(slot, current, epoch);
+}
+
+// Only the stepping is timed: what the pattern itself costs, not the sink's waits (a full
+// alert queue, a lock) or reading a spilled key back. The events timed are drawn at random
+// intervals averaging kCostSampleEvery, so no periodic input can hide its cost or inflate it.
+void Matcher::Step(PatternSlot& slot, KeyNfaState* state, CurrentEvent* current) {
+  ++slot.events;
+  if (--slot.until_sample != 0) {
+    runtime_.Process(*slot.nfa, state, current, &matches_);
+    return;
   }
+  sample_random_ ^= sample_random_ << 13;  // xorshift64
+  sample_random_ ^= sample_random_ >> 7;
+  sample_random_ ^= sample_random_ << 17;
+  slot.until_sample = 1 + static_cast<uint32_t>(sample_random_ % (2 * kCostSampleEvery - 1));
+  const auto started = std::chrono::steady_clock::now();
+  runtime_.Process(*slot.nfa, state, current, &matches_);
+  slot.sampled_ns += static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count());
+  ++slot.samples;
 }
 
 void Matcher::CollectCosts(std::vector<PatternCost>* out) const {
   out->resize(slots_.size());
   for (size_t i = 0; i < slots_.size(); ++i) {
+    const PatternSlot& slot = slots_[i];
     PatternCost& cost = (*out)[i];
-    if (cost.nfa != slots_[i].nfa) cost.nfa = slots_[i].nfa;
-    cost.events = slots_[i].events;
-    cost.cpu_ns = slots_[i].sampled_ns * kCostSampleEvery;
+    // Assigned only when it changed: a copy on every chunk would touch the shared count.
+    if (cost.nfa != slot.nfa) cost.nfa = slot.nfa;
+    cost.events = slot.events;
+    cost.cpu_ns = slot.samples == 0 ? 0 : slot.sampled_ns * slot.events / slot.samples;
   }
 }
 
@@ -231,7 +244,7 @@ void Matcher::DispatchTo(PatternSlot& slot, CurrentEvent* current, uint64_t epoc
   if (found == KeyIndex::kNone) {
     // Most events start nothing: try the start state on an empty scratch state and only keep
     // a record for the key if a run or held match results.
-    runtime_.Process(nfa, &scratch_state_, current, &matches_);
+    Step(slot, &scratch_state_, current);
     Emit(slot, identity);
     if (scratch_state_.empty()) return;
     uint32_t index;
@@ -257,7 +270,7 @@ void Matcher::DispatchTo(PatternSlot& slot, CurrentEvent* current, uint64_t epoc
   KeyRecord& record = slot.records[found];
   record.recently_used = true;
   AdvanceKey(slot, &record.state, event.time_ms());
-  runtime_.Process(nfa, &record.state, current, &matches_);
+  Step(slot, &record.state, current);
   Emit(slot, record.identity);
   AfterStep(slot, found);
 }
@@ -544,6 +557,7 @@ Result<size_t> Matcher::ReplacePattern(std::shared_ptr<const Nfa> nfa) {
   const size_t dropped = DropState(*slot);
   slot->nfa = std::move(nfa);
   slot->since_epoch = ++epoch_;
+  slot->events = slot->samples = slot->sampled_ns = 0;  // a new version's cost is its own
   GroupKeys();
   return dropped;
 }

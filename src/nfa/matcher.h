@@ -225,9 +225,9 @@ class Matcher {
   // Keys whose state is out of memory (memory_budget_bytes).
   size_t spilled_keys() const { return spilled_keys_; }
 
-  // What matching one pattern has cost since it was added: the events it was given and an
-  // estimate of the time they took, from one event in kCostSampleEvery timed (a clock read for
-  // every event would cost more than many patterns do).
+  // What matching one pattern (version) has cost since it was added: the events of its own
+  // keys it stepped, and an estimate of the time that took, from about one event in
+  // kCostSampleEvery timed (a clock read for every event would cost more than many patterns).
   static constexpr uint64_t kCostSampleEvery = 16;
   struct PatternCost {
     std::shared_ptr<const Nfa> nfa;
@@ -271,8 +271,10 @@ class Matcher {
     std::vector<std::string> deleted;
     uint64_t runs = 0;         // the records' runs summed
     uint32_t limit_hand = 0;   // where the per-pattern limit takes runs from next
-    uint64_t events = 0;       // given to it (PatternCost)
-    uint64_t sampled_ns = 0;   // the time of the events timed
+    uint64_t events = 0;       // stepped (PatternCost)
+    uint64_t samples = 0;      // of them timed
+    uint64_t sampled_ns = 0;   // the time of those
+    uint32_t until_sample = 1;  // events until the next one timed
   };
   struct Waiting {
     EventRef event;
@@ -300,6 +302,8 @@ class Matcher {
   void GroupKeys();
   // Add() without firing timers.
   void Accept(const Event* event);
+  // Steps `state` of the slot's pattern with the current event, and counts the cost.
+  void Step(PatternSlot& slot, KeyNfaState* state, CurrentEvent* current);
   // Matches the held-back events with time <= `watermark_ms`, in event-time order.
   void ReleaseWaiting(int64_t watermark_ms);
   // Issues the loads that matching `events` will need (their keys' index slots, records and
@@ -360,6 +364,7 @@ class Matcher {
   std::vector<std::string> dropped_patterns_;  // track_changes: since the last WriteChanges
   size_t spilled_keys_ = 0;
   uint64_t budget_floor_ = 0;  // memory left after a sweep that could not reach the budget
+  uint64_t sample_random_ = 0x9E3779B97F4A7C15;  // draws the events Step times
   size_t clock_slot_ = 0;    // the eviction clock's hand: a slot and a record in it
   uint32_t clock_record_ = 0;
   std::string key_buffer_;

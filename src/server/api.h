@@ -20,9 +20,9 @@
 #include "server/http_server.h"
 #include "server/ingest.h"
 #include "server/kafka_pipeline.h"
-#include "server/rules_topic.h"
 #include "server/pattern_cpu_budget.h"
 #include "server/pattern_registry.h"
+#include "server/rules_topic.h"
 #include "server/server_options.h"
 
 namespace vigil::server {
@@ -45,7 +45,7 @@ class Api {
     rules_ = rules;
   }
 
-  // /metrics has each pattern's matching cost.
+  // /metrics counts the patterns it disabled.
   void SetCpuBudget(const PatternCpuBudget* budget) { cpu_budget_ = budget; }
 
   // One route: its method and path template ({id} matches one segment), what it does, the

@@ -235,20 +235,9 @@ void KafkaPipeline::Tick() {
   // checkpoint waits for the commit, and must find nothing after it.
   const bool committing = commit_.valid();
   if (committing && checkpoint_waits_) return ScheduleTick(1);
-  // Back-pressure: no more is taken than the engine has room for, and while it is mostly full
-  // the partitions are paused, so records wait in Kafka, not in memory.
-  const size_t room = matcher_->room_now();
-  const bool pause = room < matcher_->room_at_most() / (paused_ ? 2 : 4);  // apart, not to flap
-  if (pause != paused_) {
-    if (Status s = consumer_->SetPaused(pause); !s.ok()) {
-      Report(s);
-    } else {
-      paused_ = pause;
-      pauses_ += pause;
-    }
-  }
-  if (paused_) return ScheduleTick(1);
-  // A batch the input log did not take is taken again before anything new.
+  const size_t room = PauseWhileBehind();
+  // A batch the input log did not take is taken again before anything new. While paused the
+  // poll brings no record, but serves the group (rebalances, the poll interval).
   Status polled = unlogged_ ? Status::Ok() : consumer_->Poll(std::min(kMaxBatch, room), 0, &records_);
   if (polled.ok() && !records_.empty()) {
     polled = Ingest(records_);
@@ -260,12 +249,36 @@ void KafkaPipeline::Tick() {
     Report(polled);
     return ScheduleTick(kRetryMs);
   }
-  MarkIdle();
+  if (!paused_) MarkIdle();  // a paused partition is not quiet
   if (!committing && SteadyClockMs() - last_commit_ms_ >= options_.commit_interval_ms && Uncommitted()) {
     checkpoint_waits_ = durability_->CheckpointDue();
     StartCommit();
   }
-  ScheduleTick(records_.size() == std::min(kMaxBatch, room) ? 0 : 1);
+  ScheduleTick(room > 0 && records_.size() == std::min(kMaxBatch, room) ? 0 : 1);
+}
+
+// Back-pressure: no more is taken than the engine has room for, and while it is mostly full
+// the partitions are paused, so records wait in Kafka, not in memory. The thresholds lie apart
+// so that it does not flap: each pause lets go of what the consumer had fetched ahead.
+size_t KafkaPipeline::PauseWhileBehind() {
+  const size_t room = matcher_->room_now();
+  const bool pause = room < matcher_->room_at_most() / (paused_ ? 2 : 4);
+  // A rebalance while paused assigns partitions unpaused.
+  const bool reassigned = paused_ && consumer_->rebalances() != paused_at_rebalance_;
+  if (pause == paused_ && !reassigned) return room;
+  if (Status s = consumer_->SetPaused(pause); !s.ok()) {
+    Report(s);
+    return room;
+  }
+  if (pause && !paused_) ++pauses_;
+  paused_ = pause;
+  paused_at_rebalance_ = consumer_->rebalances();
+  if (!pause) {
+    // Their silence was ours: no partition goes idle for it.
+    const int64_t now = SteadyClockMs();
+    for (auto& [source, last] : last_record_ms_) last = now;
+  }
+  return room;
 }
 
 void KafkaPipeline::Probe() {

@@ -27,8 +27,9 @@ void PatternCpuBudget::Check(int64_t now_steady_ms) {
 bool PatternCpuBudget::OverBudget(const nfa::Matcher::PatternCost& cost, int64_t now_ms, uint64_t* ns_per_event) {
   Window& window = windows_[cost.nfa->pattern().id];
   // A new version, or the same one added again (its counts start over): a new first window.
-  if (window.nfa != cost.nfa.get() || cost.events < window.events) {
-    window = {cost.nfa.get(), cost.events, cost.cpu_ns, now_ms, 0};
+  if (window.nfa != cost.nfa.get() || window.version != cost.nfa->pattern().version || cost.events < window.events ||
+      cost.cpu_ns < window.cpu_ns) {
+    window = {cost.nfa.get(), cost.nfa->pattern().version, cost.events, cost.cpu_ns, now_ms, 0};
     return false;
   }
   const uint64_t events = cost.events - window.events;
@@ -47,14 +48,14 @@ void PatternCpuBudget::Disable(const std::string& id, uint64_t version, uint64_t
                              std::to_string(max_ns_per_event_ / 1000) +
                              " us (events.max_pattern_cpu_us_per_event)";
   const Status s = registry_->SetEnabled(id, false, reason);
-  audit_->Record({"vigil", "", "disable", id, static_cast<int64_t>(version), s.ok() ? 200u : 500u, reason});
+  windows_.erase(id);  // judged afresh: after a failure, tried again two windows on
   if (!s.ok()) {
     std::fprintf(stderr, "vigil: pattern '%s' is over its CPU budget but could not be disabled: %s\n", id.c_str(),
                  s.message().c_str());
     return;
   }
+  audit_->Record({"vigil", "", "disable", id, static_cast<int64_t>(version), 200, reason});
   ++disabled_;
-  windows_.erase(id);
   std::fprintf(stderr, "vigil: pattern '%s' version %llu disabled: %s\n", id.c_str(),
                static_cast<unsigned long long>(version), reason.c_str());
 }

@@ -4,12 +4,14 @@
 // hostile pattern cannot take the matching threads from the others. Enabling it again, or
 // uploading a new version, judges it afresh.
 //
-// The cost is the engine's estimate (ShardedMatcher::PatternCosts): the time of the events the
-// pattern was given, summed over the workers, over their number. It is judged over windows of
+// The cost is the engine's estimate (ShardedMatcher::PatternCosts): the time the workers spent
+// stepping the pattern's partial matches, divided by the events they stepped. It is judged over windows of
 // at least kWindowMs and kMinEvents events; a pattern is disabled after kStrikes windows over
 // the budget in a row, as one slow window may be the machine's doing (another process, a
 // preempted thread), not the pattern's. Disabling is a pattern change like any other: it is
-// logged for replay and takes effect behind the events already in flight.
+// logged for replay and takes effect behind the events already in flight (the server's thread
+// waits for them). With Kafka's rules topic, the change reaches every instance; the reason
+// is kept by the instance that measured it.
 // Not thread-safe: used on the server's thread.
 
 #include <cstdint>
@@ -25,7 +27,8 @@ namespace vigil::server {
 class PatternCpuBudget {
  public:
   static constexpr int64_t kWindowMs = 1000;
-  static constexpr uint64_t kMinEvents = 1000;
+  // Enough events that a sample or two stretched by preemption cannot tip a window.
+  static constexpr uint64_t kMinEvents = 5000;
   static constexpr int kStrikes = 2;
 
   // `max_ns_per_event` 0: no budget (costs are still reported).
@@ -40,7 +43,8 @@ class PatternCpuBudget {
 
  private:
   struct Window {
-    const nfa::Nfa* nfa = nullptr;  // the version judged
+    const nfa::Nfa* nfa = nullptr;  // the version judged (with its number: an address may be reused)
+    uint64_t version = 0;
     uint64_t events = 0;            // its cost when the window began
     uint64_t cpu_ns = 0;
     int64_t began_ms = 0;

@@ -16,20 +16,20 @@
 #include <vector>
 
 #include "common/status.h"
-#include "nfa/field_schema.h"
 #include "engine/sharded_matcher.h"
+#include "nfa/field_schema.h"
 #include "server/alert_log.h"
 #include "server/api.h"
 #include "server/audit_log.h"
 #include "server/durability.h"
-#include "state/spill_store.h"
 #include "server/http_server.h"
 #include "server/ingest.h"
 #include "server/kafka_pipeline.h"
-#include "server/rules_topic.h"
 #include "server/pattern_cpu_budget.h"
 #include "server/pattern_registry.h"
+#include "server/rules_topic.h"
 #include "server/server_options.h"
+#include "state/spill_store.h"
 
 namespace vigil::server {
 

@@ -81,7 +81,7 @@ struct ServerOptions {
   // Default: 0 (events.max_in_flight).
   size_t max_events_in_flight = 0;
   // A pattern whose matching costs more than this many microseconds of CPU per event (over
-  // two windows of a second in a row) is disabled, with the reason on the pattern. 0: no
+  // two windows in a row of at least 1 s and 5000 events) is disabled, with the reason on the pattern. 0: no
   // budget. Default: 200 (events.max_pattern_cpu_us_per_event).
   uint64_t max_pattern_cpu_us_per_event = 200;
   // State TTL: partial matches of a pattern without `within` are dropped once they started
