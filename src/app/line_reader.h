@@ -1,6 +1,7 @@
 #pragma once
-// LineReader: NDJSON lines from a file descriptor, read in large blocks, each line handed out
-// in place (no copy).
+// LineReader: NDJSON lines from a file descriptor, read in blocks, each line handed out in
+// place (no copy). The default block fits in a core's L2 cache, so the lines are still there
+// when the engine copies them into its chunks (4 MiB blocks made replay 4-6% slower).
 
 #include <cstddef>
 #include <cstdint>
@@ -13,7 +14,7 @@ namespace vigil::app {
 
 class LineReader {
  public:
-  explicit LineReader(int fd, size_t block_size = size_t{1} << 22);
+  explicit LineReader(int fd, size_t block_size = size_t{1} << 18);
 
   // The next line without its line break (and without a trailing '\r'), valid until the next
   // call. Returns false at the end of input, or on a read error (then status() says why).
