@@ -460,9 +460,10 @@ std::vector<nfa::Matcher::PatternCost> ShardedMatcher::PatternCosts() const {
     const std::lock_guard lock(worker->costs_mutex);
     for (const nfa::Matcher::PatternCost& cost : worker->costs) {
       auto it = std::find_if(sum.begin(), sum.end(), [&cost](const auto& c) { return c.nfa == cost.nfa; });
-      if (it == sum.end()) it = sum.insert(sum.end(), {cost.nfa, 0, 0});
+      if (it == sum.end()) it = sum.insert(sum.end(), {cost.nfa, 0, 0, 0});
       it->events += cost.events;
-      it->cpu_ns += cost.cpu_ns;
+      it->samples += cost.samples;
+      it->sampled_ns += cost.sampled_ns;
     }
   }
   return sum;

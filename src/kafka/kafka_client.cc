@@ -74,7 +74,11 @@ Result<std::unique_ptr<Consumer>> Consumer::Open(const Properties& properties, c
                                                  StartOffset start, Revoked revoked) {
   // Offsets are committed with the output (transactions) or by vigil after it, never on their
   // own; only committed input is read.
-  Result<rd_kafka_conf_t*> conf = MakeConf(properties, {{"group.id", group},
+  // What the consumer fetches ahead waits in memory while matching is behind (the input then
+  // polls no more than the engine has room for): bounded unless the properties say otherwise.
+  Properties bounded = properties;
+  bounded.try_emplace("queued.max.messages.kbytes", std::to_string(kFetchAheadKiB));
+  Result<rd_kafka_conf_t*> conf = MakeConf(bounded, {{"group.id", group},
                                                         {"group.instance.id", instance},
                                                         {"enable.auto.commit", "false"},
                                                         {"enable.auto.offset.store", "false"},
@@ -169,16 +173,6 @@ Status Consumer::Poll(size_t max, int timeout_ms, std::vector<Record>* out) {
                     std::string_view(static_cast<const char*>(m->payload), m->payload ? m->len : 0)});
   }
   return Status::Ok();
-}
-
-Status Consumer::SetPaused(bool paused) {
-  rd_kafka_topic_partition_list_t* assignment = nullptr;
-  rd_kafka_resp_err_t err = rd_kafka_assignment(rk_, &assignment);
-  if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-    err = paused ? rd_kafka_pause_partitions(rk_, assignment) : rd_kafka_resume_partitions(rk_, assignment);
-    rd_kafka_topic_partition_list_destroy(assignment);
-  }
-  return FromCode(err, paused ? "pausing the input" : "resuming the input");
 }
 
 namespace {

@@ -54,6 +54,9 @@ struct Record {
 
 class Consumer {
  public:
+  // What the consumer may fetch ahead of Poll, in KiB (librdkafka's queued.max.messages.kbytes,
+  // whose own default is 64 MiB), unless the properties set it.
+  static constexpr int kFetchAheadKiB = 16384;
   // Decides where a newly assigned partition starts: the offset, or a negative value to use
   // the group's committed offset (or the earliest, when there is none).
   using StartOffset = std::function<int64_t(const Partition& partition)>;
@@ -88,11 +91,6 @@ class Consumer {
   // How far behind the end of each assigned partition the consumer is (from the last fetch).
   std::map<Partition, int64_t> Lag();
   uint64_t rebalances() const { return rebalances_; }
-
-  // Stops (or starts again) fetching the assigned partitions, for back-pressure: records
-  // fetched but not yet polled are let go, and fetching resumes after the last record polled.
-  // Poll goes on serving the group meanwhile. Partitions assigned later start unpaused.
-  Status SetPaused(bool paused);
 
   rd_kafka_s* handle() { return rk_; }
 

@@ -217,7 +217,8 @@ void Matcher::CollectCosts(std::vector<PatternCost>* out) const {
     // Assigned only when it changed: a copy on every chunk would touch the shared count.
     if (cost.nfa != slot.nfa) cost.nfa = slot.nfa;
     cost.events = slot.events;
-    cost.cpu_ns = slot.samples == 0 ? 0 : slot.sampled_ns * slot.events / slot.samples;
+    cost.samples = slot.samples;
+    cost.sampled_ns = slot.sampled_ns;
   }
 }
 

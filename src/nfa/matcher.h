@@ -232,7 +232,11 @@ class Matcher {
   struct PatternCost {
     std::shared_ptr<const Nfa> nfa;
     uint64_t events = 0;
-    uint64_t cpu_ns = 0;
+    uint64_t samples = 0;     // events timed
+    uint64_t sampled_ns = 0;  // their time
+    // The estimate of all events' time: samples come kCostSampleEvery events apart on average,
+    // so this only grows (a counter), unlike sampled_ns * events / samples.
+    uint64_t cpu_ns() const { return sampled_ns * kCostSampleEvery; }
   };
   // Every pattern's, in matching order, into `out` (its storage reused).
   void CollectCosts(std::vector<PatternCost>* out) const;

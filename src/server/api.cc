@@ -786,7 +786,7 @@ HttpResponse Api::Metrics(const HttpRequest& request, const std::string&) {
   for (const nfa::Matcher::PatternCost& cost : matcher_->PatternCosts()) {
     out += "vigil_pattern_cpu_seconds_total{pattern=\"" + label(cost.nfa->pattern().id) + "\",version=\"" +
            std::to_string(cost.nfa->pattern().version) + "\"} ";
-    AppendJsonNumber(&out, static_cast<double>(cost.cpu_ns) / 1e9);
+    AppendJsonNumber(&out, static_cast<double>(cost.cpu_ns()) / 1e9);
     out += "\n";
   }
   if (cpu_budget_) {

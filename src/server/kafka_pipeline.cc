@@ -235,10 +235,12 @@ void KafkaPipeline::Tick() {
   // checkpoint waits for the commit, and must find nothing after it.
   const bool committing = commit_.valid();
   if (committing && checkpoint_waits_) return ScheduleTick(1);
-  const size_t room = PauseWhileBehind();
-  // A batch the input log did not take is taken again before anything new. While paused the
-  // poll brings no record, but serves the group (rebalances, the poll interval).
-  Status polled = unlogged_ ? Status::Ok() : consumer_->Poll(std::min(kMaxBatch, room), 0, &records_);
+  // Back-pressure: no more is taken than the engine has room for now, so this thread never
+  // waits for the workers; the rest waits in Kafka and in the consumer's bounded fetch-ahead.
+  const size_t take = std::min(kMaxBatch, matcher_->room_now());
+  if (take == 0) ++input_waits_;
+  // A batch the input log did not take is taken again before anything new.
+  Status polled = unlogged_ ? Status::Ok() : consumer_->Poll(take, 0, &records_);
   if (polled.ok() && !records_.empty()) {
     polled = Ingest(records_);
     unlogged_ = !polled.ok();
@@ -249,36 +251,12 @@ void KafkaPipeline::Tick() {
     Report(polled);
     return ScheduleTick(kRetryMs);
   }
-  if (!paused_) MarkIdle();  // a paused partition is not quiet
+  if (take > 0) MarkIdle();  // while the input waits for room, a partition's silence is ours
   if (!committing && SteadyClockMs() - last_commit_ms_ >= options_.commit_interval_ms && Uncommitted()) {
     checkpoint_waits_ = durability_->CheckpointDue();
     StartCommit();
   }
-  ScheduleTick(room > 0 && records_.size() == std::min(kMaxBatch, room) ? 0 : 1);
-}
-
-// Back-pressure: no more is taken than the engine has room for, and while it is mostly full
-// the partitions are paused, so records wait in Kafka, not in memory. The thresholds lie apart
-// so that it does not flap: each pause lets go of what the consumer had fetched ahead.
-size_t KafkaPipeline::PauseWhileBehind() {
-  const size_t room = matcher_->room_now();
-  const bool pause = room < matcher_->room_at_most() / (paused_ ? 2 : 4);
-  // A rebalance while paused assigns partitions unpaused.
-  const bool reassigned = paused_ && consumer_->rebalances() != paused_at_rebalance_;
-  if (pause == paused_ && !reassigned) return room;
-  if (Status s = consumer_->SetPaused(pause); !s.ok()) {
-    Report(s);
-    return room;
-  }
-  if (pause && !paused_) ++pauses_;
-  paused_ = pause;
-  paused_at_rebalance_ = consumer_->rebalances();
-  if (!pause) {
-    // Their silence was ours: no partition goes idle for it.
-    const int64_t now = SteadyClockMs();
-    for (auto& [source, last] : last_record_ms_) last = now;
-  }
-  return room;
+  ScheduleTick(take > 0 && records_.size() == take ? 0 : 1);
 }
 
 void KafkaPipeline::Probe() {
@@ -543,11 +521,9 @@ void KafkaPipeline::AppendMetrics(std::string* out) {
   *out += "vigil_kafka_aborts_total " + std::to_string(aborts_) + "\n";
   metric("vigil_kafka_rebalances_total", "counter", "Consumer group rebalances.");
   *out += "vigil_kafka_rebalances_total " + std::to_string(consumer_ ? consumer_->rebalances() : 0) + "\n";
-  metric("vigil_kafka_input_paused", "gauge",
-         "1 while the input partitions are paused because matching is behind (back-pressure).");
-  *out += std::string("vigil_kafka_input_paused ") + (paused_ ? "1" : "0") + "\n";
-  metric("vigil_kafka_input_pauses_total", "counter", "Times the input was paused because matching was behind.");
-  *out += "vigil_kafka_input_pauses_total " + std::to_string(pauses_) + "\n";
+  metric("vigil_kafka_input_waits_total", "counter",
+         "Polls skipped because matching had no room for more events (back-pressure).");
+  *out += "vigil_kafka_input_waits_total " + std::to_string(input_waits_) + "\n";
   metric("vigil_kafka_consumer_lag", "gauge", "Records behind the end of each input partition.");
   if (consumer_) {
     for (const auto& [partition, lag] : consumer_->Lag()) {

@@ -103,8 +103,6 @@ class KafkaPipeline : public AlertForwarder {
   void Failed(const Status& status);
   void Probe();
   Status Ingest(const std::vector<kafka::Record>& records);
-  // Pauses or resumes the input as the engine's room requires; returns the room.
-  size_t PauseWhileBehind();
   void MarkIdle();
   void SetIdle(uint32_t source, bool idle);
   void Revoked(const std::vector<kafka::Partition>& partitions);
@@ -169,9 +167,7 @@ class KafkaPipeline : public AlertForwarder {
   bool reachable_ = true;
   bool ready_ = false;        // the last commit went through
   bool input_failed_ = false;  // the last poll (or logging what it took) failed
-  bool paused_ = false;        // the input partitions, while matching is behind
-  uint64_t paused_at_rebalance_ = 0;  // the consumer's rebalance count when they were paused
-  uint64_t pauses_ = 0;
+  uint64_t input_waits_ = 0;   // polls skipped: the engine had no room
   bool serving_ = false;  // Start() is done
   bool stopped_ = false;
   std::string last_error_;

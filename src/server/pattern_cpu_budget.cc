@@ -28,16 +28,17 @@ bool PatternCpuBudget::OverBudget(const nfa::Matcher::PatternCost& cost, int64_t
   Window& window = windows_[cost.nfa->pattern().id];
   // A new version, or the same one added again (its counts start over): a new first window.
   if (window.nfa != cost.nfa.get() || window.version != cost.nfa->pattern().version || cost.events < window.events ||
-      cost.cpu_ns < window.cpu_ns) {
-    window = {cost.nfa.get(), cost.nfa->pattern().version, cost.events, cost.cpu_ns, now_ms, 0};
+      cost.samples < window.samples || cost.sampled_ns < window.sampled_ns) {
+    window = {cost.nfa.get(), cost.nfa->pattern().version, cost.events, cost.samples, cost.sampled_ns, now_ms, 0};
     return false;
   }
-  const uint64_t events = cost.events - window.events;
-  if (now_ms - window.began_ms < kWindowMs || events < kMinEvents) return false;
-  *ns_per_event = (cost.cpu_ns - window.cpu_ns) / events;
+  const uint64_t samples = cost.samples - window.samples;
+  if (now_ms - window.began_ms < kWindowMs || cost.events - window.events < kMinEvents || samples == 0) return false;
+  *ns_per_event = (cost.sampled_ns - window.sampled_ns) / samples;
   window.strikes = *ns_per_event > max_ns_per_event_ ? window.strikes + 1 : 0;
   window.events = cost.events;
-  window.cpu_ns = cost.cpu_ns;
+  window.samples = cost.samples;
+  window.sampled_ns = cost.sampled_ns;
   window.began_ms = now_ms;
   return window.strikes >= kStrikes;
 }

@@ -4,8 +4,8 @@
 // hostile pattern cannot take the matching threads from the others. Enabling it again, or
 // uploading a new version, judges it afresh.
 //
-// The cost is the engine's estimate (ShardedMatcher::PatternCosts): the time the workers spent
-// stepping the pattern's partial matches, divided by the events they stepped. It is judged over windows of
+// The cost is the engine's (ShardedMatcher::PatternCosts): the time the workers spent stepping
+// the pattern's partial matches for the events they timed, over those events. It is judged over windows of
 // at least kWindowMs and kMinEvents events; a pattern is disabled after kStrikes windows over
 // the budget in a row, as one slow window may be the machine's doing (another process, a
 // preempted thread), not the pattern's. Disabling is a pattern change like any other: it is
@@ -45,8 +45,9 @@ class PatternCpuBudget {
   struct Window {
     const nfa::Nfa* nfa = nullptr;  // the version judged (with its number: an address may be reused)
     uint64_t version = 0;
-    uint64_t events = 0;            // its cost when the window began
-    uint64_t cpu_ns = 0;
+    uint64_t events = 0;            // its counts when the window began
+    uint64_t samples = 0;
+    uint64_t sampled_ns = 0;
     int64_t began_ms = 0;
     int strikes = 0;
   };

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <set>
 #include <string>
@@ -23,6 +24,7 @@ TEST_SUITE_BEGIN("kafka");
 
 namespace {
 
+namespace fs = std::filesystem;
 namespace http = boost::beast::http;
 using vigil::testing::AsMatches;
 using vigil::testing::Events;
@@ -265,16 +267,24 @@ TEST_CASE("Kafka: three input partitions, killed twice while reading them, alert
   CHECK(server->Stop() == 0);
 }
 
-TEST_CASE("Kafka: a backlog larger than the events in flight pauses the input, the API keeps answering, alerts exactly replay's") {
+TEST_CASE("Kafka: a backlog larger than the events in flight holds the input back, the API keeps answering, alerts exactly replay's") {
   TempDir dir;
-  std::vector<std::string> events = Lines(vigil::testing::GeneratedStream(30000, 13));
+  std::vector<std::string> events = Lines(vigil::testing::GeneratedStream(8000, 13));
   events.push_back(Events().back());  // closes every window
-  const std::vector<std::string> expected = Expected(dir, events);
+  // Beside the shipped rules, one that steps a thousand partial matches, each with a regular
+  // expression, for every event (keyed by a boolean): matching is far slower than reading
+  // (some 60 us an event in a Release build, 3 ms with sanitizers).
+  std::ofstream(fs::path(vigil::testing::Patterns(dir)) / "heavy.yaml")
+      << "id: heavy\nkey: card_present\nsequence:\n  - begin: a\n"
+         "    where: device.matches('^d[0-9a-f]+$') && amount > 0\n    one_or_more: true\n"
+         "    allow_combinations: true\n  - followed_by_any: b\n    where: type == 'never'\n";
+  const std::vector<std::string> expected = Expected(dir, events, "--max-partial-matches 1000");
   const std::string prefix = Prefix("flood");
-  // The whole backlog is in the topic before vigil starts: it can read far faster than it
-  // matches, and may hold only 512 events between the two.
+  // The whole backlog is in the topic before vigil starts, and vigil may hold only 512 events
+  // between reading and matching.
   REQUIRE(Produce(Broker(), prefix + "-events", events, 0, events.size()));
-  auto server = Start(dir.path() + "/data", prefix, dir.path() + "/patterns", 2, "", {"--max-events-in-flight", "512"});
+  auto server = Start(dir.path() + "/data", prefix, dir.path() + "/patterns", 2, "",
+                      {"--max-events-in-flight", "512", "--max-partial-matches", "1000"});
   for (int i = 0; i < 5; ++i) {
     const auto asked = std::chrono::steady_clock::now();
     CHECK(server->Request(http::verb::get, "/healthz").status == 200);
@@ -283,10 +293,10 @@ TEST_CASE("Kafka: a backlog larger than the events in flight pauses the input, t
   }
   CHECK(AsMatches(Alerts(prefix + "-alerts", expected.size())) == expected);
   const std::string metrics = server->Request(http::verb::get, "/metrics").body;
-  const std::string pauses = "\nvigil_kafka_input_pauses_total ";
-  const size_t at = metrics.find(pauses);
+  const std::string waits = "\nvigil_kafka_input_waits_total ";  // polls held back for room
+  const size_t at = metrics.find(waits);
   REQUIRE(at != std::string::npos);
-  CHECK(std::stoull(metrics.substr(at + pauses.size())) > 0);
+  CHECK(std::stoull(metrics.substr(at + waits.size())) > 0);
   CHECK(server->Stop() == 0);
 }
 

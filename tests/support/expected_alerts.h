@@ -57,13 +57,16 @@ inline std::vector<std::string> Events() {
   return events;
 }
 
-// What `vigil replay` writes for the events with the rules of Patterns(dir), sorted.
-inline std::vector<std::string> Expected(const TempDir& dir, const std::vector<std::string>& events) {
+// What `vigil replay` writes for the events with the rules of Patterns(dir) (and any other
+// file the test put beside them), sorted. `flags`: more of replay's, as the server got them.
+inline std::vector<std::string> Expected(const TempDir& dir, const std::vector<std::string>& events,
+                                         const std::string& flags = "") {
   std::string text;
   for (const std::string& e : events) text += e + "\n";
   const std::string path = dir.Write("events.ndjson", text);
   const std::string command = std::string(VIGIL_BINARY_DIR) + "/src/app/vigil replay --patterns " +
-                              Patterns(dir) + " --events " + path + " --max-out-of-orderness 10s --sort 2>/dev/null";
+                              Patterns(dir) + " --events " + path + " --max-out-of-orderness 10s --sort " + flags +
+                              " 2>/dev/null";
   std::FILE* pipe = ::popen(command.c_str(), "r");
   REQUIRE(pipe);
   std::string out;
