@@ -251,7 +251,9 @@ void KafkaPipeline::Tick() {
     Report(polled);
     return ScheduleTick(kRetryMs);
   }
-  if (take > 0) MarkIdle();  // while the input waits for room, a partition's silence is ours
+  // A partition is quiet only if the consumer had nothing more to give: when the poll took all
+  // the room allowed, its records may be waiting behind others'.
+  if (take > 0 && records_.size() < take) MarkIdle();
   if (!committing && SteadyClockMs() - last_commit_ms_ >= options_.commit_interval_ms && Uncommitted()) {
     checkpoint_waits_ = durability_->CheckpointDue();
     StartCommit();

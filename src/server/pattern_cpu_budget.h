@@ -27,7 +27,7 @@ namespace vigil::server {
 class PatternCpuBudget {
  public:
   static constexpr int64_t kWindowMs = 1000;
-  // Enough events that a sample or two stretched by preemption cannot tip a window.
+  // Enough events (some 300 timed) that a sample stretched by preemption weighs little.
   static constexpr uint64_t kMinEvents = 5000;
   static constexpr int kStrikes = 2;
 

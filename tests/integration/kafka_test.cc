@@ -271,24 +271,25 @@ TEST_CASE("Kafka: a backlog larger than the events in flight holds the input bac
   TempDir dir;
   std::vector<std::string> events = Lines(vigil::testing::GeneratedStream(8000, 13));
   events.push_back(Events().back());  // closes every window
-  // Beside the shipped rules, one that steps a thousand partial matches, each with a regular
+  // Beside the shipped rules, one that steps 500 partial matches, each with a regular
   // expression, for every event (keyed by a boolean): matching is far slower than reading
-  // (some 60 us an event in a Release build, 3 ms with sanitizers).
+  // (some 30 us an event in a Release build, over 1 ms with sanitizers).
   std::ofstream(fs::path(vigil::testing::Patterns(dir)) / "heavy.yaml")
       << "id: heavy\nkey: card_present\nsequence:\n  - begin: a\n"
-         "    where: device.matches('^d[0-9a-f]+$') && amount > 0\n    one_or_more: true\n"
+         "    where: card_id.matches('^c[0-9]+$') && amount > 0\n    one_or_more: true\n"
          "    allow_combinations: true\n  - followed_by_any: b\n    where: type == 'never'\n";
-  const std::vector<std::string> expected = Expected(dir, events, "--max-partial-matches 1000");
+  const std::vector<std::string> expected = Expected(dir, events, "--max-partial-matches 500");
   const std::string prefix = Prefix("flood");
   // The whole backlog is in the topic before vigil starts, and vigil may hold only 512 events
   // between reading and matching.
   REQUIRE(Produce(Broker(), prefix + "-events", events, 0, events.size()));
   auto server = Start(dir.path() + "/data", prefix, dir.path() + "/patterns", 2, "",
-                      {"--max-events-in-flight", "512", "--max-partial-matches", "1000"});
+                      {"--max-events-in-flight", "512", "--max-partial-matches", "500"});
   for (int i = 0; i < 5; ++i) {
     const auto asked = std::chrono::steady_clock::now();
     CHECK(server->Request(http::verb::get, "/healthz").status == 200);
-    CHECK(std::chrono::steady_clock::now() - asked < std::chrono::seconds(2));
+    // Each commit waits for the events in flight to be matched (their alerts go in it).
+    CHECK(std::chrono::steady_clock::now() - asked < std::chrono::seconds(5));
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   CHECK(AsMatches(Alerts(prefix + "-alerts", expected.size())) == expected);

@@ -168,7 +168,11 @@ TEST_CASE("Matcher: each pattern's cost counts the events it was given and times
   Fixture f(boom + "---\nid: cheap\nkey: k\nsequence:\n  - begin: c\n    where: name == 'c'\n", options);
   const uint64_t n = 64 * Matcher::kCostSampleEvery;
   std::vector<std::string> events;
-  for (uint64_t i = 0; i < n; ++i) events.push_back(vigil::testing::Ev("a" + std::to_string(i), static_cast<int64_t>(i), "a"));
+  for (uint64_t i = 0; i < n; ++i) {
+    std::string id = "a";
+    id += std::to_string(i);
+    events.push_back(vigil::testing::Ev(id, static_cast<int64_t>(i), "a"));
+  }
   f.Add(events);
   std::vector<Matcher::PatternCost> costs;
   f.matcher->CollectCosts(&costs);
