@@ -6,7 +6,8 @@
 //
 // Every client takes `Properties`: librdkafka configuration passed through as given
 // (bootstrap.servers, security.protocol, sasl.*, ssl.*, ...); vigil sets only what its
-// guarantees need (group, isolation, transactions, no auto commit) on top.
+// guarantees need (group, isolation, transactions, no auto commit) on top, and a bound on
+// what the consumer fetches ahead unless the properties set one.
 //
 // Thread safety: Producer::Produce may be called from any thread; everything else belongs to
 // the thread that drives the client.
