@@ -254,12 +254,7 @@ const Setting kSettings[] = {
      [](const std::string& v, ServerOptions* o) { return ParseDuration(v, &o->max_state_age_ms); }},
     {"state.memory_budget_bytes", "VIGIL_STATE_MEMORY_BUDGET_BYTES", "--memory-budget-bytes", "N",
      "memory the matching state may take; beyond it idle keys wait on disk; 0: no limit", "0",
-     [](const std::string& v, ServerOptions* o) {
-       size_t bytes = 0;
-       ParseError e = ParseCount(v, 0, SIZE_MAX, &bytes);
-       o->memory_budget_bytes = bytes;
-       return e;
-     }},
+     [](const std::string& v, ServerOptions* o) { return ParseCount(v, 0, SIZE_MAX, &o->memory_budget_bytes); }},
     {"checkpoint.interval", "VIGIL_CHECKPOINT_INTERVAL", "--checkpoint-interval", "DURATION",
      "how often the matching state is checkpointed, at least 100ms", "10s",
      [](const std::string& v, ServerOptions* o) -> ParseError {
@@ -284,10 +279,7 @@ const Setting kSettings[] = {
     {"events.max_pattern_cpu_us_per_event", "VIGIL_EVENTS_MAX_PATTERN_CPU_US_PER_EVENT", "--max-pattern-cpu-us",
      "N", "a pattern costing more CPU per event (microseconds, two windows of 1 s and 5000 events in a row) is disabled; 0: no budget", "200",
      [](const std::string& v, ServerOptions* o) {
-       size_t us = 0;
-       ParseError e = ParseCount(v, 0, 10000000, &us);
-       o->max_pattern_cpu_us_per_event = us;
-       return e;
+       return ParseCount(v, 0, 10000000, &o->max_pattern_cpu_us_per_event);
      }},
     {"events.max_in_flight", "VIGIL_EVENTS_MAX_IN_FLIGHT", "--max-events-in-flight", "N",
      "events taken in but not yet matched, at least 512; 0: 256 x (8 x workers + 8)", "0",

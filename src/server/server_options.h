@@ -83,7 +83,7 @@ struct ServerOptions {
   // A pattern whose matching costs more than this many microseconds of CPU per event (over
   // two windows in a row of at least 1 s and 5000 events) is disabled, with the reason on the pattern. 0: no
   // budget. Default: 200 (events.max_pattern_cpu_us_per_event).
-  uint64_t max_pattern_cpu_us_per_event = 200;
+  size_t max_pattern_cpu_us_per_event = 200;
   // State TTL: partial matches of a pattern without `within` are dropped once they started
   // this long (event time) before the watermark; 0: kept until they complete. Default: 24 h
   // (state.max_age).
@@ -91,7 +91,7 @@ struct ServerOptions {
   // Memory the matching state may take (an estimate: events kept by partial matches, their
   // links, key records), in bytes; beyond it the least recently used keys wait on disk until
   // an event or a deadline needs them. 0: no limit. Default: 0 (state.memory_budget_bytes).
-  uint64_t memory_budget_bytes = 0;
+  size_t memory_budget_bytes = 0;
   // A checkpoint of the matching state is taken this often (and at every pattern change and
   // on shutdown). Default: 10 s (checkpoint.interval).
   int64_t checkpoint_interval_ms = 10000;

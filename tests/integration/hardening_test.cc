@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -319,29 +320,36 @@ TEST_CASE("Hardening: a pattern over its CPU budget is disabled with the reason,
     }
     return body;
   };
+  // A server with both patterns and a budget (0: none). Disabling takes effect behind the
+  // events in flight: few, so that it is soon.
+  auto start = [&](const TempDir& dir, uint64_t budget_us) {
+    auto server = std::make_unique<ServerProcess>(
+        dir.path(), std::vector<std::string>{"--workers", "2", "--max-events-in-flight", "512", "--max-partial-matches",
+                                             "300", "--max-pattern-cpu-us", std::to_string(budget_us)});
+    REQUIRE(server->started());
+    REQUIRE(server->Request(http::verb::post, "/patterns", slow, "application/yaml").status == 201);
+    REQUIRE(server->Request(http::verb::post, "/patterns", pair, "application/yaml").status == 201);
+    return server;
+  };
+  // Posts `body`, again while matching is behind (503): the status it got in the end.
+  auto post = [](ServerProcess& server, const std::string& body) {
+    unsigned status = 503;
+    for (int attempt = 0; attempt < 100 && status == 503; ++attempt) {
+      if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      status = server.Request(http::verb::post, "/events", body, "application/x-ndjson").status;
+    }
+    return status;
+  };
   // What each costs in this build (sanitizers make both many times dearer): the budget is a
   // quarter of slow's, far above pair's, so that a preempted sample of pair cannot tip it.
-  const std::vector<std::string> limits = {"--workers", "2", "--max-events-in-flight", "512",
-                                           "--max-partial-matches", "300"};
   uint64_t budget_us = 0;
   {
     TempDir dir;
-    std::vector<std::string> flags = limits;
-    flags.insert(flags.end(), {"--max-pattern-cpu-us", "0"});
-    ServerProcess server(dir.path(), flags);
-    REQUIRE(server.started());
-    REQUIRE(server.Request(http::verb::post, "/patterns", slow, "application/yaml").status == 201);
-    REQUIRE(server.Request(http::verb::post, "/patterns", pair, "application/yaml").status == 201);
+    auto server = start(dir, 0);
     const int posts = 10;
-    for (int post = 0; post < posts;) {
-      const int status = server.Request(http::verb::post, "/events", events("x", std::vector<std::string>(200, "a")),
-                                        "application/x-ndjson").status;
-      REQUIRE((status == 202 || status == 503));
-      if (status == 202) ++post;
-      else std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    REQUIRE(server.Request(http::verb::post, "/checkpoints").status == 201);  // all matched
-    const std::string metrics = server.Request(http::verb::get, "/metrics").body;
+    for (int i = 0; i < posts; ++i) REQUIRE(post(*server, events("x", std::vector<std::string>(200, "a"))) == 202);
+    REQUIRE(server->Request(http::verb::post, "/checkpoints").status == 201);  // all matched
+    const std::string metrics = server->Request(http::verb::get, "/metrics").body;
     auto us_per_event = [&metrics](const std::string& id) {
       const std::string line = "vigil_pattern_cpu_seconds_total{pattern=\"" + id + "\",version=\"1\"} ";
       const size_t at = metrics.find(line);
@@ -356,13 +364,8 @@ TEST_CASE("Hardening: a pattern over its CPU budget is disabled with the reason,
   }
 
   TempDir dir;
-  // Disabling takes effect behind the events in flight: few, so that it is soon.
-  std::vector<std::string> flags = limits;
-  flags.insert(flags.end(), {"--max-pattern-cpu-us", std::to_string(budget_us)});
-  ServerProcess server(dir.path(), flags);
-  REQUIRE(server.started());
-  REQUIRE(server.Request(http::verb::post, "/patterns", slow, "application/yaml").status == 201);
-  REQUIRE(server.Request(http::verb::post, "/patterns", pair, "application/yaml").status == 201);
+  auto started = start(dir, budget_us);
+  ServerProcess& server = *started;
   std::string slow_state;
   const auto deadline = Clock::now() + std::chrono::seconds(120);
   while (Clock::now() < deadline) {
@@ -384,12 +387,7 @@ TEST_CASE("Hardening: a pattern over its CPU budget is disabled with the reason,
                    "\"status\":200,\"reason\":\"matching took "));
 
   // The other pattern matches on.
-  int accepted = 0;
-  for (int attempt = 0; attempt < 100 && accepted != 202; ++attempt) {
-    accepted = server.Request(http::verb::post, "/events", events("z", {"c", "d"}), "application/x-ndjson").status;
-    if (accepted != 202) std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
-  REQUIRE(accepted == 202);
+  REQUIRE(post(server, events("z", {"c", "d"})) == 202);
   std::string alerts;
   for (int attempt = 0; attempt < 100 && !Has(alerts, "\"pattern\":\"pair\""); ++attempt) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
