@@ -94,12 +94,14 @@ struct ShardedMatcher::Chunk {
   std::string arena;  // the texts back to back, then simdjson's padding
   std::vector<Text> texts;
   std::vector<int> key_slots;  // the key fields to hash, by key group
+  std::vector<std::shared_ptr<const nfa::EventFilter>> key_filters;  // KeyGroup::filter, by group
   int64_t entered_steady_ns = 0;
   // Filled by the parsing worker.
   std::vector<nfa::Event> events;                        // by text
   std::vector<std::pair<size_t, std::string>> errors;    // (text, reason), in text order
   std::vector<uint64_t> key_hashes;                      // by (text, key group)
   std::vector<uint8_t> key_usable;                       // by (text, key group)
+  std::vector<uint8_t> key_wanted;  // by (text, key group): the group's filter passes the event
   std::atomic<bool> claimed{false};  // whoever sets it parses the chunk
   std::atomic<bool> parsed{false};
   // Filled by the input thread once parsed.
@@ -250,8 +252,25 @@ void ShardedMatcher::RebuildKeyGroups() {
     const int slot = nfa->pattern().key_slot;
     auto group = std::find_if(key_groups_.begin(), key_groups_.end(),
                               [slot](const KeyGroup& g) { return g.key_slot == slot; });
-    if (group == key_groups_.end()) group = key_groups_.insert(key_groups_.end(), {slot});
+    if (group == key_groups_.end()) group = key_groups_.insert(key_groups_.end(), {slot, nullptr});
     pattern_groups_.push_back(static_cast<size_t>(group - key_groups_.begin()));
+  }
+  for (size_t g = 0; g < key_groups_.size(); ++g) {
+    // The union of the group's filters, if each of its patterns filters on the same field.
+    nfa::EventFilter united;
+    bool filtered = true;
+    for (size_t p = 0; p < patterns_.size() && filtered; ++p) {
+      if (pattern_groups_[p] != g) continue;
+      const std::optional<nfa::EventFilter>& filter = patterns_[p]->event_filter();
+      filtered = filter && (united.slot < 0 || united.slot == filter->slot);
+      if (!filtered) break;
+      united.slot = filter->slot;
+      united.values.insert(united.values.end(), filter->values.begin(), filter->values.end());
+    }
+    if (!filtered) continue;
+    std::sort(united.values.begin(), united.values.end());
+    united.values.erase(std::unique(united.values.begin(), united.values.end()), united.values.end());
+    key_groups_[g].filter = std::make_shared<const nfa::EventFilter>(std::move(united));
   }
 }
 
@@ -285,7 +304,11 @@ void ShardedMatcher::Dispatch() {
   filling_ = nullptr;
   chunk->arena.append(simdjson::SIMDJSON_PADDING, '\0');
   chunk->key_slots.clear();
-  for (const KeyGroup& group : key_groups_) chunk->key_slots.push_back(group.key_slot);
+  chunk->key_filters.clear();
+  for (const KeyGroup& group : key_groups_) {
+    chunk->key_slots.push_back(group.key_slot);
+    chunk->key_filters.push_back(group.filter);
+  }
   if (!threaded()) {
     Parse(*input_parsing_, *chunk);
     Decide(*chunk);
@@ -305,6 +328,7 @@ void ShardedMatcher::Parse(Parsing& parsing, Chunk& chunk) {
   const size_t groups = chunk.key_slots.size();
   chunk.key_hashes.resize(chunk.texts.size() * groups);
   chunk.key_usable.resize(chunk.texts.size() * groups);
+  chunk.key_wanted.resize(chunk.texts.size() * groups);
   for (size_t i = 0; i < chunk.texts.size(); ++i) {
     const Chunk::Text& text = chunk.texts[i];
     nfa::Event& event = chunk.events[i];
@@ -319,6 +343,7 @@ void ShardedMatcher::Parse(Parsing& parsing, Chunk& chunk) {
       const bool usable = nfa::EncodeKey(nfa::KeyOfSlot(chunk.key_slots[g], event), &parsing.key_buffer);
       chunk.key_usable[i * groups + g] = usable;
       chunk.key_hashes[i * groups + g] = usable ? nfa::HashKey(parsing.key_buffer) : 0;
+      chunk.key_wanted[i * groups + g] = !chunk.key_filters[g] || chunk.key_filters[g]->Passes(event);
     }
   }
   parsing.busy_ns += NanosSince(started);
@@ -364,6 +389,8 @@ void ShardedMatcher::Decide(Chunk& chunk) {
         any_unusable = true;
         continue;
       }
+      // No pattern of this key field can use the event: its owner need not see it.
+      if (!chunk.key_wanted[i * groups + g]) continue;
       const uint32_t shard = nfa::ShardOf(chunk.key_hashes[i * groups + g], shards);
       if (std::find(targets_.begin(), targets_.end(), shard) == targets_.end()) targets_.push_back(shard);
     }

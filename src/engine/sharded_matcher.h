@@ -205,6 +205,9 @@ class ShardedMatcher {
   struct Worker;
   struct KeyGroup {  // one field the patterns key by (key_slot -1: no key)
     int key_slot;
+    // The events any of the group's patterns can use, when all of theirs filter on one field
+    // (nfa::EventFilter); null: any event.
+    std::shared_ptr<const nfa::EventFilter> filter;
   };
 
   bool threaded() const { return workers_.size() > 1; }

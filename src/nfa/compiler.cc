@@ -1,5 +1,6 @@
 #include "nfa/compiler.h"
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <utility>
@@ -458,11 +459,90 @@ class GraphBuilder {
 
 }  // namespace internal
 
+namespace {
+
+enum class Known : uint8_t { kFalse, kTrue, kUnknown };
+
+// What `c` is for an event that every predicate marked in `rejected` rejects.
+Known ValueWhenRejected(const EdgeCondition& c, const std::vector<bool>& rejected) {
+  switch (c.op) {
+    case EdgeCondition::Op::kTrue:
+      return Known::kTrue;
+    case EdgeCondition::Op::kPredicate:
+      return rejected[c.predicate] ? Known::kFalse : Known::kUnknown;
+    case EdgeCondition::Op::kNot: {
+      const Known v = ValueWhenRejected(*c.lhs, rejected);
+      if (v == Known::kUnknown) return v;
+      return v == Known::kTrue ? Known::kFalse : Known::kTrue;
+    }
+    case EdgeCondition::Op::kAnd: {
+      const Known l = ValueWhenRejected(*c.lhs, rejected);
+      const Known r = ValueWhenRejected(*c.rhs, rejected);
+      if (l == Known::kFalse || r == Known::kFalse) return Known::kFalse;
+      return l == Known::kTrue && r == Known::kTrue ? Known::kTrue : Known::kUnknown;
+    }
+  }
+  return Known::kUnknown;
+}
+
+// Whether such an event leaves every run as it was and starts none, as the runtime walks the
+// graph (NfaRuntime::ComputeNextStates): no TAKE or PROCEED edge fires, and a run's state has
+// exactly one IGNORE edge that fires, back to itself (none would end the run: strict
+// contiguity; two would split it). The start state holds no run, and ignoring there starts
+// nothing.
+bool LeavesRunsAlone(const Nfa& nfa, const std::vector<bool>& rejected) {
+  for (size_t s = 0; s < nfa.states().size(); ++s) {
+    const NfaState& state = nfa.state(static_cast<int>(s));
+    if (state.kind == NfaState::Kind::kFinal || state.kind == NfaState::Kind::kStop) continue;
+    const bool is_start = static_cast<int>(s) == nfa.start_state();
+    int kept_in_place = 0;
+    for (const Transition& t : state.transitions) {
+      const Known v = ValueWhenRejected(*t.condition, rejected);
+      if (v == Known::kFalse || (is_start && t.action == Action::kIgnore)) continue;
+      if (t.action != Action::kIgnore || v != Known::kTrue || t.target != t.source) return false;
+      ++kept_in_place;
+    }
+    if (!is_start && kept_in_place != 1) return false;
+  }
+  return true;
+}
+
+// Tries each field some predicate requires strings of: the first for which every event outside
+// those strings leaves the runs alone.
+std::optional<EventFilter> FindEventFilter(const Nfa& nfa) {
+  const std::vector<const Condition*>& predicates = nfa.predicates();
+  std::vector<int> slots;
+  for (const Condition* c : predicates) {
+    for (const RequiredStrings& r : c->required_strings()) {
+      if (std::find(slots.begin(), slots.end(), r.slot) == slots.end()) slots.push_back(r.slot);
+    }
+  }
+  for (const int slot : slots) {
+    EventFilter filter{slot, {}};
+    std::vector<bool> rejected(predicates.size(), false);
+    for (size_t i = 0; i < predicates.size(); ++i) {
+      for (const RequiredStrings& r : predicates[i]->required_strings()) {
+        if (r.slot != slot) continue;
+        rejected[i] = true;
+        filter.values.insert(filter.values.end(), r.values.begin(), r.values.end());
+      }
+    }
+    if (!LeavesRunsAlone(nfa, rejected)) continue;
+    std::sort(filter.values.begin(), filter.values.end());
+    filter.values.erase(std::unique(filter.values.begin(), filter.values.end()), filter.values.end());
+    return filter;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 Result<std::shared_ptr<const Nfa>> NfaCompiler::Compile(std::shared_ptr<const Pattern> pattern) {
   auto nfa = std::make_shared<Nfa>();
   nfa->pattern_ = pattern;
   internal::GraphBuilder builder(nfa.get());
   if (Status s = builder.Build(*pattern); !s.ok()) return s;
+  nfa->event_filter_ = FindEventFilter(*nfa);
   return std::shared_ptr<const Nfa>(std::move(nfa));
 }
 

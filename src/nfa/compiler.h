@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,24 @@ struct NfaState {
   std::vector<Transition> transitions;
 };
 
+// The events that can change a pattern's state: those whose field at `slot` is a string among
+// `values` (sorted, unique). Any other event takes no edge, starts no run and leaves every run
+// where it is, so matching may pass it over: same runs, same matches.
+struct EventFilter {
+  int slot = -1;
+  std::vector<std::string> values;
+
+  bool Passes(const Event& event) const {
+    const Value& v = event.field(slot);
+    if (v.kind != Value::Kind::kString) return false;
+    const std::string_view s = v.string();
+    for (const std::string& value : values) {
+      if (value == s) return true;
+    }
+    return false;
+  }
+};
+
 namespace internal {
 class GraphBuilder;
 }  // namespace internal
@@ -63,6 +82,10 @@ class Nfa {
   bool has_window() const { return window_ms_ > 0 || gap_window_ms_ > 0; }
   const std::vector<const Condition*>& predicates() const { return predicates_; }
   const Pattern& pattern() const { return *pattern_; }
+  // Which events can change this pattern's state, when the conditions say (each edge that
+  // could fire requires one field to hold one of a few strings, `type == 'login'` typically,
+  // and every other edge keeps a run where it is); nullopt: any event may.
+  const std::optional<EventFilter>& event_filter() const { return event_filter_; }
 
  private:
   friend class NfaCompiler;
@@ -70,6 +93,7 @@ class Nfa {
   std::shared_ptr<const Pattern> pattern_;
   std::vector<NfaState> states_;
   std::vector<const Condition*> predicates_;  // point into *pattern_
+  std::optional<EventFilter> event_filter_;
   int start_state_ = -1;
   int64_t window_ms_ = 0;
   int64_t gap_window_ms_ = 0;

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <deque>
 #include <initializer_list>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -175,6 +176,12 @@ class InSet {
     }
   }
 
+  // The members, when all are strings; nullptr otherwise.
+  const std::vector<std::string_view>* OnlyStrings() const {
+    const bool only = numbers_.empty() && !has_null_ && !has_true_ && !has_false_;
+    return only ? &strings_ : nullptr;
+  }
+
   bool Contains(const Value& v) const {
     switch (v.kind) {
       case Kind::kNumber:
@@ -247,6 +254,7 @@ struct Condition::Program {
   std::deque<std::vector<Value>> lists;
   int32_t root = -1;
   bool reads_stages = false;
+  std::vector<RequiredStrings> required;  // see required_strings()
 };
 
 struct EvalScratch::Impl {
@@ -1678,6 +1686,70 @@ EvalScratch::Impl* FallbackScratch() {
 
 }  // namespace
 
+namespace {
+
+std::vector<RequiredStrings> Required(const Condition::Program& p, int32_t idx);
+
+// `a && b` needs what either side needs; a field both need must be in both lists.
+std::vector<RequiredStrings> BothRequire(std::vector<RequiredStrings> a,
+                                         const std::vector<RequiredStrings>& b) {
+  for (const RequiredStrings& r : b) {
+    auto same = std::find_if(a.begin(), a.end(), [&r](const RequiredStrings& x) { return x.slot == r.slot; });
+    if (same == a.end()) {
+      a.push_back(r);
+      continue;
+    }
+    std::vector<std::string> common;
+    std::set_intersection(same->values.begin(), same->values.end(), r.values.begin(),
+                          r.values.end(), std::back_inserter(common));
+    same->values = std::move(common);
+  }
+  return a;
+}
+
+// `a || b` needs, of the fields both sides need, a value either side allows.
+std::vector<RequiredStrings> EitherRequires(const std::vector<RequiredStrings>& a,
+                                            const std::vector<RequiredStrings>& b) {
+  std::vector<RequiredStrings> out;
+  for (const RequiredStrings& l : a) {
+    for (const RequiredStrings& r : b) {
+      if (l.slot != r.slot) continue;
+      RequiredStrings& both = out.emplace_back();
+      both.slot = l.slot;
+      std::set_union(l.values.begin(), l.values.end(), r.values.begin(), r.values.end(),
+                     std::back_inserter(both.values));
+    }
+  }
+  return out;
+}
+
+std::vector<RequiredStrings> Required(const Condition::Program& p, int32_t idx) {
+  const Node& n = p.nodes[idx];
+  switch (n.op) {
+    case Op::kCmpFieldConst: {
+      // Equality with a string holds only for that string (Compare: across kinds it is false).
+      const Value& c = p.constants[n.b];
+      if (n.cmp != Op::kEq || c.kind != Kind::kString) return {};
+      return {RequiredStrings{n.a, {std::string(c.string())}}};
+    }
+    case Op::kInSet: {
+      const std::vector<std::string_view>* strings = p.sets[n.b].OnlyStrings();
+      if (p.nodes[n.a].op != Op::kField || strings == nullptr) return {};
+      RequiredStrings r{p.nodes[n.a].a, {strings->begin(), strings->end()}};
+      std::sort(r.values.begin(), r.values.end());
+      return {std::move(r)};
+    }
+    case Op::kAnd:
+      return BothRequire(Required(p, n.a), Required(p, n.b));
+    case Op::kOr:
+      return EitherRequires(Required(p, n.a), Required(p, n.b));
+    default:
+      return {};
+  }
+}
+
+}  // namespace
+
 std::variant<Condition, ConditionError> Condition::Compile(std::string_view text,
                                                            FieldSchema* schema,
                                                            const StageResolver& stages) {
@@ -1685,6 +1757,7 @@ std::variant<Condition, ConditionError> Condition::Compile(std::string_view text
   program->text.assign(text);
   Compiler compiler(program->text, stages, program.get());
   if (auto error = compiler.Run(schema)) return *std::move(error);
+  program->required = Required(*program, program->root);
   return Condition(std::move(program));
 }
 
@@ -1698,5 +1771,9 @@ bool Condition::Matches(const Event& event, const MatchView* match,
 bool Condition::reads_stages() const { return program_->reads_stages; }
 
 const std::string& Condition::text() const { return program_->text; }
+
+const std::vector<RequiredStrings>& Condition::required_strings() const {
+  return program_->required;
+}
 
 }  // namespace vigil::nfa

@@ -22,6 +22,7 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include "nfa/event.h"
 #include "nfa/field_schema.h"
@@ -57,6 +58,13 @@ struct ConditionError {
   std::string message;
 };
 
+// A necessary condition for a Condition to match: the event's field at `slot` is a string
+// equal to one of `values` (sorted, unique).
+struct RequiredStrings {
+  int slot = -1;
+  std::vector<std::string> values;
+};
+
 class Condition {
  public:
   // Resolves a stage name to its index, or returns -1 when no stage has that name.
@@ -77,6 +85,12 @@ class Condition {
   bool reads_stages() const;
 
   const std::string& text() const;
+
+  // What the condition's form shows an event must have to match, one entry per field (in no
+  // particular order): from `field == 'literal'` and `field in ['literal', ...]` (string
+  // literals only), combined through `&&` (either side) and `||` (fields both sides require).
+  // Empty when nothing is evident. Lets a caller pass over events no condition could take.
+  const std::vector<RequiredStrings>& required_strings() const;
 
   struct Program;
 

@@ -141,15 +141,18 @@ bool Matcher::PrefetchKeys(std::span<const Event* const> events, const KeyHashes
       }
     }
     for (size_t p = 0; p < patterns; ++p) {
+      const std::optional<EventFilter>& filter = slots_[p].nfa->event_filter();
       const uint64_t hash = group_hashes_[slots_[p].key_group];
-      batch_hashes_[i * patterns + p] = hash;
-      if (Owns(hash)) slots_[p].index.Prefetch(hash);
+      const bool wanted = Owns(hash) && (!filter || filter->Passes(*events[i]));
+      // 0 (as for a key that cannot be one): nothing is loaded for it below.
+      batch_hashes_[i * patterns + p] = wanted ? hash : 0;
+      if (wanted) slots_[p].index.Prefetch(hash);
     }
   }
   batch_records_.resize(batch_hashes_.size());
   for (size_t i = 0; i < batch_hashes_.size(); ++i) {
     const PatternSlot& slot = slots_[i % patterns];
-    batch_records_[i] = slot.index.Peek(batch_hashes_[i]);
+    batch_records_[i] = batch_hashes_[i] == 0 ? KeyIndex::kNone : slot.index.Peek(batch_hashes_[i]);
     if (batch_records_[i] != KeyIndex::kNone) __builtin_prefetch(&slot.records[batch_records_[i]]);
   }
   for (size_t i = 0; i < batch_records_.size(); ++i) {
@@ -235,6 +238,9 @@ void Matcher::DispatchTo(PatternSlot& slot, CurrentEvent* current, uint64_t epoc
   }
   const uint64_t hash = key.hash;
   if (!Owns(hash)) return;
+  // An event no edge can take changes nothing: the key's runs need not even be looked up. Its
+  // runs' windows still close, by their timers.
+  if (nfa.event_filter() && !nfa.event_filter()->Passes(event)) return;
   const std::string& identity = key.identity;
   uint32_t found = slot.index.Find(hash, identity, [&slot](uint32_t r) {
     return std::string_view(slot.records[r].identity);

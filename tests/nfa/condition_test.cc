@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 #include <simdjson.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -909,6 +910,47 @@ TEST_CASE("Condition: deep nesting is a compile error, not a stack overflow") {
     const Condition chain = env.Compile(text_chain);
     CHECK(env.Matches(chain, *env.Parse(R"({"a": 499})")));
   }
+}
+
+TEST_CASE("Condition: the strings a field must hold, when the form shows them") {
+  Env env;
+  // Each required field as "path=v1,v2", sorted, so the cases read as the conditions do.
+  auto required = [&env](const std::string& text) {
+    std::vector<std::string> out;
+    const Condition condition = env.Compile(text);
+    for (const RequiredStrings& r : condition.required_strings()) {
+      std::string entry = env.schema().path(r.slot)[0] + "=";
+      for (size_t i = 0; i < r.values.size(); ++i) entry += (i ? "," : "") + r.values[i];
+      out.push_back(entry);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  using List = std::vector<std::string>;
+  CHECK(required("type == 'login'") == List{"type=login"});
+  CHECK(required("'login' == type") == List{"type=login"});
+  CHECK(required("type in ['b', 'a', 'b']") == List{"type=a,b"});
+  CHECK(required("type == 'a' && amount > 5") == List{"type=a"});
+  CHECK(required("amount > 5 && type == 'a'") == List{"type=a"});
+  CHECK(required("type == 'a' && country == 'NL'") == List{"country=NL", "type=a"});
+  CHECK(required("type in ['a', 'b'] && type in ['b', 'c']") == List{"type=b"});
+  CHECK(required("type == 'a' || type in ['b', 'c']") == List{"type=a,b,c"});
+  CHECK(required("(type == 'a' && x == 'p') || (type == 'b' && y == 'q')") == List{"type=a,b"});
+  // Nothing evident: another field on one side, a negation, a number, a mixed list.
+  CHECK(required("type == 'a' || amount > 1").empty());
+  CHECK(required("type == 'a' || missing == 1").empty());
+  CHECK(required("type != 'a'").empty());
+  CHECK(required("!(type == 'a')").empty());
+  CHECK(required("type == 5").empty());
+  CHECK(required("type in ['a', 1]").empty());
+  CHECK(required("type.lower() == 'a'").empty());
+  CHECK(required("flag").empty());
+  // What they promise: an event without one of those strings does not match.
+  const Condition c = env.Compile("type in ['a', 'b'] && amount > 1");
+  CHECK(env.Matches(c, *env.Parse(R"({"type": "a", "amount": 2})")));
+  CHECK(!env.Matches(c, *env.Parse(R"({"type": "c", "amount": 2})")));
+  CHECK(!env.Matches(c, *env.Parse(R"({"type": 1, "amount": 2})")));
+  CHECK(!env.Matches(c, *env.Parse(R"({"amount": 2})")));
 }
 
 TEST_CASE("Condition: a compile with no stage resolver treats every stage as unknown") {
