@@ -322,12 +322,13 @@ run_one() {
     tail -n 5 "$dir/server.err" >&2
     failures=$((failures + 1))
   fi
-  local sent seconds eps batches non202 rejected late stopped
+  local sent seconds eps batches non202 overloaded rejected late stopped
   sent="$(client_value events_sent "$dir/client.out")"
   seconds="$(client_value seconds "$dir/client.out")"
   eps="$(client_value events_per_s "$dir/client.out")"
   batches="$(client_value batches "$dir/client.out")"
   non202="$(client_value non_202 "$dir/client.out")"
+  overloaded="$(client_value overloaded "$dir/client.out")"
   rejected="$(client_value rejected "$dir/client.out")"
   late="$(client_value rejected_late "$dir/client.out")"
   stopped="$(client_value stopped_by "$dir/client.out")"
@@ -342,8 +343,8 @@ run_one() {
     awk -v a="$eps" -v t="$target" 'BEGIN { exit !(a < 0.95 * t) }'; then
     echo "bench_serve: $label: the achieved rate $eps events/s is below the target $target: the server (or client) could not keep up, so latency includes queueing" >&2
   fi
-  rows+=("$(printf '| %s | %s | %s | %s | %s | %s | %s | %s (%s late) | %s | %s | %s | %s | %s | %s | %s |' \
-    "$label" "$target" "$sent" "$seconds" "$eps" "$batches" "$non202" "$rejected" "$late" \
+  rows+=("$(printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s (%s late) | %s | %s | %s | %s | %s | %s | %s |' \
+    "$label" "$target" "$sent" "$seconds" "$eps" "$batches" "$overloaded" "$non202" "$rejected" "$late" \
     "$count" "$p50" "$p99" "$max" "$cpu_pct" "$server_rss_mb" "$status${stopped:+, $stopped}")")
 }
 
@@ -393,8 +394,8 @@ if [[ $do_latency -eq 1 ]]; then
 fi
 
 echo
-echo "| run | target events/s | events sent | seconds | events/s | batches | non-202 | rejected | alerts | latency p50 ms | p99 ms | max ms | server CPU % | server peak RSS MB | status |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| run | target events/s | events sent | seconds | events/s | batches | 503 resent | non-202 | rejected | alerts | latency p50 ms | p99 ms | max ms | server CPU % | server peak RSS MB | status |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 echo
 echo "latency: per alert, detected_at (server wall clock) minus the sent_at the client stamped on"

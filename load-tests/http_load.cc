@@ -1,14 +1,17 @@
 // vigil-http-load: posts an NDJSON event file to `vigil serve` over HTTP, for load tests.
 //
 //   vigil-http-load --port P --events FILE [--host H] [--batch N] [--connections C]
-//                   [--rate R] [--duration S] [--max-failures F] [--timeout S]
+//                   [--rate R] [--duration S] [--max-failures F] [--timeout S] [--retry-ms M]
 //
 // Reads FILE line by line and posts it to http://H:P/events (Content-Type
 // application/x-ndjson) in batches of N lines, over C keep-alive connections, each with one
 // request in flight at a time. With --rate R (events per second) batch i, whose first event
 // is the k-th of the file, is sent no earlier than k / R seconds after the start; without it
 // batches go as fast as the server answers. Sending stops at the end of the file or after
-// --duration seconds, whichever comes first.
+// --duration seconds, whichever comes first. A batch refused with 503 and Retry-After
+// (vigil's answer while matching is behind: nothing was taken) is sent again after --retry-ms
+// milliseconds, not after the Retry-After second, so the server is measured at its own pace;
+// these answers are counted apart and are not failures.
 //
 // Every event is stamped with its wall-clock send time: `"sent_at":<epoch ms>,` is inserted
 // right after the opening `{` of each line when its batch is sent, so alerts, which carry
@@ -64,6 +67,7 @@ constexpr const char* kUsage =
     "  --duration S        stop sending after S seconds, 0 = at the end of the file (default 0)\n"
     "  --max-failures F    non-202 answers tolerated before failing (default 0)\n"
     "  --timeout S         seconds to wait for a connection or an answer (default 60)\n"
+    "  --retry-ms M        resend a batch refused with 503 + Retry-After after M ms (default 2)\n"
     "Each event gets \"sent_at\":<epoch ms> (its send time) after its opening '{'.\n"
     "Exit status: 0 ok, 1 connection error, timeout or too many non-202 answers, 2 usage.\n";
 
@@ -77,6 +81,7 @@ struct Options {
   double duration = 0;
   uint64_t max_failures = 0;
   double timeout = 60;
+  uint64_t retry_ms = 2;
 };
 
 template <typename T>
@@ -122,6 +127,8 @@ bool ParseArgs(int argc, char** argv, Options& o) {
       ok = ParseSeconds(value, o.duration);
     } else if (flag == "--max-failures") {
       ok = ParseNumber(value, o.max_failures);
+    } else if (flag == "--retry-ms") {
+      ok = ParseNumber(value, o.retry_ms) && o.retry_ms <= 60000;
     } else if (flag == "--timeout") {
       ok = ParseSeconds(value, o.timeout) && o.timeout > 0;
     } else {
@@ -214,9 +221,10 @@ struct Run {
   Clock::time_point start;
   std::optional<Clock::time_point> deadline;
 
-  uint64_t events_sent = 0;
+  uint64_t events_sent = 0;  // in batches answered 202
   uint64_t batches = 0;
-  uint64_t non_202 = 0;
+  uint64_t non_202 = 0;     // answers neither 202 nor a 503 to retry
+  uint64_t overloaded = 0;  // 503 with Retry-After: the batch was sent again
   uint64_t accepted = 0;
   uint64_t rejected = 0;
   uint64_t rejected_late = 0;
@@ -333,6 +341,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
     body.reserve(batch_.text.size() + batch_.events * 32);
     AppendStamped(&body, batch_.text, std::string_view(stamp, end - stamp));
     request_.prepare_payload();
+    Write();
+  }
+
+  void Write() {
     sent_ = Clock::now();
     stream_.expires_after(std::chrono::duration_cast<Clock::duration>(
         std::chrono::duration<double>(run_.options.timeout)));
@@ -343,7 +355,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void OnWrite(beast::error_code ec) {
     if (ec) return Broken("sending a batch", ec);
-    run_.events_sent += batch_.events;
     response_ = {};
     http::async_read(stream_, buffer_, response_,
                      [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
@@ -356,6 +367,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
     run_.request_ms.push_back(std::chrono::duration<double, std::milli>(now - sent_).count());
     ++run_.batches;
     const std::string& body = response_.body();
+    if (response_.result() == http::status::service_unavailable &&
+        response_.find(http::field::retry_after) != response_.end() && response_.keep_alive()) {
+      ++run_.overloaded;
+      timer_.expires_after(std::chrono::milliseconds(run_.options.retry_ms));
+      timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+        if (!ec) self->Write();
+      });
+      return;
+    }
     if (response_.result() != http::status::accepted) {
       ++run_.non_202;
       if (run_.non_202 <= 5) {
@@ -368,12 +388,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
         io_.stop();
         return;
       }
-    } else if (auto accepted = JsonCount(body, "accepted")) {
-      run_.accepted += *accepted;
-      run_.rejected += Occurrences(body, "{\"index\":");
-      run_.rejected_late += Occurrences(body, "\"reason\":\"late event");
     } else {
-      ++run_.unparsed_answers;
+      run_.events_sent += batch_.events;
+      if (auto accepted = JsonCount(body, "accepted")) {
+        run_.accepted += *accepted;
+        run_.rejected += Occurrences(body, "{\"index\":");
+        run_.rejected_late += Occurrences(body, "\"reason\":\"late event");
+      } else {
+        ++run_.unparsed_answers;
+      }
     }
     if (!response_.keep_alive()) {
       // The server closed the connection (it does after an unreadable request): reopen it.
@@ -473,6 +496,7 @@ int main(int argc, char** argv) {
   std::printf("events_per_s %.0f\n", seconds > 0 ? static_cast<double>(run.events_sent) / seconds : 0.0);
   std::printf("batches %llu\n", static_cast<unsigned long long>(run.batches));
   std::printf("non_202 %llu\n", static_cast<unsigned long long>(run.non_202));
+  std::printf("overloaded %llu\n", static_cast<unsigned long long>(run.overloaded));
   std::printf("accepted %llu\n", static_cast<unsigned long long>(run.accepted));
   std::printf("rejected %llu\n", static_cast<unsigned long long>(run.rejected));
   std::printf("rejected_late %llu\n", static_cast<unsigned long long>(run.rejected_late));
