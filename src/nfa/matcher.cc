@@ -454,6 +454,17 @@ void Matcher::FireTimers(int64_t watermark_ms) {
       const KeyRecord& record = slot.records[t.record];
       if (record.live && !record.state.partial.empty()) __builtin_prefetch(record.state.partial.data());
     }
+    // A timer is armed at the earliest deadline of a key's runs, so its first run most often
+    // ends, releasing its last node and that node's event: load those too, a level a pass.
+    for (const Timer& t : due_) {
+      const KeyRecord& record = slot.records[t.record];
+      if (record.live && !record.state.partial.empty()) __builtin_prefetch(record.state.partial[0].node, 1);
+    }
+    for (const Timer& t : due_) {
+      const KeyRecord& record = slot.records[t.record];
+      if (!record.live || record.state.partial.empty()) continue;
+      if (const BufferNode* node = record.state.partial[0].node) __builtin_prefetch(node->event.get(), 1);
+    }
     for (const Timer& timer : due_) {
       KeyRecord& record = slot.records[timer.record];
       if (!record.live || record.generation != timer.generation ||

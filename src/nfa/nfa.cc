@@ -119,10 +119,14 @@ void NfaRuntime::ComputeNextStates(const Nfa& nfa, const ComputationState& cs,
   }
 
   const bool is_start = cs.state == nfa.start_state();
+  // The first result that keeps the run's node takes over the run's hold on it, so a run that
+  // only skips the event never touches its node (most often a cache miss).
+  bool hold_passed_on = false;
   for (const Transition* t : edges_) {
     if (t->action == Action::kIgnore) {
       if (is_start) continue;  // the start state never skips: a new run starts on each event
-      SharedBuffer::Lock(cs.node);
+      if (hold_passed_on) SharedBuffer::Lock(cs.node);
+      hold_passed_on = true;
       results_.push_back({t->target, cs.node, cs.start_ms, cs.previous_ms, cs.start_seq});
       continue;
     }
@@ -137,7 +141,7 @@ void NfaRuntime::ComputeNextStates(const Nfa& nfa, const ComputationState& cs,
       results_.push_back({final_state, node, start_ms, event.time_ms(), start_seq});
     }
   }
-  buffer_.Release(cs.node);
+  if (!hold_passed_on) buffer_.Release(cs.node);
 }
 
 void NfaRuntime::Process(const Nfa& nfa, KeyNfaState* state, CurrentEvent* current,
