@@ -59,8 +59,7 @@ struct EngineOptions {
   size_t workers = 1;
   size_t events_per_chunk = 256;
   // Chunks being filled, parsed or matched at once, at least 2; bounds the events in flight.
-  // 0: 16 per worker, plus 16 (with fewer, HTTP ingest of 1,000-event bodies left the
-  // workers short of queued work: 2 workers took 164k events/s with 8 per worker, 236k with 16).
+  // 0: 8 per worker, plus 8.
   size_t chunks = 0;
   // Input from several sources (Add's `source`, Kafka partitions): the workers then follow the
   // engine's watermark only (at some cost: every event waits for it). Default: one source.
