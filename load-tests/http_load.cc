@@ -11,7 +11,8 @@
 // --duration seconds, whichever comes first. A batch refused with 503 and Retry-After
 // (vigil's answer while matching is behind: nothing was taken) is sent again after --retry-ms
 // milliseconds, not after the Retry-After second, so the server is measured at its own pace;
-// these answers are counted apart and are not failures.
+// these answers are counted apart and are not failures. A resent batch keeps its first
+// stamps (below), so latency includes the wait; a batch still refused after --timeout fails.
 //
 // Every event is stamped with its wall-clock send time: `"sent_at":<epoch ms>,` is inserted
 // right after the opening `{` of each line when its batch is sent, so alerts, which carry
@@ -341,11 +342,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
     body.reserve(batch_.text.size() + batch_.events * 32);
     AppendStamped(&body, batch_.text, std::string_view(stamp, end - stamp));
     request_.prepare_payload();
+    first_sent_ = Clock::now();
     Write();
   }
 
   void Write() {
-    sent_ = Clock::now();
     stream_.expires_after(std::chrono::duration_cast<Clock::duration>(
         std::chrono::duration<double>(run_.options.timeout)));
     http::async_write(stream_, request_, [self = shared_from_this()](beast::error_code ec, size_t) {
@@ -364,18 +365,25 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (ec) return Broken("reading the answer", ec);
     const Clock::time_point now = Clock::now();
     run_.last_answer = now;
-    run_.request_ms.push_back(std::chrono::duration<double, std::milli>(now - sent_).count());
-    ++run_.batches;
     const std::string& body = response_.body();
     if (response_.result() == http::status::service_unavailable &&
         response_.find(http::field::retry_after) != response_.end() && response_.keep_alive()) {
       ++run_.overloaded;
+      if (run_.failed) return;
+      if (now - first_sent_ > std::chrono::duration<double>(run_.options.timeout)) {
+        run_.Fail(Where() + "a batch was refused with 503 for longer than --timeout");
+        io_.stop();
+        return;
+      }
       timer_.expires_after(std::chrono::milliseconds(run_.options.retry_ms));
       timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
         if (!ec) self->Write();
       });
       return;
     }
+    // A batch's request time runs from its first try to the answer that took or refused it.
+    run_.request_ms.push_back(std::chrono::duration<double, std::milli>(now - first_sent_).count());
+    ++run_.batches;
     if (response_.result() != http::status::accepted) {
       ++run_.non_202;
       if (run_.non_202 <= 5) {
@@ -424,7 +432,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Batch batch_;
   http::request<http::string_body> request_;
   http::response<http::string_body> response_;
-  Clock::time_point sent_;
+  Clock::time_point first_sent_;  // of the current batch, resends aside
   Clock::time_point last_used_;  // when the connection last finished a request (or opened)
 };
 

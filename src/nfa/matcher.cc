@@ -286,7 +286,8 @@ void Matcher::DispatchTo(PatternSlot& slot, CurrentEvent* current, uint64_t epoc
 void Matcher::AfterStep(PatternSlot& slot, uint32_t record_index) {
   KeyRecord& record = slot.records[record_index];
   stats_.dropped_partial_matches +=
-      runtime_.EnforceLimit(&record.state, options_.max_partial_matches_per_key);
+      runtime_.EnforceLimit(*slot.nfa, &record.state, options_.max_partial_matches_per_key, &matches_);
+  Emit(slot, record.identity);
   CountRuns(slot, record);
   if (options_.max_partial_matches_per_pattern > 0 && slot.runs > options_.max_partial_matches_per_pattern) {
     EnforcePatternLimit(slot, record_index);
@@ -317,7 +318,9 @@ void Matcher::EnforcePatternLimit(PatternSlot& slot, uint32_t record_index) {
   // The key that went over gives up its oldest runs first.
   KeyRecord& record = slot.records[record_index];
   const size_t own = std::min<uint64_t>(slot.runs - limit, record.state.partial.size());
-  stats_.dropped_partial_matches += runtime_.EnforceLimit(&record.state, record.state.partial.size() - own);
+  stats_.dropped_partial_matches +=
+      runtime_.EnforceLimit(*slot.nfa, &record.state, record.state.partial.size() - own, &matches_);
+  Emit(slot, record.identity);
   CountRuns(slot, record);
   // Then the others their oldest, one each in turn, so no single key pays for all.
   for (size_t visited = 0; slot.runs > limit && visited < slot.records.size(); ++visited) {
@@ -325,7 +328,9 @@ void Matcher::EnforcePatternLimit(PatternSlot& slot, uint32_t record_index) {
     const uint32_t i = slot.limit_hand++;
     KeyRecord& other = slot.records[i];
     if (i == record_index || !other.live || other.spilled || other.state.partial.empty()) continue;
-    stats_.dropped_partial_matches += runtime_.EnforceLimit(&other.state, other.state.partial.size() - 1);
+    stats_.dropped_partial_matches +=
+        runtime_.EnforceLimit(*slot.nfa, &other.state, other.state.partial.size() - 1, &matches_);
+    Emit(slot, other.identity);
     CountRuns(slot, other);
     if (other.state.empty()) {
       FreeRecord(slot, i);

@@ -299,11 +299,16 @@ int64_t NfaRuntime::NextDeadline(const Nfa& nfa, const KeyNfaState& state) const
   return deadline;
 }
 
-size_t NfaRuntime::EnforceLimit(KeyNfaState* state, size_t max_runs) {
+size_t NfaRuntime::EnforceLimit(const Nfa& nfa, KeyNfaState* state, size_t max_runs,
+                                std::vector<Match>* out) {
   if (state->partial.size() <= max_runs) return 0;
   const size_t excess = state->partial.size() - max_runs;
   for (size_t i = 0; i < excess; ++i) buffer_.Release(state->partial[i].node);
   state->partial.erase(state->partial.begin(), state->partial.begin() + excess);
+  // A match held back for a dropped run goes out now, not with the key's next event (which
+  // an event filter may pass over).
+  potential_.clear();
+  ReleaseMatches(nfa, state, out);
   return excess;
 }
 

@@ -103,8 +103,9 @@ class NfaRuntime {
   // `cutoff_ms` and releases the matches held back for them. Returns the runs dropped.
   size_t ExpireRuns(const Nfa& nfa, KeyNfaState* state, int64_t cutoff_ms, std::vector<Match>* out);
 
-  // Drops the oldest runs beyond `max_runs`; returns how many were dropped.
-  size_t EnforceLimit(KeyNfaState* state, size_t max_runs);
+  // Drops the oldest runs beyond `max_runs` and releases the matches held back for them;
+  // returns how many runs were dropped.
+  size_t EnforceLimit(const Nfa& nfa, KeyNfaState* state, size_t max_runs, std::vector<Match>* out);
 
   // Releases everything `state` holds.
   void Clear(KeyNfaState* state);
