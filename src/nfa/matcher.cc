@@ -457,7 +457,9 @@ void Matcher::FireTimers(int64_t watermark_ms) {
     for (const Timer& t : due_) __builtin_prefetch(&slot.records[t.record]);
     for (const Timer& t : due_) {
       const KeyRecord& record = slot.records[t.record];
-      if (record.live && !record.state.partial.empty()) __builtin_prefetch(record.state.partial.data());
+      if (!record.live) continue;
+      if (!record.state.partial.empty()) __builtin_prefetch(record.state.partial.data());
+      slot.index.Prefetch(record.hash);  // a key left with nothing is erased from the index
     }
     // A timer is armed at the earliest deadline of a key's runs, so its first run most often
     // ends, releasing its last node and that node's event: load those too, a level a pass.
