@@ -135,7 +135,10 @@ class Matcher {
   // Adds events in order, as Add() would, after loading the state of all their keys into the
   // cache at once: a key's state is a few dependent memory reads, and overlapping them across
   // a batch hides most of their latency. Timers due within the batch fire at its end (the
-  // matches are the same; only their order on the sink may differ).
+  // matches are the same; only their order on the sink may differ). One exception, as in
+  // Flink, whose timers fire per watermark: with reported timeouts under a skip strategy, a
+  // key whose windows close in one step may report a run as timed out that closing them one
+  // at a time would have pruned first.
   void AddBatch(std::span<const Event* const> events) { AddBatch(events, KeyHashes{}); }
 
   // The key hashes of a batch, computed where the events were parsed (HashKey of each key's
