@@ -8,6 +8,7 @@
 // Pending state that completes when the window closes. Semantics follow Flink edge for edge,
 // so that matches are Flink's; see compiler.cc for the construction of each quantifier.
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -58,11 +59,15 @@ struct EventFilter {
     const Value& v = event.field(slot);
     if (v.kind != Value::Kind::kString) return false;
     const std::string_view s = v.string();
+    if (values.size() > kScanned) return std::binary_search(values.begin(), values.end(), s);
     for (const std::string& value : values) {
       if (value == s) return true;
     }
     return false;
   }
+
+ private:
+  static constexpr size_t kScanned = 8;  // longer lists are searched
 };
 
 namespace internal {

@@ -315,6 +315,26 @@ TEST_CASE("Matcher: a pattern's event filter covers every edge that could change
   CHECK(FilterOf(head + a + "  - followed_by: b\n") == "none");
 }
 
+TEST_CASE("Matcher: an event filter with a long list finds its values") {
+  std::string names = "'b'";
+  for (int i = 0; i < 20; ++i) names += ", 'n" + std::to_string(i) + "'";
+  Fixture f("id: p\nkey: k\nsequence:\n  - begin: a\n    where: name == 'a'\n"
+            "  - followed_by: b\n    where: name in [" + names + "]\n");
+  const std::optional<EventFilter>& filter = f.matcher->pattern("p")->event_filter();
+  REQUIRE(filter);
+  CHECK(filter->values.size() == 22);
+  using vigil::testing::Ev;
+  const std::vector<Event*> events = f.Parse({Ev("a1", 1, "a"), Ev("x2", 2, "x"), Ev("n3", 3, "n17"),
+                                              Ev("b4", 4, "b"), Ev("z5", 5, "zz")});
+  CHECK(filter->Passes(*events[0]));
+  CHECK(!filter->Passes(*events[1]));
+  CHECK(filter->Passes(*events[2]));
+  CHECK(filter->Passes(*events[3]));
+  CHECK(!filter->Passes(*events[4]));
+  for (Event* e : events) f.matcher->Add(e);
+  CHECK(f.sink.matches == std::vector<std::string>{"a1 n3"});
+}
+
 TEST_CASE("Matcher: a match held back for a run the per-key limit drops goes out at once") {
   // a2 b3 completes while a1's run, which started first, is alive: held back (skip strategy).
   // a5 makes three runs; the limit of two drops a1's, and the held match goes out then, not
