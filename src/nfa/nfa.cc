@@ -187,6 +187,7 @@ void NfaRuntime::Process(const Nfa& nfa, KeyNfaState* state, CurrentEvent* curre
       out->push_back(Extract(m, false));
       buffer_.Release(m.node);
     }
+    potential_.clear();  // handed out: a later ReleaseMatches (ExpireRuns) must not see them
   } else {
     ReleaseMatches(nfa, state, out);
   }
@@ -307,7 +308,6 @@ size_t NfaRuntime::EnforceLimit(const Nfa& nfa, KeyNfaState* state, size_t max_r
   state->partial.erase(state->partial.begin(), state->partial.begin() + excess);
   // A match held back for a dropped run goes out now, not with the key's next event (which
   // an event filter may pass over).
-  potential_.clear();
   ReleaseMatches(nfa, state, out);
   return excess;
 }

@@ -315,6 +315,22 @@ TEST_CASE("Matcher: a pattern's event filter covers every edge that could change
   CHECK(FilterOf(head + a + "  - followed_by: b\n") == "none");
 }
 
+TEST_CASE("Matcher: a run expiring by age just after another key's match leaves that match alone") {
+  // b4 completes A's match (no skip strategy: handed out at once); B's age timer fires in the
+  // same Add, and expiring B's run must not hand out A's match again.
+  MatcherOptions options;
+  options.max_state_age_ms = 10;
+  Fixture f("id: p\nkey: k\nsequence:\n  - begin: a\n    where: name == 'a'\n"
+            "  - followed_by: b\n    where: name == 'b'\n",
+            options);
+  using vigil::testing::Ev;
+  f.Add({Ev("a1", 0, "a", 0, "B"), Ev("a3", 1, "a", 0, "A"), Ev("b4", 10, "b", 0, "A")});
+  CHECK(f.sink.matches == std::vector<std::string>{"a3 b4"});
+  CHECK(f.matcher->stats().expired_partial_matches == 1);
+  f.matcher->Finish();
+  CHECK(f.sink.matches == std::vector<std::string>{"a3 b4"});
+}
+
 TEST_CASE("Matcher: an event filter with a long list finds its values") {
   std::string names = "'b'";
   for (int i = 0; i < 20; ++i) names += ", 'n" + std::to_string(i) + "'";
