@@ -3,7 +3,9 @@
 
 #include <doctest/doctest.h>
 
+#include <fstream>
 #include <functional>
+#include <iterator>
 
 #include "support/nfa_harness.h"
 
@@ -369,6 +371,19 @@ TEST_CASE("Matcher: a match held back for a run the per-key limit drops goes out
   CHECK(f.sink.matches == std::vector<std::string>{"a2 b3"});
   f.Add({Ev("x6", 6, "x"), Ev("x7", 7, "x")});
   CHECK(f.sink.matches == std::vector<std::string>{"a2 b3"});
+}
+
+TEST_CASE("Matcher: the shipped rules' event filters") {
+  auto shipped = [](const std::string& name) {
+    std::ifstream in(std::string(VIGIL_SOURCE_DIR) + "/patterns/" + name + ".yaml");
+    REQUIRE(in);
+    return FilterOf(std::string(std::istreambuf_iterator<char>(in), {}));
+  };
+  CHECK(shipped("brute-force") == "type=login,logout");
+  CHECK(shipped("account-takeover") == "type=login,password_reset,transfer");
+  CHECK(shipped("impossible-travel") == "type=payment");
+  CHECK(shipped("card-testing") == "none");  // loops: any event branches a run
+  CHECK(shipped("velocity") == "none");
 }
 
 TEST_CASE("Matcher: passing over filtered events changes no match, timeout or problem") {
