@@ -259,17 +259,15 @@ void ShardedMatcher::RebuildKeyGroups() {
     // The union of the group's filters, if each of its patterns filters on the same field.
     nfa::EventFilter united;
     bool filtered = true;
-    for (size_t p = 0; p < patterns_.size() && filtered; ++p) {
+    for (size_t p = 0; p < patterns_.size(); ++p) {
       if (pattern_groups_[p] != g) continue;
       const std::optional<nfa::EventFilter>& filter = patterns_[p]->event_filter();
       filtered = filter && (united.slot < 0 || united.slot == filter->slot);
       if (!filtered) break;
       united.slot = filter->slot;
-      united.values.insert(united.values.end(), filter->values.begin(), filter->values.end());
+      united.Allow(filter->values);
     }
     if (!filtered) continue;
-    std::sort(united.values.begin(), united.values.end());
-    united.values.erase(std::unique(united.values.begin(), united.values.end()), united.values.end());
     key_groups_[g].filter = std::make_shared<const nfa::EventFilter>(std::move(united));
   }
 }

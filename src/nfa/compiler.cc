@@ -530,13 +530,10 @@ std::optional<EventFilter> FindEventFilter(const Nfa& nfa) {
       for (const RequiredStrings& r : predicates[i]->required_strings()) {
         if (r.slot != slot) continue;
         rejected[i] = true;
-        filter.values.insert(filter.values.end(), r.values.begin(), r.values.end());
+        filter.Allow(r.values);
       }
     }
-    if (!LeavesRunsAlone(nfa, rejected)) continue;
-    std::sort(filter.values.begin(), filter.values.end());
-    filter.values.erase(std::unique(filter.values.begin(), filter.values.end()), filter.values.end());
-    return filter;
+    if (LeavesRunsAlone(nfa, rejected)) return filter;
   }
   return std::nullopt;
 }

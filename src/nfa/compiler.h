@@ -55,6 +55,13 @@ struct EventFilter {
   int slot = -1;
   std::vector<std::string> values;
 
+  // Lets `more` values through too (values stays sorted and unique).
+  void Allow(const std::vector<std::string>& more) {
+    values.insert(values.end(), more.begin(), more.end());
+    std::sort(values.begin(), values.end());
+    values.erase(std::unique(values.begin(), values.end()), values.end());
+  }
+
   bool Passes(const Event& event) const {
     const Value& v = event.field(slot);
     if (v.kind != Value::Kind::kString) return false;

@@ -285,10 +285,7 @@ void Matcher::DispatchTo(PatternSlot& slot, CurrentEvent* current, uint64_t epoc
 // Bounds the key's runs, frees its record when nothing is left, and (re)arms its timer.
 void Matcher::AfterStep(PatternSlot& slot, uint32_t record_index) {
   KeyRecord& record = slot.records[record_index];
-  stats_.dropped_partial_matches +=
-      runtime_.EnforceLimit(*slot.nfa, &record.state, options_.max_partial_matches_per_key, &matches_);
-  Emit(slot, record.identity);
-  CountRuns(slot, record);
+  KeepNewestRuns(slot, record, options_.max_partial_matches_per_key);
   if (options_.max_partial_matches_per_pattern > 0 && slot.runs > options_.max_partial_matches_per_pattern) {
     EnforcePatternLimit(slot, record_index);
   }
@@ -313,25 +310,25 @@ void Matcher::MarkChanged(PatternSlot& slot, uint32_t record_index) {
   slot.changed.emplace_back(record_index, record.generation);
 }
 
+void Matcher::KeepNewestRuns(PatternSlot& slot, KeyRecord& record, size_t max_runs) {
+  stats_.dropped_partial_matches += runtime_.EnforceLimit(*slot.nfa, &record.state, max_runs, &matches_);
+  Emit(slot, record.identity);  // matches held back for a dropped run
+  CountRuns(slot, record);
+}
+
 void Matcher::EnforcePatternLimit(PatternSlot& slot, uint32_t record_index) {
   const uint64_t limit = options_.max_partial_matches_per_pattern;
   // The key that went over gives up its oldest runs first.
   KeyRecord& record = slot.records[record_index];
   const size_t own = std::min<uint64_t>(slot.runs - limit, record.state.partial.size());
-  stats_.dropped_partial_matches +=
-      runtime_.EnforceLimit(*slot.nfa, &record.state, record.state.partial.size() - own, &matches_);
-  Emit(slot, record.identity);
-  CountRuns(slot, record);
+  KeepNewestRuns(slot, record, record.state.partial.size() - own);
   // Then the others their oldest, one each in turn, so no single key pays for all.
   for (size_t visited = 0; slot.runs > limit && visited < slot.records.size(); ++visited) {
     if (slot.limit_hand >= slot.records.size()) slot.limit_hand = 0;
     const uint32_t i = slot.limit_hand++;
     KeyRecord& other = slot.records[i];
     if (i == record_index || !other.live || other.spilled || other.state.partial.empty()) continue;
-    stats_.dropped_partial_matches +=
-        runtime_.EnforceLimit(*slot.nfa, &other.state, other.state.partial.size() - 1, &matches_);
-    Emit(slot, other.identity);
-    CountRuns(slot, other);
+    KeepNewestRuns(slot, other, other.state.partial.size() - 1);
     if (other.state.empty()) {
       FreeRecord(slot, i);
     } else {

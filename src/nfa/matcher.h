@@ -337,6 +337,9 @@ class Matcher {
   // Brings the key's run count and its pattern's total up to date.
   static void CountRuns(PatternSlot& slot, KeyRecord& record);
   void MarkChanged(PatternSlot& slot, uint32_t record_index);
+  // Drops the key's oldest runs beyond `max_runs` (counted), hands out the matches that waited
+  // for them, and recounts the key's runs.
+  void KeepNewestRuns(PatternSlot& slot, KeyRecord& record, size_t max_runs);
   // Drops runs until the pattern is within max_partial_matches_per_pattern.
   void EnforcePatternLimit(PatternSlot& slot, uint32_t record_index);
   // Advances one key of `slot` to `time_ms`: closes windows, expires runs past their age.

@@ -78,6 +78,11 @@ struct Fixture {
   std::vector<std::unique_ptr<Event>> parsed;
 };
 
+// "a then b", no window.
+const char* const kAThenB =
+    "id: ab\nkey: k\nsequence:\n  - begin: a\n    where: name == 'a'\n"
+    "  - followed_by: b\n    where: name == 'b'\n";
+
 const char* const kWindowed =
     "id: w\nkey: k\nwithin: 10ms\nsequence:\n  - begin: a\n    where: name == 'a'\n"
     "  - followed_by: b\n    where: name == 'b'\n";
@@ -195,9 +200,7 @@ TEST_CASE("Matcher: each pattern's cost counts the events it stepped and times s
 TEST_CASE("Matcher: runs of a pattern without a window expire at the maximum state age") {
   MatcherOptions options;
   options.max_state_age_ms = 100;
-  Fixture f("id: ab\nkey: k\nsequence:\n  - begin: a\n    where: name == 'a'\n"
-            "  - followed_by: b\n    where: name == 'b'\n",
-            options);
+  Fixture f(kAThenB, options);
   using vigil::testing::Ev;
   // x's run is 100 ms old when the watermark reaches 150 (key y's event): its timer fires.
   f.Add({Ev("a1", 50, "a", 0, "x"), Ev("a2", 120, "a", 0, "z"), Ev("c1", 150, "c", 0, "y")});
@@ -322,9 +325,7 @@ TEST_CASE("Matcher: a run expiring by age just after another key's match leaves 
   // same Add, and expiring B's run must not hand out A's match again.
   MatcherOptions options;
   options.max_state_age_ms = 10;
-  Fixture f("id: p\nkey: k\nsequence:\n  - begin: a\n    where: name == 'a'\n"
-            "  - followed_by: b\n    where: name == 'b'\n",
-            options);
+  Fixture f(kAThenB, options);
   using vigil::testing::Ev;
   f.Add({Ev("a1", 0, "a", 0, "B"), Ev("a3", 1, "a", 0, "A"), Ev("b4", 10, "b", 0, "A")});
   CHECK(f.sink.matches == std::vector<std::string>{"a3 b4"});
