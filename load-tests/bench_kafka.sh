@@ -15,6 +15,7 @@
 #
 # Usage: load-tests/bench_kafka.sh [--build DIR] [--events N] [--keys K] [--workers W]
 #            [--partitions P] [--rate R] [--duration S] [--commit-interval D]
+#            [--only throughput|latency|kafka] [--guarantee exactly_once|at_least_once]
 set -euo pipefail
 
 readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +28,8 @@ partitions=3
 rate=50000
 duration=20
 commit_interval=100ms
+only=""
+guarantees="exactly_once at_least_once"
 
 die() { echo "bench_kafka: $*" >&2; exit 2; }
 while [[ $# -gt 0 ]]; do
@@ -39,7 +42,9 @@ while [[ $# -gt 0 ]]; do
     --rate) rate="$2"; shift 2 ;;
     --duration) duration="$2"; shift 2 ;;
     --commit-interval) commit_interval="$2"; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --only) only="$2"; shift 2 ;;
+    --guarantee) guarantees="$2"; shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) die "unknown option $1" ;;
   esac
 done
@@ -85,8 +90,10 @@ serve() {  # PREFIX GUARANTEE OUT_OF_ORDERNESS [PARTITIONS]: starts vigil on the
 echo "| measurement | guarantee | events | seconds | events/s | alerts | p50 ms | p99 ms |"
 echo "|---|---|---|---|---|---|---|---|"
 
+wanted() { [[ -z "$only" || "$only" == "$1" ]]; }
+
 # (b) needs its input in place first; (a) reads the same topic.
-for guarantee in exactly_once at_least_once; do
+wanted throughput && for guarantee in $guarantees; do
   prefix="b$RANDOM$guarantee"
   "$ROOT/scripts/kafka.sh" topic "$prefix-events" "$partitions" >/dev/null
   kcat -P -b "$broker" -t "$prefix-events" -X linger.ms=20 -X batch.num.messages=10000 < "$file"
@@ -115,14 +122,18 @@ for guarantee in exactly_once at_least_once; do
   sleep 1
 done
 
-for input_partitions in 1 "$partitions"; do
-  for guarantee in exactly_once at_least_once; do
+wanted latency && for input_partitions in 1 "$partitions"; do
+  for guarantee in $guarantees; do
     prefix="l$RANDOM$guarantee"
     # In order, as produced: an event is matched as soon as every partition has passed its time.
     port_v=$(serve "$prefix" "$guarantee" 0 "$input_partitions")
     sleep 2
     line=$("$load" --brokers "$broker" --topic "$prefix-events" --alerts-topic "$prefix-alerts" --events "$file" \
-             --rate "$rate" --duration "$duration" --settle 5 2>/dev/null)
+             --rate "$rate" --duration "$duration" --settle 5 --timeline "${BENCH_VERBOSE:-0}" 2>"$work/load-$prefix.err")
+    if [[ -n "${BENCH_VERBOSE:-}" ]]; then
+      cat "$work/load-$prefix.err" >&2
+      curl -s "http://127.0.0.1:$port_v/metrics" | grep -E '^vigil_checkpoint_(last|total)|^vigil_checkpoints_total' >&2
+    fi
     read -r produced seconds per_second alerts p50 p99 < <(echo "$line" | awk '{print $2, $5, $7, $10, $14, $16}' | tr -d '(;')
     echo "| latency at $rate/s, $input_partitions partition(s) | $guarantee | $produced | $seconds | $per_second | $alerts | $p50 | $p99 |"
     pkill -f -- "--data-dir $work/$prefix" || true
@@ -131,6 +142,7 @@ for input_partitions in 1 "$partitions"; do
 done
 
 # (d) Kafka alone: the same load read back from the input topic itself.
+wanted kafka || exit 0
 prefix="k$RANDOM"
 "$ROOT/scripts/kafka.sh" topic "$prefix-events" "$partitions" >/dev/null
 line=$("$load" --brokers "$broker" --topic "$prefix-events" --alerts-topic "$prefix-events" --events "$file" \

@@ -2,13 +2,15 @@
 // them: the produce-to-alert latency of every alert read back read_committed.
 //
 //   vigil-kafka-load --brokers B --topic T --alerts-topic A --events FILE
-//                    [--rate R] [--duration S] [--settle S]
+//                    [--rate R] [--duration S] [--settle S] [--timeline 1]
 //
 // Every event gets "sent_at":<epoch ms> (its produce time) after its opening '{'; an alert's
 // latency is the time it is read (committed) less the latest sent_at among its events.
 // --rate R produces R events/s (0: as fast as librdkafka takes them) for --duration seconds
 // (or the whole file once, whichever ends first); alerts are read for --settle seconds more.
-// Prints: produced, events/s, alerts, p50, p99, max latency (ms).
+// Prints: produced, events/s, alerts, p50, p99, max latency (ms). --timeline 1 also prints,
+// on stderr, each second's alerts (by the time their last event was sent) and their largest
+// latency, to tell a steady cost from a pause.
 
 #include <librdkafka/rdkafka.h>
 
@@ -71,6 +73,7 @@ std::string PatternOf(std::string_view alert) {
 int main(int argc, char** argv) {
   std::string brokers, topic, alerts_topic, events_path;
   double rate = 0, duration = 60, settle = 5;
+  bool timeline = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--brokers") brokers = value;
@@ -80,6 +83,7 @@ int main(int argc, char** argv) {
     else if (flag == "--rate") rate = std::stod(value);
     else if (flag == "--duration") duration = std::stod(value);
     else if (flag == "--settle") settle = std::stod(value);
+    else if (flag == "--timeline") timeline = value == "1";
     else Die("unknown flag " + flag + " (see the header of load-tests/kafka_load.cc)");
   }
   if (brokers.empty() || topic.empty() || alerts_topic.empty() || events_path.empty()) {
@@ -98,6 +102,7 @@ int main(int argc, char** argv) {
   std::atomic<bool> producing{true};
   std::vector<int64_t> latencies;
   std::map<std::string, std::vector<int64_t>> by_pattern;
+  std::map<int64_t, std::pair<size_t, int64_t>> by_second;  // sent second: alerts, largest latency
   std::thread reader([&] {
     rd_kafka_t* rk = Client(RD_KAFKA_CONSUMER, {{"bootstrap.servers", brokers},
                                                 {"group.id", "vigil-kafka-load"},
@@ -124,8 +129,12 @@ int main(int argc, char** argv) {
         const std::string_view alert(static_cast<const char*>(m->payload), m->len);
         const int64_t sent = LatestSentAt(alert);
         if (sent > 0) {
-          latencies.push_back(NowMs() - sent);
-          by_pattern[PatternOf(alert)].push_back(NowMs() - sent);
+          const int64_t latency = NowMs() - sent;
+          latencies.push_back(latency);
+          by_pattern[PatternOf(alert)].push_back(latency);
+          auto& [count, largest] = by_second[sent / 1000];
+          ++count;
+          largest = std::max(largest, latency);
         }
       }
       rd_kafka_message_destroy(m);
@@ -176,6 +185,13 @@ int main(int argc, char** argv) {
     std::sort(values.begin(), values.end());
     std::fprintf(stderr, "  %s: %zu alerts, p50 %lld ms, p99 %lld ms\n", pattern.c_str(), values.size(),
                  static_cast<long long>(at(values, 0.5)), static_cast<long long>(at(values, 0.99)));
+  }
+  if (timeline) {
+    for (const auto& [second, entry] : by_second) {
+      std::fprintf(stderr, "  second %lld: %zu alerts, largest %lld ms\n",
+                   static_cast<long long>(second - by_second.begin()->first), entry.first,
+                   static_cast<long long>(entry.second));
+    }
   }
   std::sort(latencies.begin(), latencies.end());
   std::printf("produced %zu events in %.2f s (%.0f events/s); alerts %zu; latency ms p50 %lld p99 %lld max %lld\n",

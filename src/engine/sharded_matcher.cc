@@ -140,10 +140,11 @@ struct ShardedMatcher::Parsing {
 
 struct ShardedMatcher::Worker {
   struct Message {
-    enum class Kind { kParse, kMatch, kTask, kStop } kind;
+    enum class Kind { kParse, kMatch, kTask, kWriteAhead, kStop } kind;
     Chunk* chunk = nullptr;
     const std::function<void(Worker&)>* task = nullptr;
     std::latch* done = nullptr;
+    nfa::StateWriter* writer = nullptr;  // kWriteAhead
   };
   Worker(size_t index, size_t inbox_capacity, WorkerSink* matches)
       : index(index), matches(matches), sink(matches), inbox(inbox_capacity) {}
@@ -157,6 +158,10 @@ struct ShardedMatcher::Worker {
   std::thread thread;
   uint64_t events = 0;   // the worker's own; read in barriers
   uint64_t busy_ns = 0;  // the worker's own; read in barriers
+  // Writing ahead (WriteAhead) until the next checkpoint: where to, and whether changed keys
+  // may be left. The worker's own.
+  nfa::StateWriter* ahead = nullptr;
+  bool ahead_left = false;
   // The matcher's PatternCosts after each chunk, for readers on other threads.
   mutable std::mutex costs_mutex;
   std::vector<nfa::Matcher::PatternCost> costs;
@@ -178,8 +183,8 @@ ShardedMatcher::ShardedMatcher(std::vector<std::shared_ptr<const nfa::Nfa>> patt
   }
   for (size_t i = 0; i < n; ++i) {
     // Each chunk can wait in an inbox at most twice (to be parsed, to be matched), plus one
-    // barrier and the stop: pushing never waits.
-    auto worker = std::make_unique<Worker>(i, 2 * options_.chunks + 2, worker_sinks[i]);
+    // barrier, one start of writing ahead and the stop: pushing never waits.
+    auto worker = std::make_unique<Worker>(i, 2 * options_.chunks + 3, worker_sinks[i]);
     nfa::MatcherOptions matcher_options = options_.matcher;
     matcher_options.shard = static_cast<uint32_t>(i);
     matcher_options.shards = static_cast<uint32_t>(n);
@@ -218,6 +223,8 @@ ShardedMatcher::~ShardedMatcher() {
 void ShardedMatcher::RunWorker(Worker& worker) {
   using Kind = Worker::Message::Kind;
   while (true) {
+    // Time that would go to waiting for input goes to writing ahead, a few keys at a time.
+    while (worker.ahead_left && worker.inbox.size() == 0) WriteSomeAhead(worker, kAheadKeysWhileIdle);
     const Worker::Message message = worker.inbox.Pop();
     switch (message.kind) {
       case Kind::kParse:
@@ -238,6 +245,10 @@ void ShardedMatcher::RunWorker(Worker& worker) {
       case Kind::kTask:
         (*message.task)(worker);
         message.done->count_down();
+        break;
+      case Kind::kWriteAhead:
+        worker.ahead = message.writer;
+        worker.ahead_left = true;
         break;
       case Kind::kStop:
         return;
@@ -470,8 +481,33 @@ void ShardedMatcher::Match(Worker& worker, Chunk& chunk) {
   }
   worker.matcher->AdvanceWatermark(chunk.watermark_ms);
   worker.events += events.size();
+  if (worker.ahead) {
+    worker.ahead_left = true;
+    // Bounded by the chunk's events, so writing ahead slows matching by a share, not a pause.
+    WriteSomeAhead(worker, (events.size() + kEventsPerKeyAhead - 1) / kEventsPerKeyAhead);
+  }
   worker.busy_ns += NanosSince(started);
   PublishCosts(worker);
+}
+
+void ShardedMatcher::WriteSomeAhead(Worker& worker, size_t max_keys) {
+  if (max_keys == 0) return;
+  const Result<size_t> left = worker.matcher->WriteChangesAhead(worker.ahead, max_keys);
+  // An error (a spilled key that does not read back) is the checkpoint's to report.
+  worker.ahead_left = left.ok() && *left > 0;
+}
+
+void ShardedMatcher::WriteAhead(std::span<nfa::StateWriter* const> writers) {
+  if (writing_ahead_) return;
+  writing_ahead_ = true;
+  for (auto& worker : workers_) {
+    if (threaded()) {
+      worker->inbox.Push({Worker::Message::Kind::kWriteAhead, nullptr, nullptr, nullptr, writers[worker->index]});
+    } else {
+      worker->ahead = writers[worker->index];
+      worker->ahead_left = true;
+    }
+  }
 }
 
 void ShardedMatcher::PublishCosts(Worker& worker) {
@@ -663,7 +699,10 @@ constexpr uint8_t kProgressFormat = 1;
 Result<std::string> ShardedMatcher::Checkpoint(std::span<nfa::StateWriter* const> writers, bool everything) {
   std::vector<std::string> progress(workers_.size());
   std::vector<Status> results(workers_.size());
+  writing_ahead_ = false;
   Barrier([&](Worker& w) {
+    w.ahead = nullptr;
+    w.ahead_left = false;
     results[w.index] = w.matcher->WriteChanges(writers[w.index], everything);
     progress[w.index] = w.matcher->EncodeProgress();
   });
@@ -722,7 +761,10 @@ Status ShardedMatcher::Restore(std::string_view progress, const KeyScan& scan) {
 }
 
 void ShardedMatcher::Reset() {
+  writing_ahead_ = false;
   Barrier([](Worker& w) {
+    w.ahead = nullptr;
+    w.ahead_left = false;
     w.matcher = std::make_unique<nfa::Matcher>(std::vector<std::shared_ptr<const nfa::Nfa>>{},
                                                w.matcher->options(), &w.sink);
     PublishCosts(w);

@@ -181,6 +181,14 @@ class ShardedMatcher {
   // REQUIRES: options.matcher.track_changes; writers.size() == workers(). Errors: a worker's
   // (its spill's); the checkpoint is then incomplete and the next must be `everything`.
   Result<std::string> Checkpoint(std::span<nfa::StateWriter* const> writers, bool everything = false);
+  // Starts writing the next checkpoint's changes ahead of its barrier, so that the barrier
+  // finds fewer left (nfa::Matcher::WriteChangesAhead; a key that changes again is written
+  // again): from now until the Checkpoint, worker i writes changed keys to writers[i] while it
+  // has no input waiting, and after each chunk one key for every kEventsPerKeyAhead events it
+  // matched (rounded up). Does not wait. REQUIRES: as Checkpoint, with the writers it will be given and not
+  // `everything`.
+  void WriteAhead(std::span<nfa::StateWriter* const> writers);
+  static constexpr size_t kEventsPerKeyAhead = 4;
 
   // Calls `visit` for every stored key (pattern id, key identity, state); stops at and returns
   // the first error, its own or visit's.
@@ -232,6 +240,10 @@ class ShardedMatcher {
   template <typename T>
   std::vector<T> ChangeEveryWorker(const std::function<T(nfa::Matcher&)>& change, T initial);
   void Match(Worker& worker, Chunk& chunk);
+  // Writes up to `max_keys` changed keys ahead, if the worker is writing ahead.
+  static void WriteSomeAhead(Worker& worker, size_t max_keys);
+  // Writing ahead while waiting: keys written between two looks at the inbox.
+  static constexpr size_t kAheadKeysWhileIdle = 64;
   // Makes the worker's pattern costs readable by PatternCosts (on the worker's thread).
   static void PublishCosts(Worker& worker);
   // Returns a chunk whose readers are done with it to the pool.
@@ -254,6 +266,7 @@ class ShardedMatcher {
   Chunk* filling_ = nullptr;
   std::deque<Chunk*> parsing_;  // sent for parsing, in input order
   size_t next_parser_ = 0;
+  bool writing_ahead_ = false;  // since the last Checkpoint
   int64_t watermark_ms_ = INT64_MIN;
   int64_t handed_out_watermark_ms_ = INT64_MIN;
   int64_t max_time_ms_ = INT64_MIN;

@@ -617,40 +617,51 @@ size_t Matcher::partial_matches(std::string_view id) const {
 namespace vigil::nfa {
 
 Status Matcher::WriteChanges(StateWriter* writer, bool everything) {
-  if (everything) writer->DropAll();
-  for (const std::string& id : dropped_patterns_) writer->DropPattern(id);
-  dropped_patterns_.clear();
-  std::string value;
-  for (PatternSlot& slot : slots_) {
-    const std::string& id = slot.nfa->pattern().id;
-    if (everything) {
+  if (everything) {
+    writer->DropAll();
+    for (PatternSlot& slot : slots_) {
       slot.deleted.clear();
       slot.changed.clear();
       for (uint32_t i = 0; i < slot.records.size(); ++i) {
-        if (slot.records[i].live) slot.changed.emplace_back(i, slot.records[i].generation);
+        KeyRecord& record = slot.records[i];
+        if (!record.live) continue;
+        record.changed = true;
+        slot.changed.emplace_back(i, record.generation);
       }
     }
+  }
+  return WriteChangesAhead(writer, SIZE_MAX).status();
+}
+
+Result<size_t> Matcher::WriteChangesAhead(StateWriter* writer, size_t max_keys) {
+  for (const std::string& id : dropped_patterns_) writer->DropPattern(id);
+  dropped_patterns_.clear();
+  size_t left = 0;
+  for (PatternSlot& slot : slots_) {
+    const std::string& id = slot.nfa->pattern().id;
     // Deletions first: a key deleted and then started again is put after its deletion.
     for (const std::string& identity : slot.deleted) writer->DeleteKey(id, identity);
     slot.deleted.clear();
-    for (const auto& [index, generation] : slot.changed) {
+    for (; !slot.changed.empty() && max_keys > 0; slot.changed.pop_back()) {
+      const auto [index, generation] = slot.changed.back();
       KeyRecord& record = slot.records[index];
-      if (!record.live || record.generation != generation || !(record.changed || everything)) continue;
+      if (!record.live || record.generation != generation || !record.changed) continue;
       if (record.spilled) {
         Result<std::string> spilled = options_.spill->Get(id, record.identity, false);
-        if (!spilled.ok()) return spilled.status();
-        value = std::move(*spilled);
+        if (!spilled.ok()) return spilled.status();  // the key stays listed
+        encoded_ = std::move(*spilled);
       } else {
-        value.clear();
-        EncodeKeyState(record.state, &value);
+        encoded_.clear();
+        EncodeKeyState(record.state, &encoded_);
       }
-      writer->PutKey(id, record.identity, value);
+      writer->PutKey(id, record.identity, encoded_);
       record.changed = false;
       record.stored = true;
+      --max_keys;
     }
-    slot.changed.clear();
+    left += slot.changed.size();
   }
-  return Status::Ok();
+  return left;
 }
 
 namespace {

@@ -193,6 +193,12 @@ class Matcher {
   // lost). REQUIRES: options.track_changes; not called from a sink callback.
   // Errors: the spill's, for a key out of memory.
   Status WriteChanges(StateWriter* writer, bool everything = false);
+  // Writes part of what WriteChanges would, ahead of it, so that less is left for the
+  // checkpoint's barrier: the dropped patterns, the deletions and up to `max_keys` changed
+  // keys. A key that changes again after it was written ahead is written again. Returns at
+  // most how many changed keys are left (0: none).
+  // REQUIRES: as WriteChanges, with the writer WriteChanges will be given next.
+  Result<size_t> WriteChangesAhead(StateWriter* writer, size_t max_keys);
   std::string EncodeProgress() const;
 
   // Restoring, into a Matcher made with the checkpoint's patterns that has seen no event yet.
@@ -372,6 +378,7 @@ class Matcher {
   std::vector<Match> matches_;
   KeyNfaState scratch_state_;
   std::vector<std::string> dropped_patterns_;  // track_changes: since the last WriteChanges
+  std::string encoded_;  // a key's state being written (its capacity reused)
   size_t spilled_keys_ = 0;
   uint64_t budget_floor_ = 0;  // memory left after a sweep that could not reach the budget
   uint64_t sample_random_ = 0x9E3779B97F4A7C15;  // draws the events Step times

@@ -225,6 +225,7 @@ Status Durability::StartCheckpoint() {
   state::CheckpointMeta meta;
   Result<std::string> progress = matcher_->Checkpoint(store_->Writers(matcher_->workers()), write_everything_);
   if (!progress.ok()) return CheckpointFailed(progress.status());
+  store_->Seal();
   meta.engine_progress = std::move(*progress);
   stats_.last_barrier_ms = SteadyClockMs() - started;
   // Every alert of the input up to here was found at the barrier; on disk with the checkpoint.
@@ -265,6 +266,15 @@ bool Durability::CheckpointDue() const {
   if (SteadyClockMs() - last_checkpoint_steady_ms_ < options_.checkpoint_interval_ms) return false;
   // Nothing came in since the last (pattern changes take their own): nothing to record.
   return write_everything_ || checkpoints().empty() || checkpoints().front().input_position != last_position_;
+}
+
+void Durability::WriteAheadIfDue() {
+  // After a failed checkpoint the next writes every key at its barrier anyway; and while one is
+  // being written the next is not due for a whole interval.
+  if (write_everything_ || writing_.valid()) return;
+  const int64_t lead = std::min(options_.checkpoint_interval_ms / 2, kWriteAheadLeadMs);
+  if (SteadyClockMs() - last_checkpoint_steady_ms_ < options_.checkpoint_interval_ms - lead) return;
+  matcher_->WriteAhead(store_->Writers(matcher_->workers()));
 }
 
 void Durability::CheckpointIfDue(bool matching_behind) {

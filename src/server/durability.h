@@ -113,6 +113,11 @@ class Durability {
   bool CheckpointDue() const;
   // Starts one if it is due; while matching is behind, only once it is three intervals late.
   void CheckpointIfDue(bool matching_behind = false);
+  // In the last part of the interval (kWriteAheadLeadMs, at most half of it), has the workers
+  // write the changed keys ahead of the next checkpoint, so its barrier, which holds the input
+  // back, finds few left (engine::ShardedMatcher::WriteAhead).
+  void WriteAheadIfDue();
+  static constexpr int64_t kWriteAheadLeadMs = 1000;
 
   const std::vector<state::CheckpointMeta>& checkpoints() const { return store_->checkpoints(); }
   const Stats& stats() const { return stats_; }

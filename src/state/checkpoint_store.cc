@@ -95,27 +95,70 @@ rocksdb::Options DatabaseOptions() {
 
 }  // namespace
 
-// Collects one worker's changes for the next checkpoint.
-class CheckpointStore::BatchWriter : public nfa::StateWriter {
- public:
-  void DropPattern(std::string_view id) override { dropped.emplace_back(id); }
-  void DropAll() override { dropped_all = true; }
-  void PutKey(std::string_view pattern_id, std::string_view identity, std::string_view state) override {
-    Key(pattern_id, identity);
-    batch.Put(key_, rocksdb::Slice(state.data(), state.size()));
-  }
-  void DeleteKey(std::string_view pattern_id, std::string_view identity) override {
-    Key(pattern_id, identity);
-    batch.Delete(key_);
-  }
-
+// One worker's changes for a checkpoint: the drops apply first, then the batch, in order.
+struct CheckpointStore::Changes {
   rocksdb::WriteBatch batch;
   std::vector<std::string> dropped;
   bool dropped_all = false;
 
+  void Clear() {
+    // A large batch's memory is let go; a usual one is kept, so that filling it again does
+    // not fault its pages in again.
+    constexpr size_t kKeptBytes = size_t{64} << 20;
+    if (batch.GetDataSize() > kKeptBytes) batch = rocksdb::WriteBatch();
+    batch.Clear();
+    dropped.clear();
+    dropped_all = false;
+  }
+};
+
+// Collects one worker's changes for the next checkpoint, written ahead or at its barrier.
+class CheckpointStore::BatchWriter : public nfa::StateWriter {
+ public:
+  void DropPattern(std::string_view id) override {
+    changes.dropped.emplace_back(id);
+    // The drops apply before the batch, so keys of the pattern written ahead of the drop go now.
+    if (changes.batch.Count() > 0) RemoveKeysUnder(PatternPrefix(id));
+  }
+  void DropAll() override {
+    changes.Clear();
+    changes.dropped_all = true;
+  }
+  void PutKey(std::string_view pattern_id, std::string_view identity, std::string_view state) override {
+    changes.batch.Put(Key(pattern_id, identity), rocksdb::Slice(state.data(), state.size()));
+  }
+  void DeleteKey(std::string_view pattern_id, std::string_view identity) override {
+    changes.batch.Delete(Key(pattern_id, identity));
+  }
+
+  Changes changes;
+
  private:
-  void Key(std::string_view pattern_id, std::string_view identity) {
-    key_ = CheckpointStore::KeyOf(pattern_id, identity);
+  rocksdb::Slice Key(std::string_view pattern_id, std::string_view identity) {
+    key_.assign(1, 'k');
+    PutBytes(&key_, pattern_id);
+    key_.append(identity);
+    return key_;
+  }
+  void RemoveKeysUnder(const std::string& prefix) {
+    class KeepOthers : public rocksdb::WriteBatch::Handler {
+     public:
+      KeepOthers(const std::string& prefix, rocksdb::WriteBatch* to) : prefix_(prefix), to_(to) {}
+      rocksdb::Status PutCF(uint32_t, const rocksdb::Slice& key, const rocksdb::Slice& value) override {
+        return key.starts_with(prefix_) ? rocksdb::Status::OK() : to_->Put(key, value);
+      }
+      rocksdb::Status DeleteCF(uint32_t, const rocksdb::Slice& key) override {
+        return key.starts_with(prefix_) ? rocksdb::Status::OK() : to_->Delete(key);
+      }
+
+     private:
+      rocksdb::Slice prefix_;
+      rocksdb::WriteBatch* to_;
+    };
+    rocksdb::WriteBatch kept;
+    KeepOthers keep(prefix, &kept);
+    changes.batch.Iterate(&keep).PermitUncheckedError();  // only Put and Delete are ever added
+    changes.batch = std::move(kept);
   }
   std::string key_;
 };
@@ -342,13 +385,22 @@ Status CheckpointStore::Adopt(uint64_t id) {
 }
 
 std::vector<nfa::StateWriter*> CheckpointStore::Writers(size_t workers) {
-  writers_.clear();
-  std::vector<nfa::StateWriter*> out;
-  for (size_t i = 0; i < workers; ++i) {
-    writers_.push_back(std::make_unique<BatchWriter>());
-    out.push_back(writers_.back().get());
+  if (writers_.size() != workers) {
+    writers_.clear();
+    for (size_t i = 0; i < workers; ++i) writers_.push_back(std::make_unique<BatchWriter>());
   }
+  std::vector<nfa::StateWriter*> out;
+  for (const auto& w : writers_) out.push_back(w.get());
   return out;
+}
+
+void CheckpointStore::Seal() {
+  sealed_.resize(writers_.size());
+  for (size_t i = 0; i < writers_.size(); ++i) {
+    // The sealed changes written last time lend their memory to the next ones.
+    std::swap(writers_[i]->changes, sealed_[i]);
+    writers_[i]->changes.Clear();
+  }
 }
 
 Status CheckpointStore::Validate(const std::string& dir, uint64_t previous_id, uint64_t* bytes,
@@ -379,6 +431,7 @@ Status CheckpointStore::Validate(const std::string& dir, uint64_t previous_id, u
 }
 
 Result<CheckpointMeta> CheckpointStore::Commit(CheckpointMeta meta, int64_t started_steady_ms) {
+  Seal();
   Result<CheckpointMeta> written = Write(std::move(meta), started_steady_ms);
   if (written.ok()) Keep(*written);
   return written;
@@ -387,38 +440,32 @@ Result<CheckpointMeta> CheckpointStore::Commit(CheckpointMeta meta, int64_t star
 Result<CheckpointMeta> CheckpointStore::Write(CheckpointMeta meta, int64_t started_steady_ms) {
   rocksdb::WriteOptions write;
   write.disableWAL = true;
-  // One batch, so the live database never holds half a checkpoint's changes: the drops first,
-  // then every worker's keys (a copy, which costs what changed).
-  rocksdb::WriteBatch batch;
+  // The drops first, then every worker's keys, each worker's batch as it is (copying them into
+  // one would copy everything written). The live database may hold part of a checkpoint's
+  // changes meanwhile, or after a failure: it is read only for keys unchanged since the
+  // checkpoint restored (SpillStore), and a failed checkpoint is followed by one that drops
+  // and writes every key.
+  rocksdb::WriteBatch drops;
   std::set<std::string> dropped;
   bool dropped_all = false;
-  for (const auto& w : writers_) {
-    dropped.insert(w->dropped.begin(), w->dropped.end());
-    dropped_all = dropped_all || w->dropped_all;
+  for (const Changes& c : sealed_) {
+    dropped.insert(c.dropped.begin(), c.dropped.end());
+    dropped_all = dropped_all || c.dropped_all;
   }
-  if (dropped_all) batch.DeleteRange("k", PrefixEnd("k"));
+  if (dropped_all) drops.DeleteRange("k", PrefixEnd("k"));
   for (const std::string& id : dropped) {
     const std::string prefix = PatternPrefix(id);
-    batch.DeleteRange(prefix, PrefixEnd(prefix));
+    drops.DeleteRange(prefix, PrefixEnd(prefix));
   }
-  class Copy : public rocksdb::WriteBatch::Handler {
-   public:
-    explicit Copy(rocksdb::WriteBatch* to) : to_(to) {}
-    rocksdb::Status PutCF(uint32_t, const rocksdb::Slice& key, const rocksdb::Slice& value) override {
-      return to_->Put(key, value);
-    }
-    rocksdb::Status DeleteCF(uint32_t, const rocksdb::Slice& key) override { return to_->Delete(key); }
-
-   private:
-    rocksdb::WriteBatch* to_;
-  } copy(&batch);
+  if (drops.Count() > 0) {
+    if (Status s = FromRocks(live_->Write(write, &drops), "dropping state"); !s.ok()) return s;
+  }
   meta.keys_written = 0;
-  for (const auto& w : writers_) {
-    meta.keys_written += static_cast<uint64_t>(w->batch.Count());
-    if (Status s = FromRocks(w->batch.Iterate(&copy), "collecting state"); !s.ok()) return s;
+  for (Changes& c : sealed_) {
+    meta.keys_written += static_cast<uint64_t>(c.batch.Count());
+    if (Status s = FromRocks(live_->Write(write, &c.batch), "writing state"); !s.ok()) return s;
+    c.Clear();
   }
-  writers_.clear();
-  if (Status s = FromRocks(live_->Write(write, &batch), "writing state"); !s.ok()) return s;
 
   meta.id = last_id_ + 1;
   const std::string final_dir = PathOf(meta.id);

@@ -100,17 +100,22 @@ class CheckpointStore {
   // Starts from no state: an empty live database; every checkpoint is set aside.
   Status StartEmpty();
 
-  // The writers for a checkpoint's `workers` workers; writer i is used on worker i's thread
-  // only. Valid until Commit.
+  // The writers collecting the next checkpoint's changes for `workers` workers, ahead of its
+  // barrier or at it; writer i is used on worker i's thread only, never during Seal. They last
+  // until a call with another count, which drops what they hold.
   std::vector<nfa::StateWriter*> Writers(size_t workers);
-  // Writes what the writers collected and makes checkpoint `meta.id = last id + 1` of it; fills
-  // in meta's sizes and its duration (from `started_steady_ms`, when the barrier began).
+  // The changes the writers hold are the next checkpoint's; the writers start again empty.
+  // Called after the checkpoint's barrier.
+  void Seal();
+  // Seal, then writes the sealed changes and makes checkpoint `meta.id = last id + 1` of them;
+  // fills in meta's sizes and its duration (from `started_steady_ms`, when the barrier began).
   // REQUIRES: Adopt() or StartEmpty() was called.
   Result<CheckpointMeta> Commit(CheckpointMeta meta, int64_t started_steady_ms);
-  // Commit in two steps, so that the writing (the long part) can run on another thread while
-  // the owner goes on: Write makes the checkpoint on disk, Keep then counts it (checkpoints()
-  // and the pruning of old ones). Until Keep, only GetLive, checkpoints() and disk_bytes() may
-  // be called meanwhile, and no other Write or Writers.
+  // Commit in steps, so that the writing (the long part) can run on another thread while the
+  // owner goes on: Seal, then Write makes the checkpoint on disk, and Keep counts it
+  // (checkpoints() and the pruning of old ones). Until Keep, only Writers (the writers, for
+  // the checkpoint after), GetLive, checkpoints() and disk_bytes() may be used meanwhile; no
+  // other Seal or Write.
   Result<CheckpointMeta> Write(CheckpointMeta meta, int64_t started_steady_ms);
   void Keep(const CheckpointMeta& meta);
 
@@ -133,10 +138,12 @@ class CheckpointStore {
   void Prune();
   void SetAside(uint64_t id) const;
 
+  struct Changes;
   class BatchWriter;
   Options options_;
   std::unique_ptr<rocksdb::DB> live_;
   std::vector<std::unique_ptr<BatchWriter>> writers_;
+  std::vector<Changes> sealed_;  // the checkpoint being written
   std::vector<CheckpointMeta> kept_;  // newest first
   uint64_t last_id_ = 0;
 };

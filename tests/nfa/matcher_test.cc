@@ -593,4 +593,45 @@ TEST_CASE("Matcher: patterns cannot change from a sink callback") {
   CHECK(f.matcher->RemovePattern("pa").ok());
 }
 
+TEST_CASE("Matcher: changes written ahead, a key at a time, leave the checkpoint unchanged") {
+  // Keys start, change, end (their windows close) and start again; a pattern is replaced
+  // between two writes. Writing one changed key ahead after every event, then the rest, must
+  // store exactly what one write at the end stores.
+  MatcherOptions options;
+  options.track_changes = true;
+  Fixture ahead(std::string(kPa) + "\n---\n" + kPb, options);
+  Fixture at_end(std::string(kPa) + "\n---\n" + kPb, options);
+  vigil::testing::MemoryStateStore ahead_store, at_end_store;
+  std::vector<std::string> events;
+  for (int i = 0; i < 60; ++i) {
+    const char* names[] = {"a", "b", "a", "c", "x"};
+    events.push_back(vigil::testing::Ev("e" + std::to_string(i), 3 * i, names[i % 5], 0, "k" + std::to_string(i % 7)));
+  }
+  size_t written_ahead = 0;
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (i == 20) {  // a checkpoint, as the barrier takes it
+      REQUIRE(ahead.matcher->WriteChanges(&ahead_store).ok());
+      REQUIRE(at_end.matcher->WriteChanges(&at_end_store).ok());
+      CHECK(ahead_store.keys() == at_end_store.keys());
+    }
+    if (i == 40) {
+      REQUIRE(ahead.matcher->ReplacePattern(ahead.Compile(kPaV2)).ok());
+      REQUIRE(at_end.matcher->ReplacePattern(at_end.Compile(kPaV2)).ok());
+    }
+    ahead.Add({events[i]});
+    at_end.Add({events[i]});
+    const vigil::Result<size_t> left = ahead.matcher->WriteChangesAhead(&ahead_store, 1);
+    REQUIRE(left.ok());
+    written_ahead += *left > 0 ? 1 : 0;
+  }
+  CHECK(written_ahead > 10);  // it did write ahead, with more left each time
+  REQUIRE(ahead.matcher->WriteChanges(&ahead_store).ok());
+  REQUIRE(at_end.matcher->WriteChanges(&at_end_store).ok());
+  CHECK(!at_end_store.keys().empty());
+  CHECK(ahead_store.keys() == at_end_store.keys());
+  const vigil::Result<size_t> left = ahead.matcher->WriteChangesAhead(&ahead_store, 1);
+  REQUIRE(left.ok());
+  CHECK(*left == 0);
+}
+
 TEST_SUITE_END();

@@ -152,6 +152,39 @@ TEST_CASE("Checkpoint store: each checkpoint holds its keys, and later ones add 
   CHECK(third.id == second.id + 1);  // ids never repeat
 }
 
+TEST_CASE("Checkpoint store: changes written ahead of the barrier are the next checkpoint's, and a drop after them wins") {
+  vigil::testing::TempDir dir;
+  auto store = OpenStore(dir.path(), 3);
+  REQUIRE(store->StartEmpty().ok());
+  const CheckpointMeta first = Commit(store.get(), 10, [](auto& writers) { writers[0]->PutKey("p", "old", "0"); });
+
+  // Written ahead, then the barrier: pattern p was replaced in between.
+  std::vector<vigil::nfa::StateWriter*> writers = store->Writers(2);
+  writers[0]->PutKey("p", "a", "ahead");
+  writers[1]->PutKey("q", "b", "1");
+  writers[1]->DeleteKey("q", "b");
+  writers[1]->PutKey("q", "b", "2");
+  writers[0]->DropPattern("p");
+  writers[0]->PutKey("p", "c", "new version");
+  store->Seal();
+  // What comes after the barrier is for the checkpoint after.
+  CHECK(store->Writers(2) == writers);
+  writers[1]->PutKey("q", "later", "x");
+  CheckpointMeta meta;
+  meta.input_position = 20;
+  Result<CheckpointMeta> second = store->Write(meta, 0);
+  REQUIRE(second.ok());
+  store->Keep(*second);
+  CHECK(second->keys_written == 4);
+  const Keys expected = {{{"p", "c"}, "new version"}, {{"q", "b"}, "2"}};
+  CHECK(Read(*store, second->id) == expected);
+  CHECK(Read(*store, first.id).size() == 1);
+
+  const CheckpointMeta third = Commit(store.get(), 30, [](auto&) {});
+  CHECK(third.keys_written == 1);
+  CHECK(Read(*store, third.id).at({"q", "later"}) == "x");
+}
+
 TEST_CASE("Checkpoint store: only the newest `retain` checkpoints are kept") {
   vigil::testing::TempDir dir;
   auto store = OpenStore(dir.path(), 2);

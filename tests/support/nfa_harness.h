@@ -174,35 +174,39 @@ class MemorySpills {
   std::vector<std::unique_ptr<Spill>> spills_;
 };
 
-// Takes a checkpoint of `matcher` into `store` (one writer for all workers: they write
-// different keys, but at once, so through a lock).
-inline std::string CheckpointInto(engine::ShardedMatcher* matcher, MemoryStateStore* store) {
-  class Locked : public nfa::StateWriter {
-   public:
-    explicit Locked(MemoryStateStore* store) : store_(store) {}
-    void DropPattern(std::string_view id) override {
-      const std::lock_guard lock(mutex_);
-      store_->DropPattern(id);
-    }
-    void PutKey(std::string_view p, std::string_view k, std::string_view v) override {
-      const std::lock_guard lock(mutex_);
-      store_->PutKey(p, k, v);
-    }
-    void DeleteKey(std::string_view p, std::string_view k) override {
-      const std::lock_guard lock(mutex_);
-      store_->DeleteKey(p, k);
-    }
-    void DropAll() override {
-      const std::lock_guard lock(mutex_);
-      store_->DropAll();
-    }
+// A store's writer for all of an engine's workers: they write different keys, but at once,
+// so through a lock.
+class LockedWriter : public nfa::StateWriter {
+ public:
+  explicit LockedWriter(MemoryStateStore* store) : store_(store) {}
+  void DropPattern(std::string_view id) override {
+    const std::lock_guard lock(mutex_);
+    store_->DropPattern(id);
+  }
+  void PutKey(std::string_view p, std::string_view k, std::string_view v) override {
+    const std::lock_guard lock(mutex_);
+    store_->PutKey(p, k, v);
+  }
+  void DeleteKey(std::string_view p, std::string_view k) override {
+    const std::lock_guard lock(mutex_);
+    store_->DeleteKey(p, k);
+  }
+  void DropAll() override {
+    const std::lock_guard lock(mutex_);
+    store_->DropAll();
+  }
+  std::vector<nfa::StateWriter*> for_workers(const engine::ShardedMatcher& matcher) {
+    return std::vector<nfa::StateWriter*>(matcher.workers(), this);
+  }
 
-   private:
-    MemoryStateStore* store_;
-    std::mutex mutex_;
-  } locked(store);
-  std::vector<nfa::StateWriter*> writers(matcher->workers(), &locked);
-  Result<std::string> progress = matcher->Checkpoint(writers);
+ private:
+  MemoryStateStore* store_;
+  std::mutex mutex_;
+};
+
+// Takes a checkpoint of `matcher` through `writer`.
+inline std::string CheckpointInto(engine::ShardedMatcher* matcher, LockedWriter* writer) {
+  Result<std::string> progress = matcher->Checkpoint(writer->for_workers(*matcher));
   REQUIRE(progress.ok());
   return *progress;
 }
@@ -227,9 +231,9 @@ inline void FeedOneByOne(nfa::Matcher* matcher, nfa::FieldSchema* schema,
 }
 
 // Stops the engine at every position of `events`, checkpoints it (also once half-way there, so
-// the last checkpoint writes only what changed since), restores the checkpoint into a new
-// engine with another worker count and goes on there: the matches and problems before the
-// stop plus those after it must be the uninterrupted run's.
+// the last checkpoint writes only what changed since, part of it written ahead), restores the
+// checkpoint into a new engine with another worker count and goes on there: the matches and
+// problems before the stop plus those after it must be the uninterrupted run's.
 inline void CheckRestoreAtEveryPosition(const std::vector<std::shared_ptr<const nfa::Nfa>>& nfas,
                                         nfa::FieldSchema* schema, nfa::MatcherOptions options,
                                         const std::vector<std::string>& events,
@@ -243,15 +247,19 @@ inline void CheckRestoreAtEveryPosition(const std::vector<std::shared_ptr<const 
     engine_options.events_per_chunk = 2;
     engine_options.chunks = 3;
     MemoryStateStore store;
+    LockedWriter writer(&store);
     std::string progress;
     {
       engine_options.workers = 2;
       engine::ShardedMatcher first(nfas, schema, engine_options, &before, before.worker_sinks());
       for (size_t i = 0; i < stop; ++i) {
         first.Add(events[i], i + 1);
-        if (i + 1 == stop / 2) CheckpointInto(&first, &store);
+        if (i + 1 == stop / 2) {
+          CheckpointInto(&first, &writer);
+          first.WriteAhead(writer.for_workers(first));
+        }
       }
-      progress = CheckpointInto(&first, &store);
+      progress = CheckpointInto(&first, &writer);
     }
     // The second engine keeps almost nothing in memory: restored keys stay in the checkpoint
     // and every key goes to the spill after each step.
