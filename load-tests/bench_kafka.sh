@@ -7,14 +7,14 @@
 #       exactly_once and with at_least_once;
 #   (c) latency: vigil-kafka-load produces at a fixed rate into a running vigil (no allowed
 #       out-of-orderness) and reads the alerts back read_committed; produce-to-alert p50 and
-#       p99, with one input partition and with P. With exactly_once an alert is visible at the
+#       p99 after a warm-up, with one input partition and with P. With exactly_once an alert is visible at the
 #       commit after it: up to one commit interval more. With several partitions an event also
 #       waits until every partition has passed its time (the producer fills one partition's
 #       batch at a time); (d) is the same load read straight back, Kafka's own latency.
 # The broker, vigil and the client share this machine's cores. Prints a Markdown table.
 #
 # Usage: load-tests/bench_kafka.sh [--build DIR] [--events N] [--keys K] [--workers W]
-#            [--partitions P] [--rate R] [--duration S] [--commit-interval D]
+#            [--partitions P] [--rate R] [--duration S] [--warmup S] [--commit-interval D]
 #            [--only throughput|latency|kafka] [--guarantee exactly_once|at_least_once]
 set -euo pipefail
 
@@ -26,7 +26,8 @@ keys=100000
 workers=2
 partitions=3
 rate=50000
-duration=20
+duration=60
+warmup=5
 commit_interval=100ms
 only=""
 guarantees="exactly_once at_least_once"
@@ -41,6 +42,7 @@ while [[ $# -gt 0 ]]; do
     --partitions) partitions="$2"; shift 2 ;;
     --rate) rate="$2"; shift 2 ;;
     --duration) duration="$2"; shift 2 ;;
+    --warmup) warmup="$2"; shift 2 ;;
     --commit-interval) commit_interval="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
     --guarantee) guarantees="$2"; shift 2 ;;
@@ -57,11 +59,17 @@ port="${VIGIL_KAFKA_PORT:-9092}"
 broker="127.0.0.1:$port"
 "$ROOT/scripts/kafka.sh" status >/dev/null 2>&1 || "$ROOT/scripts/kafka.sh" start >&2
 
-file="$BENCH_DIR/events-$events-$keys-42-$source_sum.ndjson"
-if [[ ! -s "$file" ]]; then
-  "$generator" --events "$events" --keys "$keys" --seed 42 --fraud-rate 0.0002 > "$file.tmp.$$"
-  mv "$file.tmp.$$" "$file"
-fi
+generated() {  # EVENTS: the path of a generated stream of that many events (made once)
+  local path="$BENCH_DIR/events-$1-$keys-42-$source_sum.ndjson"
+  if [[ ! -s "$path" ]]; then
+    "$generator" --events "$1" --keys "$keys" --seed 42 --fraud-rate 0.0002 > "$path.tmp.$$"
+    mv "$path.tmp.$$" "$path"
+  fi
+  echo "$path"
+}
+file="$(generated "$events")"
+# The latency runs produce at a fixed rate for the warm-up and the duration.
+latency_file="$(generated "$(awk -v r="$rate" -v s="$((warmup + duration))" 'BEGIN { printf "%d", r * s }')")"
 work="$(mktemp -d)"
 trap 'pkill -f -- "--data-dir $work" 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -128,8 +136,8 @@ wanted latency && for input_partitions in 1 "$partitions"; do
     # In order, as produced: an event is matched as soon as every partition has passed its time.
     port_v=$(serve "$prefix" "$guarantee" 0 "$input_partitions")
     sleep 2
-    line=$("$load" --brokers "$broker" --topic "$prefix-events" --alerts-topic "$prefix-alerts" --events "$file" \
-             --rate "$rate" --duration "$duration" --settle 5 --timeline "${BENCH_VERBOSE:-0}" 2>"$work/load-$prefix.err")
+    line=$("$load" --brokers "$broker" --topic "$prefix-events" --alerts-topic "$prefix-alerts" --events "$latency_file" \
+             --rate "$rate" --duration "$duration" --warmup "$warmup" --settle 5 --timeline "${BENCH_VERBOSE:-0}" 2>"$work/load-$prefix.err")
     if [[ -n "${BENCH_VERBOSE:-}" ]]; then
       cat "$work/load-$prefix.err" >&2
       curl -s "http://127.0.0.1:$port_v/metrics" | grep -E '^vigil_checkpoint_(last|total)|^vigil_checkpoints_total' >&2
@@ -145,7 +153,7 @@ done
 wanted kafka || exit 0
 prefix="k$RANDOM"
 "$ROOT/scripts/kafka.sh" topic "$prefix-events" "$partitions" >/dev/null
-line=$("$load" --brokers "$broker" --topic "$prefix-events" --alerts-topic "$prefix-events" --events "$file" \
-         --rate "$rate" --duration "$duration" --settle 3 2>/dev/null)
+line=$("$load" --brokers "$broker" --topic "$prefix-events" --alerts-topic "$prefix-events" --events "$latency_file" \
+         --rate "$rate" --duration "$duration" --warmup "$warmup" --settle 3 2>/dev/null)
 read -r produced seconds per_second alerts p50 p99 < <(echo "$line" | awk '{print $2, $5, $7, $10, $14, $16}' | tr -d '(;')
 echo "| produce-to-consume at $rate/s (Kafka only) | - | $produced | $seconds | $per_second | - | $p50 | $p99 |"

@@ -2,12 +2,14 @@
 // them: the produce-to-alert latency of every alert read back read_committed.
 //
 //   vigil-kafka-load --brokers B --topic T --alerts-topic A --events FILE
-//                    [--rate R] [--duration S] [--settle S] [--timeline 1]
+//                    [--rate R] [--duration S] [--warmup S] [--settle S] [--timeline 1]
 //
 // Every event gets "sent_at":<epoch ms> (its produce time) after its opening '{'; an alert's
 // latency is the time it is read (committed) less the latest sent_at among its events.
 // --rate R produces R events/s (0: as fast as librdkafka takes them) for --duration seconds
-// (or the whole file once, whichever ends first); alerts are read for --settle seconds more.
+// (or the whole file once, whichever ends first) after --warmup seconds produced the same way
+// whose alerts are not counted (connections, the broker's JIT, first allocations); alerts are
+// read for --settle seconds more.
 // Prints: produced, events/s, alerts, p50, p99, max latency (ms). --timeline 1 also prints,
 // on stderr, each second's alerts (by the time their last event was sent) and their largest
 // latency, to tell a steady cost from a pause.
@@ -17,6 +19,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -72,7 +75,7 @@ std::string PatternOf(std::string_view alert) {
 
 int main(int argc, char** argv) {
   std::string brokers, topic, alerts_topic, events_path;
-  double rate = 0, duration = 60, settle = 5;
+  double rate = 0, duration = 60, warmup = 0, settle = 5;
   bool timeline = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
@@ -83,6 +86,7 @@ int main(int argc, char** argv) {
     else if (flag == "--rate") rate = std::stod(value);
     else if (flag == "--duration") duration = std::stod(value);
     else if (flag == "--settle") settle = std::stod(value);
+    else if (flag == "--warmup") warmup = std::stod(value);
     else if (flag == "--timeline") timeline = value == "1";
     else Die("unknown flag " + flag + " (see the header of load-tests/kafka_load.cc)");
   }
@@ -100,6 +104,8 @@ int main(int argc, char** argv) {
 
   // Alerts are read from their end as it is now: only this run's count.
   std::atomic<bool> producing{true};
+  // Alerts whose events were sent before this wall-clock time belong to the warm-up.
+  std::atomic<int64_t> counted_from_ms{INT64_MAX};
   std::vector<int64_t> latencies;
   std::map<std::string, std::vector<int64_t>> by_pattern;
   std::map<int64_t, std::pair<size_t, int64_t>> by_second;  // sent second: alerts, largest latency
@@ -128,7 +134,7 @@ int main(int argc, char** argv) {
       if (!m->err) {
         const std::string_view alert(static_cast<const char*>(m->payload), m->len);
         const int64_t sent = LatestSentAt(alert);
-        if (sent > 0) {
+        if (sent >= counted_from_ms) {
           const int64_t latency = NowMs() - sent;
           latencies.push_back(latency);
           by_pattern[PatternOf(alert)].push_back(latency);
@@ -147,11 +153,12 @@ int main(int argc, char** argv) {
   rd_kafka_t* producer = Client(RD_KAFKA_PRODUCER, {{"bootstrap.servers", brokers}, {"linger.ms", "5"},
                                                     {"queue.buffering.max.messages", "1000000"}});
   const auto start = std::chrono::steady_clock::now();
+  counted_from_ms = NowMs() + static_cast<int64_t>(warmup * 1000);
   size_t produced = 0;
   std::string record;
   while (produced < events.size()) {
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (elapsed >= duration) break;
+    if (elapsed >= warmup + duration) break;
     if (rate > 0 && produced >= static_cast<size_t>(elapsed * rate)) {
       std::this_thread::sleep_for(std::chrono::microseconds(200));
       rd_kafka_poll(producer, 0);
