@@ -7,10 +7,11 @@
 #       exactly_once and with at_least_once;
 #   (c) latency: vigil-kafka-load produces at a fixed rate into a running vigil (no allowed
 #       out-of-orderness) and reads the alerts back read_committed; produce-to-alert p50 and
-#       p99 after a warm-up, with one input partition and with P. With exactly_once an alert is visible at the
-#       commit after it: up to one commit interval more. With several partitions an event also
-#       waits until every partition has passed its time (the producer fills one partition's
-#       batch at a time); (d) is the same load read straight back, Kafka's own latency.
+#       p99 after a warm-up, with one input partition and with P (records keyed by card, so
+#       each partition gets a batch every linger.ms). With exactly_once an alert is visible at
+#       the commit after it: up to one commit interval more. With several partitions an event
+#       also waits until every partition has passed its time; (d) is the same load read
+#       straight back, Kafka's own latency.
 # The broker, vigil and the client share this machine's cores. Prints a Markdown table.
 #
 # Usage: load-tests/bench_kafka.sh [--build DIR] [--events N] [--keys K] [--workers W]
@@ -137,7 +138,7 @@ wanted latency && for input_partitions in 1 "$partitions"; do
     port_v=$(serve "$prefix" "$guarantee" 0 "$input_partitions")
     sleep 2
     line=$("$load" --brokers "$broker" --topic "$prefix-events" --alerts-topic "$prefix-alerts" --events "$latency_file" \
-             --rate "$rate" --duration "$duration" --warmup "$warmup" --settle 5 --timeline "${BENCH_VERBOSE:-0}" 2>"$work/load-$prefix.err")
+             --rate "$rate" --duration "$duration" --warmup "$warmup" --key-field card_id --settle 5 --timeline "${BENCH_VERBOSE:-0}" 2>"$work/load-$prefix.err")
     if [[ -n "${BENCH_VERBOSE:-}" ]]; then
       cat "$work/load-$prefix.err" >&2
       curl -s "http://127.0.0.1:$port_v/metrics" | grep -E '^vigil_checkpoint_(last|total)|^vigil_checkpoints_total' >&2
@@ -154,6 +155,6 @@ wanted kafka || exit 0
 prefix="k$RANDOM"
 "$ROOT/scripts/kafka.sh" topic "$prefix-events" "$partitions" >/dev/null
 line=$("$load" --brokers "$broker" --topic "$prefix-events" --alerts-topic "$prefix-events" --events "$latency_file" \
-         --rate "$rate" --duration "$duration" --warmup "$warmup" --settle 3 2>/dev/null)
+         --rate "$rate" --duration "$duration" --warmup "$warmup" --key-field card_id --settle 3 2>/dev/null)
 read -r produced seconds per_second alerts p50 p99 < <(echo "$line" | awk '{print $2, $5, $7, $10, $14, $16}' | tr -d '(;')
 echo "| produce-to-consume at $rate/s (Kafka only) | - | $produced | $seconds | $per_second | - | $p50 | $p99 |"

@@ -3,6 +3,7 @@
 //
 //   vigil-kafka-load --brokers B --topic T --alerts-topic A --events FILE
 //                    [--rate R] [--duration S] [--warmup S] [--settle S] [--timeline 1]
+//                    [--key-field F]
 //
 // Every event gets "sent_at":<epoch ms> (its produce time) after its opening '{'; an alert's
 // latency is the time it is read (committed) less the latest sent_at among its events.
@@ -10,6 +11,9 @@
 // (or the whole file once, whichever ends first) after --warmup seconds produced the same way
 // whose alerts are not counted (connections, the broker's JIT, first allocations); alerts are
 // read for --settle seconds more.
+// --key-field F: each record's key is the event's string field F (a card, an account), as a
+// producer that keeps each entity's events in order would send them; without it records have
+// no key, and librdkafka fills one partition's batch at a time.
 // Prints: produced, events/s, alerts, p50, p99, max latency (ms). --timeline 1 also prints,
 // on stderr, each second's alerts (by the time their last event was sent) and their largest
 // latency, to tell a steady cost from a pause.
@@ -62,13 +66,13 @@ int64_t LatestSentAt(std::string_view alert) {
   return latest;
 }
 
-// The alert's pattern id (the first "pattern" field).
-std::string PatternOf(std::string_view alert) {
-  static constexpr std::string_view kField = "\"pattern\":\"";
-  const size_t at = alert.find(kField);
-  if (at == std::string_view::npos) return "?";
-  const size_t from = at + kField.size();
-  return std::string(alert.substr(from, alert.find('"', from) - from));
+// The first string field `name` in compact JSON (no escapes in it), empty if none.
+std::string_view StringField(std::string_view json, const std::string& name) {
+  const std::string opening = "\"" + name + "\":\"";
+  const size_t at = json.find(opening);
+  if (at == std::string_view::npos) return {};
+  const size_t from = at + opening.size();
+  return json.substr(from, json.find('"', from) - from);
 }
 
 }  // namespace
@@ -77,6 +81,7 @@ int main(int argc, char** argv) {
   std::string brokers, topic, alerts_topic, events_path;
   double rate = 0, duration = 60, warmup = 0, settle = 5;
   bool timeline = false;
+  std::string key_field;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--brokers") brokers = value;
@@ -87,6 +92,7 @@ int main(int argc, char** argv) {
     else if (flag == "--duration") duration = std::stod(value);
     else if (flag == "--settle") settle = std::stod(value);
     else if (flag == "--warmup") warmup = std::stod(value);
+    else if (flag == "--key-field") key_field = value;
     else if (flag == "--timeline") timeline = value == "1";
     else Die("unknown flag " + flag + " (see the header of load-tests/kafka_load.cc)");
   }
@@ -137,7 +143,7 @@ int main(int argc, char** argv) {
         if (sent >= counted_from_ms) {
           const int64_t latency = NowMs() - sent;
           latencies.push_back(latency);
-          by_pattern[PatternOf(alert)].push_back(latency);
+          by_pattern[std::string(StringField(alert, "pattern"))].push_back(latency);
           auto& [count, largest] = by_second[sent / 1000];
           ++count;
           largest = std::max(largest, latency);
@@ -169,7 +175,9 @@ int main(int argc, char** argv) {
     record += std::to_string(NowMs());
     record += ',';
     record.append(event, 1);
+    const std::string_view key = key_field.empty() ? std::string_view() : StringField(event, key_field);
     while (rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                             RD_KAFKA_V_KEY(key.data(), key.size()),
                              RD_KAFKA_V_VALUE(record.data(), record.size()), RD_KAFKA_V_END) ==
            RD_KAFKA_RESP_ERR__QUEUE_FULL) {
       rd_kafka_poll(producer, 10);
