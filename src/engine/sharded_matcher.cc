@@ -483,8 +483,11 @@ void ShardedMatcher::Match(Worker& worker, Chunk& chunk) {
   worker.events += events.size();
   if (worker.ahead) {
     worker.ahead_left = true;
-    // Bounded by the chunk's events, so writing ahead slows matching by a share, not a pause.
-    WriteSomeAhead(worker, (events.size() + kEventsPerKeyAhead - 1) / kEventsPerKeyAhead);
+    // Bounded by the chunk's events, so writing ahead slows matching by a share, not a pause;
+    // and none while more input waits: a worker behind would only fall further behind, and
+    // its batch would fill with keys that change again before the barrier.
+    const bool more_waits = threaded() && worker.inbox.size() > 1;
+    if (!more_waits) WriteSomeAhead(worker, (events.size() + kEventsPerKeyAhead - 1) / kEventsPerKeyAhead);
   }
   worker.busy_ns += NanosSince(started);
   PublishCosts(worker);
@@ -502,12 +505,23 @@ void ShardedMatcher::WriteAhead(std::span<nfa::StateWriter* const> writers) {
   writing_ahead_ = true;
   for (auto& worker : workers_) {
     if (threaded()) {
-      worker->inbox.Push({Worker::Message::Kind::kWriteAhead, nullptr, nullptr, nullptr, writers[worker->index]});
+      worker->inbox.Push({.kind = Worker::Message::Kind::kWriteAhead, .writer = writers[worker->index]});
     } else {
       worker->ahead = writers[worker->index];
       worker->ahead_left = true;
     }
   }
+}
+
+void ShardedMatcher::StopWritingAhead() {
+  if (!writing_ahead_) return;
+  Barrier(StopAhead);
+  writing_ahead_ = false;
+}
+
+void ShardedMatcher::StopAhead(Worker& worker) {
+  worker.ahead = nullptr;
+  worker.ahead_left = false;
 }
 
 void ShardedMatcher::PublishCosts(Worker& worker) {
@@ -570,7 +584,11 @@ void ShardedMatcher::AdvanceWatermark(int64_t watermark_ms) {
 }
 
 void ShardedMatcher::Finish() {
-  Barrier([](Worker& w) { w.matcher->Finish(); });
+  writing_ahead_ = false;
+  Barrier([](Worker& w) {
+    StopAhead(w);
+    w.matcher->Finish();
+  });
   watermark_ms_ = INT64_MAX;
   handed_out_watermark_ms_ = INT64_MAX;
 }
@@ -701,8 +719,7 @@ Result<std::string> ShardedMatcher::Checkpoint(std::span<nfa::StateWriter* const
   std::vector<Status> results(workers_.size());
   writing_ahead_ = false;
   Barrier([&](Worker& w) {
-    w.ahead = nullptr;
-    w.ahead_left = false;
+    StopAhead(w);
     results[w.index] = w.matcher->WriteChanges(writers[w.index], everything);
     progress[w.index] = w.matcher->EncodeProgress();
   });
@@ -763,8 +780,7 @@ Status ShardedMatcher::Restore(std::string_view progress, const KeyScan& scan) {
 void ShardedMatcher::Reset() {
   writing_ahead_ = false;
   Barrier([](Worker& w) {
-    w.ahead = nullptr;
-    w.ahead_left = false;
+    StopAhead(w);
     w.matcher = std::make_unique<nfa::Matcher>(std::vector<std::shared_ptr<const nfa::Nfa>>{},
                                                w.matcher->options(), &w.sink);
     PublishCosts(w);

@@ -183,12 +183,14 @@ class ShardedMatcher {
   Result<std::string> Checkpoint(std::span<nfa::StateWriter* const> writers, bool everything = false);
   // Starts writing the next checkpoint's changes ahead of its barrier, so that the barrier
   // finds fewer left (nfa::Matcher::WriteChangesAhead; a key that changes again is written
-  // again): from now until the Checkpoint, worker i writes changed keys to writers[i] while it
-  // has no input waiting, and after each chunk one key for every kEventsPerKeyAhead events it
-  // matched (rounded up). Does not wait. REQUIRES: as Checkpoint, with the writers it will be given and not
-  // `everything`.
+  // again): from now until the Checkpoint (or Finish, Reset, StopWritingAhead), worker i
+  // writes changed keys to writers[i] while it has no input waiting, and after each chunk
+  // one key for every kEventsPerKeyAhead events it matched (rounded up) unless more input
+  // waits. Does not wait. REQUIRES: as Checkpoint, with the writers it will be given.
   void WriteAhead(std::span<nfa::StateWriter* const> writers);
   static constexpr size_t kEventsPerKeyAhead = 4;
+  // No more writing ahead (a barrier): the writers may go.
+  void StopWritingAhead();
 
   // Calls `visit` for every stored key (pattern id, key identity, state); stops at and returns
   // the first error, its own or visit's.
@@ -240,8 +242,9 @@ class ShardedMatcher {
   template <typename T>
   std::vector<T> ChangeEveryWorker(const std::function<T(nfa::Matcher&)>& change, T initial);
   void Match(Worker& worker, Chunk& chunk);
-  // Writes up to `max_keys` changed keys ahead, if the worker is writing ahead.
+  // Writes up to `max_keys` changed keys ahead (the worker is writing ahead).
   static void WriteSomeAhead(Worker& worker, size_t max_keys);
+  static void StopAhead(Worker& worker);
   // Writing ahead while waiting: keys written between two looks at the inbox.
   static constexpr size_t kAheadKeysWhileIdle = 64;
   // Makes the worker's pattern costs readable by PatternCosts (on the worker's thread).

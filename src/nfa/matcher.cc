@@ -501,6 +501,8 @@ void Matcher::Finish() {
     slot.records.clear();
     slot.free_records.clear();
     slot.timers = {};
+    slot.changed.clear();  // they named the records
+    slot.changed_from = 0;
     slot.runs = 0;
   }
 }
@@ -551,6 +553,7 @@ size_t Matcher::DropState(PatternSlot& slot) {
   slot.free_records.clear();
   slot.timers = {};
   slot.changed.clear();
+  slot.changed_from = 0;
   slot.deleted.clear();
   slot.runs = 0;
   if (options_.track_changes) dropped_patterns_.push_back(slot.nfa->pattern().id);
@@ -622,6 +625,7 @@ Status Matcher::WriteChanges(StateWriter* writer, bool everything) {
     for (PatternSlot& slot : slots_) {
       slot.deleted.clear();
       slot.changed.clear();
+      slot.changed_from = 0;
       for (uint32_t i = 0; i < slot.records.size(); ++i) {
         KeyRecord& record = slot.records[i];
         if (!record.live) continue;
@@ -642,8 +646,8 @@ Result<size_t> Matcher::WriteChangesAhead(StateWriter* writer, size_t max_keys) 
     // Deletions first: a key deleted and then started again is put after its deletion.
     for (const std::string& identity : slot.deleted) writer->DeleteKey(id, identity);
     slot.deleted.clear();
-    for (; !slot.changed.empty() && max_keys > 0; slot.changed.pop_back()) {
-      const auto [index, generation] = slot.changed.back();
+    for (; slot.changed_from < slot.changed.size() && max_keys > 0; ++slot.changed_from) {
+      const auto [index, generation] = slot.changed[slot.changed_from];
       KeyRecord& record = slot.records[index];
       if (!record.live || record.generation != generation || !record.changed) continue;
       if (record.spilled) {
@@ -659,7 +663,11 @@ Result<size_t> Matcher::WriteChangesAhead(StateWriter* writer, size_t max_keys) 
       record.stored = true;
       --max_keys;
     }
-    left += slot.changed.size();
+    if (slot.changed_from == slot.changed.size()) {
+      slot.changed.clear();
+      slot.changed_from = 0;
+    }
+    left += slot.changed.size() - slot.changed_from;
   }
   return left;
 }

@@ -195,8 +195,9 @@ class Matcher {
   Status WriteChanges(StateWriter* writer, bool everything = false);
   // Writes part of what WriteChanges would, ahead of it, so that less is left for the
   // checkpoint's barrier: the dropped patterns, the deletions and up to `max_keys` changed
-  // keys. A key that changes again after it was written ahead is written again. Returns at
-  // most how many changed keys are left (0: none).
+  // keys, oldest changes first (the newest are the likeliest to change again). A key that
+  // changes again after it was written ahead is written again. Returns how many changed keys
+  // may be left: an upper bound, as some listed may since have gone (0: none left).
   // REQUIRES: as WriteChanges, with the writer WriteChanges will be given next.
   Result<size_t> WriteChangesAhead(StateWriter* writer, size_t max_keys);
   std::string EncodeProgress() const;
@@ -258,8 +259,8 @@ class Matcher {
     int64_t timer_ms = INT64_MAX;
     uint32_t generation = 0;
     bool live = false;
-    bool changed = false;  // since the last WriteChanges (track_changes)
-    bool stored = false;   // the state backend holds a value for this key
+    bool changed = false;  // since last written, ahead or not (track_changes)
+    bool stored = false;   // the state backend holds a value for this key, or will at the next checkpoint
     bool spilled = false;  // the state is in the spill, not in `state`
     bool recently_used = false;  // the eviction clock's reference bit
     uint32_t runs = 0;           // partial matches the key holds, as last counted (CountRuns)
@@ -278,9 +279,11 @@ class Matcher {
     std::vector<KeyRecord> records;
     std::vector<uint32_t> free_records;
     std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers;
-    // track_changes: records changed since the last WriteChanges, as (index, generation), and
-    // identities of stored keys whose state is gone.
+    // track_changes: records changed since last written, as (index, generation), oldest
+    // first from changed_from (those before it are written), and identities of stored keys
+    // whose state is gone.
     std::vector<std::pair<uint32_t, uint32_t>> changed;
+    size_t changed_from = 0;
     std::vector<std::string> deleted;
     uint64_t runs = 0;         // the records' runs summed
     uint32_t limit_hand = 0;   // where the per-pattern limit takes runs from next
@@ -377,7 +380,7 @@ class Matcher {
   std::priority_queue<Waiting, std::vector<Waiting>, LaterFirst> waiting_;
   std::vector<Match> matches_;
   KeyNfaState scratch_state_;
-  std::vector<std::string> dropped_patterns_;  // track_changes: since the last WriteChanges
+  std::vector<std::string> dropped_patterns_;  // track_changes: since last written
   std::string encoded_;  // a key's state being written (its capacity reused)
   size_t spilled_keys_ = 0;
   uint64_t budget_floor_ = 0;  // memory left after a sweep that could not reach the budget

@@ -16,7 +16,10 @@ Durability::Durability(Options options, engine::ShardedMatcher* matcher, nfa::Fi
                        AlertLog* alerts, state::SpillStore* spill)
     : options_(std::move(options)), matcher_(matcher), schema_(schema), alerts_(alerts), spill_(spill) {}
 
-Durability::~Durability() = default;
+Durability::~Durability() {
+  // The workers may be writing ahead into the store's writers, which go with this object.
+  matcher_->StopWritingAhead();
+}
 
 Result<std::shared_ptr<const nfa::Nfa>> Durability::Compile(const state::SavedPattern& saved) {
   nfa::ParsedPatterns parsed =
@@ -268,10 +271,11 @@ bool Durability::CheckpointDue() const {
   return write_everything_ || checkpoints().empty() || checkpoints().front().input_position != last_position_;
 }
 
-void Durability::WriteAheadIfDue() {
-  // After a failed checkpoint the next writes every key at its barrier anyway; and while one is
-  // being written the next is not due for a whole interval.
-  if (write_everything_ || writing_.valid()) return;
+void Durability::WriteAheadIfDue(bool matching_behind) {
+  // After a failed checkpoint the next writes every key at its barrier anyway; while one is
+  // being written the next is not due for a whole interval; and while matching is behind the
+  // next may wait (CheckpointIfDue) and the workers have no time to spare.
+  if (write_everything_ || writing_.valid() || matching_behind) return;
   const int64_t lead = std::min(options_.checkpoint_interval_ms / 2, kWriteAheadLeadMs);
   if (SteadyClockMs() - last_checkpoint_steady_ms_ < options_.checkpoint_interval_ms - lead) return;
   matcher_->WriteAhead(store_->Writers(matcher_->workers()));

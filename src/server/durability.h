@@ -8,10 +8,11 @@
 //     from no event (the idle clock) and pattern changes are logged too, at their positions,
 //     so a replay decides as the first run did.
 //  2. Checkpoints: at one input position (an engine barrier) every worker writes the keys that
-//     changed since the last checkpoint into a batch in memory; then the alerts found so far
-//     are flushed, and the checkpoint store records, on a thread of its own while matching goes
-//     on, that batch with the engine's progress, that position, the alert output's position
-//     and the patterns. Taken every checkpoint.interval, at every pattern change, on request
+//     changed since the last checkpoint into a batch in memory, most of them already written
+//     ahead in the moments before (WriteAheadIfDue), so the barrier is short; then the alerts
+//     found so far are flushed, and the checkpoint store records, on a thread of its own while
+//     matching goes on, that batch with the engine's progress, that position, the alert
+//     output's position and the patterns. Taken every checkpoint.interval, at every pattern change, on request
 //     and on shutdown. The input log is trimmed behind the oldest checkpoint kept.
 //  3. Recovery: the newest checkpoint that loads is restored (an older one when it does not),
 //     under the patterns it was taken with; the alert output reads the ids it wrote after that
@@ -116,7 +117,7 @@ class Durability {
   // In the last part of the interval (kWriteAheadLeadMs, at most half of it), has the workers
   // write the changed keys ahead of the next checkpoint, so its barrier, which holds the input
   // back, finds few left (engine::ShardedMatcher::WriteAhead).
-  void WriteAheadIfDue();
+  void WriteAheadIfDue(bool matching_behind = false);
   static constexpr int64_t kWriteAheadLeadMs = 1000;
 
   const std::vector<state::CheckpointMeta>& checkpoints() const { return store_->checkpoints(); }

@@ -173,7 +173,7 @@ void Server::ScheduleTick() {
     alerts_->Flush().IgnoreError();
     if (rules_) rules_->Poll(0);
     durability_->CollectCheckpoint();
-    durability_->WriteAheadIfDue();
+    durability_->WriteAheadIfDue(matcher_->behind());
     if (!kafka_) durability_->CheckpointIfDue(matcher_->behind());  // with Kafka, after a commit
     ReportDroppedPartialMatches(now);
     cpu_budget_->Check(now);

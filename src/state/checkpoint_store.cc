@@ -53,6 +53,13 @@ std::string PatternPrefix(std::string_view pattern_id) {
   return key;
 }
 
+// The key into `key`, whose buffer is reused.
+void SetKey(std::string* key, std::string_view pattern_id, std::string_view identity) {
+  key->assign(1, 'k');
+  PutBytes(key, pattern_id);
+  key->append(identity);
+}
+
 // The first key after every key that starts with `prefix`.
 std::string PrefixEnd(std::string prefix) {
   while (!prefix.empty() && static_cast<uint8_t>(prefix.back()) == 0xff) prefix.pop_back();
@@ -95,17 +102,37 @@ rocksdb::Options DatabaseOptions() {
 
 }  // namespace
 
+// Appends the puts and deletes of `from` to `to`, but those of keys starting with `skipped`
+// (if not empty). Errors: an entry of another kind.
+rocksdb::Status AppendBatch(const rocksdb::WriteBatch& from, rocksdb::WriteBatch* to, std::string_view skipped = {}) {
+  class Append : public rocksdb::WriteBatch::Handler {
+   public:
+    Append(std::string_view skipped, rocksdb::WriteBatch* to) : skipped_(skipped.data(), skipped.size()), to_(to) {}
+    rocksdb::Status PutCF(uint32_t, const rocksdb::Slice& key, const rocksdb::Slice& value) override {
+      return Skipped(key) ? rocksdb::Status::OK() : to_->Put(key, value);
+    }
+    rocksdb::Status DeleteCF(uint32_t, const rocksdb::Slice& key) override {
+      return Skipped(key) ? rocksdb::Status::OK() : to_->Delete(key);
+    }
+
+   private:
+    bool Skipped(const rocksdb::Slice& key) const { return !skipped_.empty() && key.starts_with(skipped_); }
+    rocksdb::Slice skipped_;
+    rocksdb::WriteBatch* to_;
+  } append(skipped, to);
+  return from.Iterate(&append);
+}
+
 // One worker's changes for a checkpoint: the drops apply first, then the batch, in order.
 struct CheckpointStore::Changes {
   rocksdb::WriteBatch batch;
   std::vector<std::string> dropped;
   bool dropped_all = false;
 
-  void Clear() {
-    // A large batch's memory is let go; a usual one is kept, so that filling it again does
-    // not fault its pages in again.
-    constexpr size_t kKeptBytes = size_t{64} << 20;
-    if (batch.GetDataSize() > kKeptBytes) batch = rocksdb::WriteBatch();
+  // A batch's memory up to `kept_bytes` is kept, so that filling it again does not fault its
+  // pages in again; a larger one's is let go.
+  void Clear(size_t kept_bytes) {
+    if (batch.GetDataSize() > kept_bytes) batch = rocksdb::WriteBatch();
     batch.Clear();
     dropped.clear();
     dropped_all = false;
@@ -121,7 +148,7 @@ class CheckpointStore::BatchWriter : public nfa::StateWriter {
     if (changes.batch.Count() > 0) RemoveKeysUnder(PatternPrefix(id));
   }
   void DropAll() override {
-    changes.Clear();
+    changes.Clear(SIZE_MAX);
     changes.dropped_all = true;
   }
   void PutKey(std::string_view pattern_id, std::string_view identity, std::string_view state) override {
@@ -135,29 +162,12 @@ class CheckpointStore::BatchWriter : public nfa::StateWriter {
 
  private:
   rocksdb::Slice Key(std::string_view pattern_id, std::string_view identity) {
-    key_.assign(1, 'k');
-    PutBytes(&key_, pattern_id);
-    key_.append(identity);
+    SetKey(&key_, pattern_id, identity);
     return key_;
   }
   void RemoveKeysUnder(const std::string& prefix) {
-    class KeepOthers : public rocksdb::WriteBatch::Handler {
-     public:
-      KeepOthers(const std::string& prefix, rocksdb::WriteBatch* to) : prefix_(prefix), to_(to) {}
-      rocksdb::Status PutCF(uint32_t, const rocksdb::Slice& key, const rocksdb::Slice& value) override {
-        return key.starts_with(prefix_) ? rocksdb::Status::OK() : to_->Put(key, value);
-      }
-      rocksdb::Status DeleteCF(uint32_t, const rocksdb::Slice& key) override {
-        return key.starts_with(prefix_) ? rocksdb::Status::OK() : to_->Delete(key);
-      }
-
-     private:
-      rocksdb::Slice prefix_;
-      rocksdb::WriteBatch* to_;
-    };
     rocksdb::WriteBatch kept;
-    KeepOthers keep(prefix, &kept);
-    changes.batch.Iterate(&keep).PermitUncheckedError();  // only Put and Delete are ever added
+    AppendBatch(changes.batch, &kept, prefix).PermitUncheckedError();  // it holds only puts and deletes
     changes.batch = std::move(kept);
   }
   std::string key_;
@@ -226,8 +236,8 @@ Result<CheckpointMeta> DecodeCheckpointMeta(std::string_view bytes) {
 CheckpointStore::CheckpointStore(Options options) : options_(std::move(options)) {}
 
 std::string CheckpointStore::KeyOf(std::string_view pattern_id, std::string_view identity) {
-  std::string key = PatternPrefix(pattern_id);
-  key.append(identity);
+  std::string key;
+  SetKey(&key, pattern_id, identity);
   return key;
 }
 
@@ -394,12 +404,19 @@ std::vector<nfa::StateWriter*> CheckpointStore::Writers(size_t workers) {
   return out;
 }
 
+size_t CheckpointStore::KeptBatchBytes() const {
+  // Two batches per worker (being filled, being written); the total bounded whatever the
+  // worker count.
+  constexpr size_t kKeptBytes = size_t{128} << 20;
+  return kKeptBytes / (2 * std::max<size_t>(1, writers_.size()));
+}
+
 void CheckpointStore::Seal() {
   sealed_.resize(writers_.size());
   for (size_t i = 0; i < writers_.size(); ++i) {
     // The sealed changes written last time lend their memory to the next ones.
     std::swap(writers_[i]->changes, sealed_[i]);
-    writers_[i]->changes.Clear();
+    writers_[i]->changes.Clear(KeptBatchBytes());
   }
 }
 
@@ -440,11 +457,11 @@ Result<CheckpointMeta> CheckpointStore::Commit(CheckpointMeta meta, int64_t star
 Result<CheckpointMeta> CheckpointStore::Write(CheckpointMeta meta, int64_t started_steady_ms) {
   rocksdb::WriteOptions write;
   write.disableWAL = true;
-  // The drops first, then every worker's keys, each worker's batch as it is (copying them into
-  // one would copy everything written). The live database may hold part of a checkpoint's
-  // changes meanwhile, or after a failure: it is read only for keys unchanged since the
-  // checkpoint restored (SpillStore), and a failed checkpoint is followed by one that drops
-  // and writes every key.
+  // The drops first, then every worker's keys. The live database is read meanwhile, for keys
+  // out of memory that no checkpoint since the one restored has changed (SpillStore), and
+  // only those may be read between two of these writes: every worker's batch can go as it
+  // is, without copying them all into one. Except after a failed checkpoint: this one then
+  // drops every key and writes them all again, those included, so it is one batch.
   rocksdb::WriteBatch drops;
   std::set<std::string> dropped;
   bool dropped_all = false;
@@ -457,14 +474,21 @@ Result<CheckpointMeta> CheckpointStore::Write(CheckpointMeta meta, int64_t start
     const std::string prefix = PatternPrefix(id);
     drops.DeleteRange(prefix, PrefixEnd(prefix));
   }
-  if (drops.Count() > 0) {
-    if (Status s = FromRocks(live_->Write(write, &drops), "dropping state"); !s.ok()) return s;
-  }
   meta.keys_written = 0;
+  for (const Changes& c : sealed_) meta.keys_written += static_cast<uint64_t>(c.batch.Count());
+  if (dropped_all) {
+    for (const Changes& c : sealed_) {
+      if (Status s = FromRocks(AppendBatch(c.batch, &drops), "collecting state"); !s.ok()) return s;
+    }
+  }
+  if (drops.Count() > 0) {
+    if (Status s = FromRocks(live_->Write(write, &drops), "writing state"); !s.ok()) return s;
+  }
   for (Changes& c : sealed_) {
-    meta.keys_written += static_cast<uint64_t>(c.batch.Count());
-    if (Status s = FromRocks(live_->Write(write, &c.batch), "writing state"); !s.ok()) return s;
-    c.Clear();
+    if (!dropped_all) {
+      if (Status s = FromRocks(live_->Write(write, &c.batch), "writing state"); !s.ok()) return s;
+    }
+    c.Clear(KeptBatchBytes());
   }
 
   meta.id = last_id_ + 1;

@@ -20,8 +20,9 @@
 //  2. A checkpoint that does not load (missing, truncated or corrupt files) is never half
 //     used: restoring tries the next older one (the caller reports why).
 //  3. The newest `retain` checkpoints are kept; older ones are deleted after a new one counts.
-// Thread safety: Commit, Keep, Adopt, StartEmpty and List are for one thread, Write may run on
-// another (see there); a Reader may be scanned by several threads at once.
+// Thread safety: Commit, Seal, Keep, Adopt, StartEmpty and List are for one thread, Write may
+// run on another (see there), and each writer on a worker's (see Writers); a Reader may be
+// scanned by several threads at once.
 
 #include <cstdint>
 #include <memory>
@@ -57,7 +58,8 @@ struct CheckpointMeta {
   std::vector<SavedPattern> patterns;
   uint64_t bytes = 0;      // the checkpoint's files
   uint64_t new_bytes = 0;  // of which first written by this checkpoint
-  uint64_t keys_written = 0;  // keys put or deleted since the previous checkpoint
+  // Key puts and deletes since the previous checkpoint (a key written ahead, then again, twice).
+  uint64_t keys_written = 0;
 };
 
 class CheckpointStore {
@@ -137,6 +139,7 @@ class CheckpointStore {
   Status Validate(const std::string& dir, uint64_t previous_id, uint64_t* bytes, uint64_t* new_bytes) const;
   void Prune();
   void SetAside(uint64_t id) const;
+  size_t KeptBatchBytes() const;
 
   struct Changes;
   class BatchWriter;

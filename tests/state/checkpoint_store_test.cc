@@ -183,6 +183,16 @@ TEST_CASE("Checkpoint store: changes written ahead of the barrier are the next c
   const CheckpointMeta third = Commit(store.get(), 30, [](auto&) {});
   CHECK(third.keys_written == 1);
   CHECK(Read(*store, third.id).at({"q", "later"}) == "x");
+
+  // After a failed checkpoint the next drops everything and writes every key again, what was
+  // written ahead before it included.
+  writers[0]->PutKey("p", "c", "ahead, then dropped");
+  const CheckpointMeta fourth = Commit(store.get(), 40, [](auto& w) {
+    w[0]->DropAll();
+    w[1]->DropAll();
+    w[1]->PutKey("q", "b", "3");
+  });
+  CHECK(Read(*store, fourth.id) == Keys{{{"q", "b"}, "3"}});
 }
 
 TEST_CASE("Checkpoint store: only the newest `retain` checkpoints are kept") {

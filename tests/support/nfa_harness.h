@@ -175,7 +175,8 @@ class MemorySpills {
 };
 
 // A store's writer for all of an engine's workers: they write different keys, but at once,
-// so through a lock.
+// so through a lock. Drops apply to the store at once, so no pattern may be dropped while a
+// worker writes ahead.
 class LockedWriter : public nfa::StateWriter {
  public:
   explicit LockedWriter(MemoryStateStore* store) : store_(store) {}
