@@ -704,8 +704,8 @@ void Api::AppendStateMetrics(std::string* out) {
     metric("vigil_checkpoint_last_bytes", "gauge", "Size of the last checkpoint's files.", last.bytes);
     metric("vigil_checkpoint_last_new_bytes", "gauge", "Bytes the last checkpoint wrote (the rest it shares).",
            last.new_bytes);
-    metric("vigil_checkpoint_last_keys_written", "gauge", "Key puts and deletes the last checkpoint wrote, those written ahead of it included.",
-           last.keys_written);
+    metric("vigil_checkpoint_last_keys_written", "gauge",
+           "Key puts and deletes the last checkpoint wrote, those written ahead of it included.", last.keys_written);
     metric("vigil_checkpoint_age_seconds", "gauge", "Time since the last checkpoint was taken.",
            static_cast<double>(WallClockMs() - last.created_ms) / 1000);
     metric("vigil_checkpoint_last_input_position", "gauge", "Input position the last checkpoint holds.",

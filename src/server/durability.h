@@ -12,8 +12,9 @@
 //     ahead in the moments before (WriteAheadIfDue), so the barrier is short; then the alerts
 //     found so far are flushed, and the checkpoint store records, on a thread of its own while
 //     matching goes on, that batch with the engine's progress, that position, the alert
-//     output's position and the patterns. Taken every checkpoint.interval, at every pattern change, on request
-//     and on shutdown. The input log is trimmed behind the oldest checkpoint kept.
+//     output's position and the patterns. Taken every checkpoint.interval, at every pattern
+//     change, on request and on shutdown. The input log is trimmed behind the oldest checkpoint
+//     kept.
 //  3. Recovery: the newest checkpoint that loads is restored (an older one when it does not),
 //     under the patterns it was taken with; the alert output reads the ids it wrote after that
 //     checkpoint; the input log is replayed from the checkpoint's position; then the pattern

@@ -100,14 +100,14 @@ rocksdb::Options DatabaseOptions() {
   return options;
 }
 
-}  // namespace
-
 // Appends the puts and deletes of `from` to `to`, but those of keys starting with `skipped`
 // (if not empty). Errors: an entry of another kind.
-rocksdb::Status AppendBatch(const rocksdb::WriteBatch& from, rocksdb::WriteBatch* to, std::string_view skipped = {}) {
+rocksdb::Status AppendBatch(const rocksdb::WriteBatch& from, rocksdb::WriteBatch* to,
+                            std::string_view skipped = {}) {
   class Append : public rocksdb::WriteBatch::Handler {
    public:
-    Append(std::string_view skipped, rocksdb::WriteBatch* to) : skipped_(skipped.data(), skipped.size()), to_(to) {}
+    Append(std::string_view skipped, rocksdb::WriteBatch* to)
+        : skipped_(skipped.data(), skipped.size()), to_(to) {}
     rocksdb::Status PutCF(uint32_t, const rocksdb::Slice& key, const rocksdb::Slice& value) override {
       return Skipped(key) ? rocksdb::Status::OK() : to_->Put(key, value);
     }
@@ -122,6 +122,8 @@ rocksdb::Status AppendBatch(const rocksdb::WriteBatch& from, rocksdb::WriteBatch
   } append(skipped, to);
   return from.Iterate(&append);
 }
+
+}  // namespace
 
 // One worker's changes for a checkpoint: the drops apply first, then the batch, in order.
 struct CheckpointStore::Changes {
@@ -406,9 +408,9 @@ std::vector<nfa::StateWriter*> CheckpointStore::Writers(size_t workers) {
 
 size_t CheckpointStore::KeptBatchBytes() const {
   // Two batches per worker (being filled, being written); the total bounded whatever the
-  // worker count.
+  // worker count. Counted from sealed_, which only Seal and Write touch (never at once).
   constexpr size_t kKeptBytes = size_t{128} << 20;
-  return kKeptBytes / (2 * std::max<size_t>(1, writers_.size()));
+  return kKeptBytes / (2 * std::max<size_t>(1, sealed_.size()));
 }
 
 void CheckpointStore::Seal() {
@@ -484,12 +486,12 @@ Result<CheckpointMeta> CheckpointStore::Write(CheckpointMeta meta, int64_t start
   if (drops.Count() > 0) {
     if (Status s = FromRocks(live_->Write(write, &drops), "writing state"); !s.ok()) return s;
   }
-  for (Changes& c : sealed_) {
-    if (!dropped_all) {
+  if (!dropped_all) {
+    for (Changes& c : sealed_) {
       if (Status s = FromRocks(live_->Write(write, &c.batch), "writing state"); !s.ok()) return s;
     }
-    c.Clear(KeptBatchBytes());
   }
+  for (Changes& c : sealed_) c.Clear(KeptBatchBytes());
 
   meta.id = last_id_ + 1;
   const std::string final_dir = PathOf(meta.id);
