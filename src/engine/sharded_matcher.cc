@@ -140,11 +140,12 @@ struct ShardedMatcher::Parsing {
 
 struct ShardedMatcher::Worker {
   struct Message {
-    enum class Kind { kParse, kMatch, kTask, kWriteAhead, kStop } kind;
+    enum class Kind { kParse, kMatch, kTask, kWriteAhead, kMark, kStop } kind;
     Chunk* chunk = nullptr;
     const std::function<void(Worker&)>* task = nullptr;
     std::latch* done = nullptr;
     nfa::StateWriter* writer = nullptr;  // kWriteAhead
+    uint64_t mark = 0;                   // kMark
   };
   Worker(size_t index, size_t inbox_capacity, WorkerSink* matches)
       : index(index), matches(matches), sink(matches), inbox(inbox_capacity) {}
@@ -183,8 +184,8 @@ ShardedMatcher::ShardedMatcher(std::vector<std::shared_ptr<const nfa::Nfa>> patt
   }
   for (size_t i = 0; i < n; ++i) {
     // Each chunk can wait in an inbox at most twice (to be parsed, to be matched), plus one
-    // barrier, one start of writing ahead and the stop: pushing never waits.
-    auto worker = std::make_unique<Worker>(i, 2 * options_.chunks + 3, worker_sinks[i]);
+    // barrier, one mark, one start of writing ahead and the stop: pushing never waits.
+    auto worker = std::make_unique<Worker>(i, 2 * options_.chunks + 4, worker_sinks[i]);
     nfa::MatcherOptions matcher_options = options_.matcher;
     matcher_options.shard = static_cast<uint32_t>(i);
     matcher_options.shards = static_cast<uint32_t>(n);
@@ -249,6 +250,9 @@ void ShardedMatcher::RunWorker(Worker& worker) {
       case Kind::kWriteAhead:
         worker.ahead = message.writer;
         worker.ahead_left = true;
+        break;
+      case Kind::kMark:
+        worker.matches->OnMark(message.mark);
         break;
       case Kind::kStop:
         return;
@@ -574,6 +578,17 @@ void ShardedMatcher::Barrier(const std::function<void(Worker&)>& task) {
 
 void ShardedMatcher::Sync() {
   Barrier([](Worker&) {});
+}
+
+void ShardedMatcher::Mark(uint64_t mark) {
+  Flush();
+  for (auto& worker : workers_) {
+    if (threaded()) {
+      worker->inbox.Push({.kind = Worker::Message::Kind::kMark, .mark = mark});
+    } else {
+      worker->matches->OnMark(mark);
+    }
+  }
 }
 
 void ShardedMatcher::AdvanceWatermark(int64_t watermark_ms) {

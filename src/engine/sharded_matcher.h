@@ -23,7 +23,8 @@
 //
 // Barriers: pattern changes, Sync, Finish and Observe go to every worker behind the chunks
 // already handed out, and return when all workers have applied them, so every worker
-// switches rule version at the same input position (Flink's aligned barriers).
+// switches rule version at the same input position (Flink's aligned barriers). A mark goes
+// the same way but is not waited for.
 //
 // With one worker there are no threads: the input thread parses and matches the chunks.
 //
@@ -88,6 +89,8 @@ class WorkerSink {
   // what follows owes nothing to recent input).
   virtual void BeginBlock(int64_t entered_steady_ns) { (void)entered_steady_ns; }
   virtual void OnMatch(const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match) = 0;
+  // Every match of the events added before ShardedMatcher::Mark(mark) has been delivered.
+  virtual void OnMark(uint64_t mark) { (void)mark; }
 };
 
 class ShardedMatcher {
@@ -150,6 +153,10 @@ class ShardedMatcher {
   void Flush();
   // Flush(), then waits until every worker has matched everything it was given.
   void Sync();
+  // Flush(), then tells every worker's sink `mark` (WorkerSink::OnMark) once that worker has
+  // matched everything it was given. Does not wait: another thread can wait for the sinks
+  // instead, while the input goes on. REQUIRES: every worker has passed the previous mark.
+  void Mark(uint64_t mark);
   // As Matcher::AdvanceWatermark, for every worker (flushed).
   void AdvanceWatermark(int64_t watermark_ms);
   // End of input: every worker matches what it holds and closes every window. Synchronous.

@@ -24,7 +24,7 @@ namespace vigil::server {
 
 AlertLog::AlertLog(boost::asio::io_context& io, size_t recent_limit, size_t workers)
     : io_(io), recent_limit_(recent_limit) {
-  for (size_t i = 0; i < workers; ++i) worker_sinks_.emplace_back(this);
+  for (size_t i = 0; i < workers; ++i) worker_sinks_.emplace_back(this, i);
 }
 
 AlertLog::~AlertLog() {
@@ -269,7 +269,7 @@ Status AlertLog::Flush() {
   return alerts.ok() ? late : alerts;
 }
 
-void AlertLog::Record(const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match,
+void AlertLog::Record(size_t worker, const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match,
                       int64_t entered_steady_ns) {
   // Formatted before taking the lock: workers contend only for the appends.
   const uint64_t alert_id = AlertId(nfa, key_json, match);
@@ -287,7 +287,7 @@ void AlertLog::Record(const nfa::Nfa& nfa, std::string_view key_json, const nfa:
   const std::lock_guard lock(mutex_);
   // The forwarder keeps its own account of what it delivered before a crash (Kafka: the
   // committed input position), independent of what this file holds.
-  if (forwarder_) forwarder_->Alert(id, nfa.pattern().version, key_json, alert);
+  if (forwarder_) forwarder_->Alert(worker, id, nfa.pattern().version, key_json, alert);
   if (auto written = written_before_.find(alert_id); written != written_before_.end()) {
     if (--written->second == 0) written_before_.erase(written);
     ++recognised_;

@@ -36,9 +36,12 @@ namespace vigil::server {
 class AlertForwarder {
  public:
   virtual ~AlertForwarder() = default;
-  // On any worker's thread.
-  virtual void Alert(std::string_view pattern_id, uint64_t version, std::string_view key_json,
+  // On the thread of `worker`, the engine's worker that matched it.
+  virtual void Alert(size_t worker, std::string_view pattern_id, uint64_t version, std::string_view key_json,
                      std::string_view alert_json) = 0;
+  // On the thread of `worker`: every alert of the events added before
+  // engine::ShardedMatcher::Mark(mark) that `worker` holds was forwarded.
+  virtual void Passed(size_t worker, uint64_t mark) = 0;
   // On the input thread.
   virtual void Malformed(std::string_view text, std::string_view reason) = 0;
   virtual void Late(std::string_view text, std::string_view reason) = 0;
@@ -117,19 +120,23 @@ class AlertLog : public engine::InputSink {
   // One worker's way in: remembers when the events being matched entered.
   class WorkerIntake : public engine::WorkerSink {
    public:
-    explicit WorkerIntake(AlertLog* log) : log_(log) {}
+    WorkerIntake(AlertLog* log, size_t worker) : log_(log), worker_(worker) {}
     void BeginBlock(int64_t entered_steady_ns) override { entered_steady_ns_ = entered_steady_ns; }
     void OnMatch(const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match) override {
-      log_->Record(nfa, key_json, match, entered_steady_ns_);
+      log_->Record(worker_, nfa, key_json, match, entered_steady_ns_);
+    }
+    void OnMark(uint64_t mark) override {
+      if (log_->forwarder_) log_->forwarder_->Passed(worker_, mark);
     }
 
    private:
     AlertLog* log_;
+    size_t worker_;
     int64_t entered_steady_ns_ = 0;
   };
 
-  // Any worker's thread.
-  void Record(const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match,
+  // Worker `worker`'s thread.
+  void Record(size_t worker, const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match,
               int64_t entered_steady_ns);
   Status RotateIfFull();
 

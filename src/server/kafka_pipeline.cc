@@ -40,9 +40,15 @@ std::string_view KeyBytes(std::string_view key_json) {
 
 KafkaPipeline::KafkaPipeline(const ServerOptions::Kafka& options, bool sync_input_log, boost::asio::io_context& io,
                              engine::ShardedMatcher* matcher, Durability* durability, AlertLog* alerts)
-    : options_(options), sync_input_log_(sync_input_log), io_(io), timer_(io), matcher_(matcher), durability_(durability), alerts_(alerts) {}
+    : options_(options), sync_input_log_(sync_input_log), io_(io), timer_(io), matcher_(matcher), durability_(durability), alerts_(alerts),
+      passed_(matcher->workers()) {}
 
 KafkaPipeline::~KafkaPipeline() {
+  {
+    const std::lock_guard lock(output_mutex_);
+    closing_ = true;
+  }
+  passed_changed_.notify_all();
   // The threads of a commit or a probe still running use the members: they finish first.
   if (commit_.valid()) commit_.wait();
   if (probe_.valid()) probe_.wait();
@@ -344,7 +350,8 @@ void KafkaPipeline::StartCommit() {
   }
   // A commit that timed out is resumed as it was: its offsets and position, not today's.
   if (!resume_commit_) {
-    matcher_->Sync();  // every alert of the input so far is produced
+    // Dead letters and late events of the input so far are produced before the mark.
+    matcher_->Flush();
     alerts_->Flush().IgnoreError();
     // Kafka is about to be told this input was read: the log must keep it through a power loss.
     if (sync_input_log_) {
@@ -359,14 +366,35 @@ void KafkaPipeline::StartCommit() {
         committing_offsets_.emplace(partition, offset);
       }
     }
-    const std::lock_guard lock(output_mutex_);
-    // A committing transaction takes no more records; without one, output goes on.
-    hold_output_ = producer_->transactional();
-    committing_output_ = open_output_.size();
+    {
+      const std::lock_guard lock(output_mutex_);
+      // A committing transaction takes no more records after the mark; without one, output
+      // goes on.
+      hold_output_ = producer_->transactional();
+      committing_mark_ = ++marks_;
+    }
+    matcher_->Mark(committing_mark_);
   }
   commit_ = std::async(std::launch::async, [this, metadata = instance_ + ":" + std::to_string(committing_position_)] {
+    if (Status passed = AwaitMark(committing_mark_); !passed.ok()) return passed;
     return CommitOutput(committing_offsets_, metadata);
   });
+}
+
+Status KafkaPipeline::AwaitMark(uint64_t mark) {
+  std::unique_lock lock(output_mutex_);
+  passed_changed_.wait(lock, [&] {
+    return closing_ || std::all_of(passed_.begin(), passed_.end(), [mark](uint64_t p) { return p >= mark; });
+  });
+  return closing_ ? Status::Unavailable("shutting down before the output was complete") : Status::Ok();
+}
+
+void KafkaPipeline::Passed(size_t worker, uint64_t mark) {
+  {
+    const std::lock_guard lock(output_mutex_);
+    passed_[worker] = mark;
+  }
+  passed_changed_.notify_all();
 }
 
 Status KafkaPipeline::Send(const Output& output) {
@@ -439,9 +467,9 @@ void KafkaPipeline::FinishCommit(bool checkpoint) {
   committed_position_ = committing_position_;
   ++commits_;
   {
-    // What was produced since the commit began waits for the next one.
+    // What was made after the mark waits for the next one.
     const std::lock_guard lock(output_mutex_);
-    open_output_.erase(open_output_.begin(), open_output_.begin() + static_cast<std::ptrdiff_t>(committing_output_));
+    std::erase_if(open_output_, [this](const Output& o) { return o.after_mark < committing_mark_; });
   }
   begin_transaction_ = producer_->transactional();
   if (begin_transaction_) {
@@ -475,35 +503,37 @@ Status KafkaPipeline::CommitNow() {
   return Status::Ok();
 }
 
-void KafkaPipeline::Produce(const std::string& topic, std::string_view key, std::string_view value,
+void KafkaPipeline::Produce(size_t maker, const std::string& topic, std::string_view key, std::string_view value,
                            std::vector<std::pair<std::string, std::string>> headers) {
   if (quiet_) return;  // already in Kafka: committed before the crash
   {
     const std::lock_guard lock(output_mutex_);
-    Output output{&topic, std::string(key), std::string(value), headers};
-    if (hold_output_) return held_output_.push_back(std::move(output));
+    const uint64_t after_mark = maker == kInputThread ? marks_ : passed_[maker];
+    Output output{&topic, std::string(key), std::string(value), headers, after_mark};
+    if (hold_output_ && after_mark >= committing_mark_) return held_output_.push_back(std::move(output));
     open_output_.push_back(std::move(output));
   }
   // Outside the lock: a full queue (the broker away) holds this worker only. With
-  // exactly_once no commit runs meanwhile (a commit begins after the workers are synced, and
-  // output is held while it runs), so the record is in the transaction it was listed for.
+  // exactly_once, a record listed for the committing transaction is produced before its
+  // worker passes the mark, which the commit waits for; so it is in the transaction it was
+  // listed for.
   if (Status s = producer_->Produce(topic, key, value, headers); !s.ok()) Log(s.message());
 }
 
-void KafkaPipeline::Alert(std::string_view pattern_id, uint64_t version, std::string_view key_json,
+void KafkaPipeline::Alert(size_t worker, std::string_view pattern_id, uint64_t version, std::string_view key_json,
                           std::string_view alert_json) {
-  Produce(options_.alerts_topic, KeyBytes(key_json), alert_json,
+  Produce(worker, options_.alerts_topic, KeyBytes(key_json), alert_json,
           {{"vigil-pattern", std::string(pattern_id)}, {"vigil-pattern-version", std::to_string(version)}});
   ++alerts_out_;
 }
 
 void KafkaPipeline::Malformed(std::string_view text, std::string_view reason) {
-  Produce(options_.dead_letter_topic, {}, text, {{"vigil-error", std::string(reason)}});
+  Produce(kInputThread, options_.dead_letter_topic, {}, text, {{"vigil-error", std::string(reason)}});
   ++dead_letters_out_;
 }
 
 void KafkaPipeline::Late(std::string_view text, std::string_view reason) {
-  Produce(options_.late_topic, {}, text, {{"vigil-error", std::string(reason)}});
+  Produce(kInputThread, options_.late_topic, {}, text, {{"vigil-error", std::string(reason)}});
   ++late_out_;
 }
 

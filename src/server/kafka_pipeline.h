@@ -9,11 +9,13 @@
 //     engine's watermark; one with no record for input.idle_timeout goes idle (logged too).
 //  2. Output: alerts (from the workers), dead letters and late events (from the input thread)
 //     are produced as they come, into the open transaction (exactly_once) or straight away.
-//  3. Commit, every commit_interval: the engine is synced (every alert of the input so far is
-//     produced), the input log is synced to disk (with input_log.fsync), then the transaction
-//     commits the output with the input offsets and, as their metadata, this instance's name
-//     and the input position. The commit runs on a thread of its own while the input goes on,
-//     its output held back for the next transaction (at_least_once: produced, and counted in
+//  3. Commit, every commit_interval: the input so far is marked in the engine
+//     (ShardedMatcher::Mark) and the input log is synced to disk (with input_log.fsync). On a
+//     thread of its own, the commit waits until every worker has passed the mark (every alert
+//     of that input is produced), then the transaction commits that output with the input
+//     offsets and, as their metadata, this instance's name and the input position. The input
+//     goes on meanwhile: output made after the mark (by a worker past it, or by the input
+//     thread) is held back for the next transaction (at_least_once: produced, and counted in
 //     the next commit); while the broker is away the input waits, the server's thread (HTTP,
 //     metrics, rules) does not. A checkpoint is only taken right after a commit that the input
 //     waited for, so a checkpoint never holds input whose output is uncommitted; it records
@@ -35,6 +37,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <future>
 #include <map>
@@ -79,8 +82,9 @@ class KafkaPipeline : public AlertForwarder {
   void AppendMetrics(std::string* out);
 
   // AlertForwarder.
-  void Alert(std::string_view pattern_id, uint64_t version, std::string_view key_json,
+  void Alert(size_t worker, std::string_view pattern_id, uint64_t version, std::string_view key_json,
              std::string_view alert_json) override;
+  void Passed(size_t worker, uint64_t mark) override;
   void Malformed(std::string_view text, std::string_view reason) override;
   void Late(std::string_view text, std::string_view reason) override;
 
@@ -98,6 +102,9 @@ class KafkaPipeline : public AlertForwarder {
   void ReleaseHeldOutput();
   // The committer thread's part: the transaction's (or the offsets') commit.
   Status CommitOutput(const kafka::Offsets& offsets, const std::string& metadata);
+  // The committer thread's, first: waits until every worker has passed `mark` (or this
+  // pipeline is closing).
+  Status AwaitMark(uint64_t mark);
   // Logs a failure (once while it repeats); Failed also marks the commits as failing.
   void Report(const Status& status);
   void Failed(const Status& status);
@@ -109,7 +116,9 @@ class KafkaPipeline : public AlertForwarder {
   uint32_t SourceOf(const kafka::Partition& partition);
   std::string EncodeSources() const;
   Status ReplayControl(std::string_view control);
-  void Produce(const std::string& topic, std::string_view key, std::string_view value,
+  // Output of worker `maker`, or of the input thread (kInputThread).
+  static constexpr size_t kInputThread = SIZE_MAX;
+  void Produce(size_t maker, const std::string& topic, std::string_view key, std::string_view value,
                std::vector<std::pair<std::string, std::string>> headers);
 
   ServerOptions::Kafka options_;
@@ -151,14 +160,22 @@ class KafkaPipeline : public AlertForwarder {
     std::string key;
     std::string value;
     std::vector<std::pair<std::string, std::string>> headers;
+    uint64_t after_mark;  // the last mark its maker had passed: a commit of a later one covers it
   };
   // Produces one record of the output (again).
   Status Send(const Output& output);
   std::mutex output_mutex_;
   std::vector<Output> open_output_;
-  size_t committing_output_ = 0;  // records of open_output_ the commit under way covers
-  bool hold_output_ = false;  // a transaction commits: output waits for the next one
+  // A transaction commits: output made after its mark waits for the next one.
+  bool hold_output_ = false;
   std::vector<Output> held_output_;
+  // Marks (guarded by output_mutex_): the last one made, which the input thread's output
+  // follows; the one the commit under way (or last) waits for; and the last each worker passed.
+  uint64_t marks_ = 0;
+  uint64_t committing_mark_ = 0;
+  std::vector<uint64_t> passed_;
+  std::condition_variable passed_changed_;
+  bool closing_ = false;  // the destructor runs: a commit waits for no mark any more
   int64_t last_commit_ms_ = 0;
   // Whether the cluster answers, asked now and then on a thread of its own (a quiet input
   // says nothing about it).

@@ -58,9 +58,20 @@ class Collector : public engine::InputSink {
       if (parser.parse(raw)["n"].get(n)) n = -1;
       const std::lock_guard lock(owner_->mutex);
       owner_->found.push_back({nfa.pattern().version, n, std::string(key)});
+      own_.push_back(n);
     }
+    void OnMark(uint64_t mark) override {
+      const std::lock_guard lock(owner_->mutex);
+      passed_.emplace_back(mark, own_.size());
+    }
+    // This worker's matches (the first event's "n" of each), in the order it delivered them,
+    // and each mark it passed with how many matches it had delivered by then.
+    const std::vector<int64_t>& own() const { return own_; }
+    const std::vector<std::pair<uint64_t, size_t>>& passed() const { return passed_; }
 
    private:
+    std::vector<int64_t> own_;
+    std::vector<std::pair<uint64_t, size_t>> passed_;
     Collector* owner_;
     size_t index_;
   };
@@ -68,6 +79,7 @@ class Collector : public engine::InputSink {
   explicit Collector(size_t workers) {
     for (size_t i = 0; i < workers; ++i) workers_.emplace_back(this, i);
   }
+  const Worker& worker(size_t i) const { return workers_[i]; }
   std::vector<engine::WorkerSink*> sinks() {
     std::vector<engine::WorkerSink*> out;
     for (Worker& w : workers_) out.push_back(&w);
@@ -188,6 +200,52 @@ TEST_CASE("Engine: a slow worker holds the input back and loses nothing") {
   for (const auto& w : observed.workers) delivered += w.events;
   CHECK(delivered == 600);
   CHECK(observed.workers[1].events > 0);
+}
+
+TEST_CASE("Engine: a worker passes a mark after the matches of the events before it, before any after") {
+  for (const size_t workers : {1, 3}) {
+    CAPTURE(workers);
+    nfa::FieldSchema schema;
+    auto every = Compile(kEveryEvent, &schema);
+    Collector collector(workers);
+    collector.slow_worker = 0;  // marks then pass at different times
+    Feeder feeder;
+    engine::ShardedMatcher matcher({every}, &schema, Options(workers), &collector, collector.sinks());
+    std::vector<size_t> owned_before(workers);
+    for (int64_t n = 0; n < 400; ++n) {
+      if (n == 150) matcher.Mark(1);
+      if (n == 300) {
+        // Mark does not wait; the next may only follow once every worker passed this one.
+        matcher.Flush();
+        for (size_t w = 0; w < workers; ++w) {
+          while (true) {
+            {
+              const std::lock_guard lock(collector.mutex);
+              if (collector.worker(w).passed().size() == 1) break;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          }
+        }
+        matcher.Mark(2);
+      }
+      const std::string key = "k" + std::to_string(n % 16);
+      if (n < 150) ++owned_before[ShardOfKey(key, workers)];
+      feeder.Add(&matcher, {Event(n, n, key)});
+    }
+    matcher.Finish();
+    for (size_t w = 0; w < workers; ++w) {
+      CAPTURE(w);
+      const Collector::Worker& worker = collector.worker(w);
+      REQUIRE(worker.passed().size() == 2);
+      CHECK(worker.passed()[0] == std::pair<uint64_t, size_t>{1, owned_before[w]});
+      CHECK(worker.passed()[1].first == 2);
+      for (size_t i = 0; i < worker.own().size(); ++i) {
+        CAPTURE(worker.own()[i]);
+        CHECK((worker.own()[i] < 150) == (i < worker.passed()[0].second));
+        CHECK((worker.own()[i] < 300) == (i < worker.passed()[1].second));
+      }
+    }
+  }
 }
 
 TEST_CASE("Engine: the watermark reaches a worker that gets no events and closes its windows") {
