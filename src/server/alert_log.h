@@ -36,10 +36,11 @@ namespace vigil::server {
 class AlertForwarder {
  public:
   virtual ~AlertForwarder() = default;
-  // On the thread of `worker`, the engine's worker that matched it.
+  // On the thread of `worker`, the engine's worker that matched it (the input thread with one
+  // worker).
   virtual void Alert(size_t worker, std::string_view pattern_id, uint64_t version, std::string_view key_json,
                      std::string_view alert_json) = 0;
-  // On the thread of `worker`: every alert of the events added before
+  // On the same thread: every alert of the events added before
   // engine::ShardedMatcher::Mark(mark) that `worker` holds was forwarded.
   virtual void Passed(size_t worker, uint64_t mark) = 0;
   // On the input thread.
@@ -75,7 +76,8 @@ class AlertLog : public engine::InputSink {
   // The most recent alerts, newest first, at most `limit`.
   std::vector<std::string> Recent(size_t limit) const;
 
-  // Also sends alerts, malformed and late events to `forwarder` (set before events flow).
+  // Also sends alerts, malformed and late events to `forwarder` (set before events flow;
+  // changed only while no worker matches, after a ShardedMatcher::Sync).
   void Forward(AlertForwarder* forwarder) { forwarder_ = forwarder; }
 
   // Streams every later alert to `stream` (GET /alerts/stream) while it is open.

@@ -44,11 +44,10 @@ KafkaPipeline::KafkaPipeline(const ServerOptions::Kafka& options, bool sync_inpu
       passed_(matcher->workers()) {}
 
 KafkaPipeline::~KafkaPipeline() {
-  {
-    const std::lock_guard lock(output_mutex_);
-    closing_ = true;
-  }
-  passed_changed_.notify_all();
+  // Workers may still be matching (a commit gave up waiting for them): their output, and the
+  // marks a commit may wait for, come here until they are done; then nothing more does.
+  matcher_->Sync();
+  alerts_->Forward(nullptr);
   // The threads of a commit or a probe still running use the members: they finish first.
   if (commit_.valid()) commit_.wait();
   if (probe_.valid()) probe_.wait();
@@ -239,8 +238,7 @@ void KafkaPipeline::Tick() {
   }
   // While a commit runs the input goes on, its output held for the next transaction; but a
   // checkpoint waits for the commit, and must find nothing after it.
-  const bool committing = commit_.valid();
-  if (committing && checkpoint_waits_) return ScheduleTick(1);
+  if (commit_.valid() && checkpoint_waits_) return ScheduleTick(1);
   // Back-pressure: no more is taken than the engine has room for now, so this thread never
   // waits for the workers; the rest waits in Kafka and in the consumer's bounded fetch-ahead.
   const size_t take = std::min(kMaxBatch, matcher_->room_now());
@@ -260,7 +258,8 @@ void KafkaPipeline::Tick() {
   // A partition is quiet only if the consumer had nothing more to give: when the poll took all
   // the room allowed, its records may be waiting behind others'.
   if (take > 0 && records_.size() < take) MarkIdle();
-  if (!committing && SteadyClockMs() - last_commit_ms_ >= options_.commit_interval_ms && Uncommitted()) {
+  // (Asked again: the poll may have started a commit, for partitions taken away.)
+  if (!commit_.valid() && SteadyClockMs() - last_commit_ms_ >= options_.commit_interval_ms && Uncommitted()) {
     checkpoint_waits_ = durability_->CheckpointDue();
     StartCommit();
   }
@@ -352,7 +351,6 @@ void KafkaPipeline::StartCommit() {
   if (!resume_commit_) {
     // Dead letters and late events of the input so far are produced before the mark.
     matcher_->Flush();
-    alerts_->Flush().IgnoreError();
     // Kafka is about to be told this input was read: the log must keep it through a power loss.
     if (sync_input_log_) {
       if (Status s = durability_->SyncInputLog(); !s.ok()) return Failed(s);
@@ -375,18 +373,18 @@ void KafkaPipeline::StartCommit() {
     }
     matcher_->Mark(committing_mark_);
   }
-  commit_ = std::async(std::launch::async, [this, metadata = instance_ + ":" + std::to_string(committing_position_)] {
-    if (Status passed = AwaitMark(committing_mark_); !passed.ok()) return passed;
+  commit_ = std::async(std::launch::async, [this, mark = committing_mark_,
+                                             metadata = instance_ + ":" + std::to_string(committing_position_)] {
+    AwaitMark(mark);
     return CommitOutput(committing_offsets_, metadata);
   });
 }
 
-Status KafkaPipeline::AwaitMark(uint64_t mark) {
+void KafkaPipeline::AwaitMark(uint64_t mark) {
   std::unique_lock lock(output_mutex_);
   passed_changed_.wait(lock, [&] {
-    return closing_ || std::all_of(passed_.begin(), passed_.end(), [mark](uint64_t p) { return p >= mark; });
+    return std::all_of(passed_.begin(), passed_.end(), [mark](uint64_t p) { return p >= mark; });
   });
-  return closing_ ? Status::Unavailable("shutting down before the output was complete") : Status::Ok();
 }
 
 void KafkaPipeline::Passed(size_t worker, uint64_t mark) {
@@ -415,7 +413,8 @@ Status KafkaPipeline::CommitOutput(const kafka::Offsets& offsets, const std::str
   if (!producer_->transactional()) {
     Status s = producer_->Flush(kCommitTimeoutMs);
     if (s.ok() && producer_->failed() > failed_deliveries_) {
-      // Offsets are committed after their output only: send what may be missing again.
+      // Offsets are committed after their output only: send what may be missing again (a
+      // record a worker listed but is yet to produce may then go out twice: at least once).
       failed_deliveries_ = producer_->failed();
       const std::lock_guard lock(output_mutex_);
       for (const Output& o : open_output_) Send(o).IgnoreError();
@@ -491,6 +490,8 @@ Status KafkaPipeline::CommitNow() {
       StartCommit();
       if (!commit_.valid()) return Status::Unavailable(last_error_);
     }
+    // The workers are waited for as long as they take, like any barrier; the broker is not.
+    AwaitMark(committing_mark_);
     // Before serving, a slow broker (still aborting what a killed process left open) is
     // waited for longer; after, the server's thread must not wait long.
     const int wait_ms = serving_ ? kCommitNowWaitMs : kCommitTimeoutMs;

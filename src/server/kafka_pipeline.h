@@ -102,9 +102,9 @@ class KafkaPipeline : public AlertForwarder {
   void ReleaseHeldOutput();
   // The committer thread's part: the transaction's (or the offsets') commit.
   Status CommitOutput(const kafka::Offsets& offsets, const std::string& metadata);
-  // The committer thread's, first: waits until every worker has passed `mark` (or this
-  // pipeline is closing).
-  Status AwaitMark(uint64_t mark);
+  // Waits until every worker has passed `mark`: as long as their backlog takes (and, with the
+  // producer's queue full, the broker), since workers wait for no other thread.
+  void AwaitMark(uint64_t mark);
   // Logs a failure (once while it repeats); Failed also marks the commits as failing.
   void Report(const Status& status);
   void Failed(const Status& status);
@@ -175,7 +175,6 @@ class KafkaPipeline : public AlertForwarder {
   uint64_t committing_mark_ = 0;
   std::vector<uint64_t> passed_;
   std::condition_variable passed_changed_;
-  bool closing_ = false;  // the destructor runs: a commit waits for no mark any more
   int64_t last_commit_ms_ = 0;
   // Whether the cluster answers, asked now and then on a thread of its own (a quiet input
   // says nothing about it).

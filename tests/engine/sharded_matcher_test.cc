@@ -218,13 +218,15 @@ TEST_CASE("Engine: a worker passes a mark after the matches of the events before
         // Mark does not wait; the next may only follow once every worker passed this one.
         matcher.Flush();
         for (size_t w = 0; w < workers; ++w) {
-          while (true) {
+          bool passed = false;
+          for (int i = 0; i < 10000 && !passed; ++i) {
             {
               const std::lock_guard lock(collector.mutex);
-              if (collector.worker(w).passed().size() == 1) break;
+              passed = collector.worker(w).passed().size() == 1;
             }
-            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            if (!passed) std::this_thread::sleep_for(std::chrono::milliseconds(1));
           }
+          REQUIRE(passed);
         }
         matcher.Mark(2);
       }
