@@ -295,13 +295,7 @@ void AlertLog::Record(size_t worker, const nfa::Nfa& nfa, std::string_view key_j
   }
   ++(match.timed_out ? timeouts_ : matches_)[id];
   if (entered_steady_ns > 0) {
-    const double seconds =
-        (std::chrono::steady_clock::now().time_since_epoch().count() - entered_steady_ns) / 1e9;
-    size_t bucket = 0;
-    while (bucket < std::size(kLatencyBuckets) && seconds > kLatencyBuckets[bucket]) ++bucket;
-    ++latency_.counts[bucket];
-    latency_.sum_seconds += seconds;
-    ++latency_.observations;
+    latency_.Observe((std::chrono::steady_clock::now().time_since_epoch().count() - entered_steady_ns) / 1e9);
   }
   pending_ += alert;
   pending_ += '\n';
@@ -333,7 +327,7 @@ size_t AlertLog::subscribers() {
   return subscribers_.size();
 }
 
-AlertLog::Latency AlertLog::latency() const {
+SecondsHistogram AlertLog::latency() const {
   const std::lock_guard lock(mutex_);
   return latency_;
 }

@@ -29,6 +29,7 @@
 #include "common/status.h"
 #include "engine/sharded_matcher.h"
 #include "server/http_server.h"
+#include "server/seconds_histogram.h"
 
 namespace vigil::server {
 
@@ -63,15 +64,10 @@ class AlertLog : public engine::InputSink {
               size_t max_file_bytes, size_t keep_files);
 
   // Ingest-to-alert delay (from the time the events of the alert entered, as the matcher
-  // reports it): bucket upper bounds (s), counts per bucket (not cumulative), sum, count.
+  // reports it).
   static constexpr double kLatencyBuckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                                                0.01,   0.025,   0.05,   0.1,   0.25,   1.0};
-  struct Latency {
-    std::vector<uint64_t> counts = std::vector<uint64_t>(std::size(kLatencyBuckets) + 1);
-    double sum_seconds = 0;
-    uint64_t observations = 0;
-  };
-  Latency latency() const;
+  SecondsHistogram latency() const;
 
   // The most recent alerts, newest first, at most `limit`.
   std::vector<std::string> Recent(size_t limit) const;
@@ -152,7 +148,7 @@ class AlertLog : public engine::InputSink {
   size_t max_file_bytes_ = 0;
   size_t keep_files_ = 0;
   size_t file_bytes_ = 0;
-  Latency latency_;
+  SecondsHistogram latency_{kLatencyBuckets};
   std::FILE* file_ = nullptr;
   std::string pending_;  // alerts not yet written to the file
   std::deque<std::string> recent_;

@@ -854,23 +854,8 @@ HttpResponse Api::Metrics(const HttpRequest& request, const std::string&) {
     out += "vigil_server_requests_total{route=\"" + label(key.first) + "\",code=\"" +
            std::to_string(key.second) + "\"} " + std::to_string(n) + "\n";
   }
-  metric("vigil_server_ingest_to_alert_seconds", "histogram",
-         "Time from the arrival of a POST /events to each alert it produced.");
-  uint64_t cumulative = 0;
-  const AlertLog::Latency latency = alerts_->latency();
-  for (size_t b = 0; b < latency.counts.size(); ++b) {
-    cumulative += latency.counts[b];
-    std::string le = "+Inf";
-    if (b < std::size(AlertLog::kLatencyBuckets)) {
-      le.clear();
-      AppendJsonNumber(&le, AlertLog::kLatencyBuckets[b]);
-    }
-    out += "vigil_server_ingest_to_alert_seconds_bucket{le=\"" + le + "\"} " +
-           std::to_string(cumulative) + "\n";
-  }
-  out += "vigil_server_ingest_to_alert_seconds_sum ";
-  AppendJsonNumber(&out, latency.sum_seconds);
-  out += "\nvigil_server_ingest_to_alert_seconds_count " + std::to_string(latency.observations) + "\n";
+  alerts_->latency().AppendPrometheus(&out, "vigil_server_ingest_to_alert_seconds",
+                                      "Time from the arrival of a POST /events to each alert it produced.");
   metric("vigil_process_resident_memory_bytes", "gauge", "Resident memory of the process.");
   out += "vigil_process_resident_memory_bytes " + std::to_string(ResidentBytes()) + "\n";
   HttpResponse r(http::status::ok, request.version());

@@ -349,6 +349,7 @@ void KafkaPipeline::StartCommit() {
   }
   // A commit that timed out is resumed as it was: its offsets and position, not today's.
   if (!resume_commit_) {
+    commit_started_ns_ = std::chrono::steady_clock::now().time_since_epoch().count();
     // Dead letters and late events of the input so far are produced before the mark.
     matcher_->Flush();
     // Kafka is about to be told this input was read: the log must keep it through a power loss.
@@ -465,6 +466,7 @@ void KafkaPipeline::FinishCommit(bool checkpoint) {
   resume_commit_ = false;
   committed_position_ = committing_position_;
   ++commits_;
+  commit_seconds_.Observe((std::chrono::steady_clock::now().time_since_epoch().count() - commit_started_ns_) / 1e9);
   {
     // What was made after the mark waits for the next one.
     const std::lock_guard lock(output_mutex_);
@@ -552,6 +554,9 @@ void KafkaPipeline::AppendMetrics(std::string* out) {
   *out += "vigil_kafka_commits_total " + std::to_string(commits_) + "\n";
   metric("vigil_kafka_aborts_total", "counter", "Transactions aborted.");
   *out += "vigil_kafka_aborts_total " + std::to_string(aborts_) + "\n";
+  commit_seconds_.AppendPrometheus(out, "vigil_kafka_commit_duration_seconds",
+                                   "From the start of each commit that went through to its end: the workers passing "
+                                   "its mark, then the transaction's (or the offsets') commit.");
   metric("vigil_kafka_rebalances_total", "counter", "Consumer group rebalances.");
   *out += "vigil_kafka_rebalances_total " + std::to_string(consumer_ ? consumer_->rebalances() : 0) + "\n";
   metric("vigil_kafka_input_waits_total", "counter",

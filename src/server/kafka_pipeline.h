@@ -51,6 +51,7 @@
 #include "kafka/kafka_client.h"
 #include "server/alert_log.h"
 #include "server/durability.h"
+#include "server/seconds_histogram.h"
 #include "server/server_options.h"
 
 namespace vigil::server {
@@ -193,6 +194,10 @@ class KafkaPipeline : public AlertForwarder {
   uint64_t late_out_ = 0;
   uint64_t commits_ = 0;
   uint64_t aborts_ = 0;
+  // From a commit's mark to the end of its commit: how long its output waited (exactly_once).
+  static constexpr double kCommitBuckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+  SecondsHistogram commit_seconds_{kCommitBuckets};
+  int64_t commit_started_ns_ = 0;
 };
 
 }  // namespace vigil::server

@@ -125,6 +125,9 @@ TEST_CASE("Kafka: alerts of an input topic, read committed, are replay's, and ma
   CHECK(dead[0].find("vigil-error=") != std::string::npos);
   CHECK(dead[0].ends_with("\tnot json at all"));
   CHECK(server->Request(http::verb::get, "/readyz").status == 200);
+  const std::string metrics = server->Request(http::verb::get, "/metrics").body;
+  CHECK(metrics.find("vigil_kafka_commit_duration_seconds_bucket{le=\"+Inf\"} ") != std::string::npos);
+  CHECK(metrics.find("vigil_kafka_commit_duration_seconds_count 0\n") == std::string::npos);
   CHECK(server->Stop() == 0);
 }
 
@@ -373,6 +376,9 @@ TEST_CASE("Kafka: the broker restarts in the middle of a run, vigil keeps servin
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
   CHECK(server->Request(http::verb::get, "/readyz").status == 200);
+  const std::string metrics = server->Request(http::verb::get, "/metrics").body;
+  CHECK(metrics.find("vigil_kafka_commit_duration_seconds_bucket{le=\"+Inf\"} ") != std::string::npos);
+  CHECK(metrics.find("vigil_kafka_commit_duration_seconds_count 0\n") == std::string::npos);
   CHECK(server->Stop() == 0);
 }
 
