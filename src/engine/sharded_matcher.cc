@@ -81,7 +81,7 @@ size_t AvailableCpus() {
 
 struct ShardedMatcher::Chunk {
   Chunk(size_t capacity, size_t workers)
-      : events(capacity), for_worker(workers), hashes_for_worker(workers) {
+      : events(capacity), for_worker(workers), hashes_for_worker(workers), watermarks_for_worker(workers) {
     texts.reserve(capacity);
   }
   // Filled by the input thread.
@@ -107,6 +107,7 @@ struct ShardedMatcher::Chunk {
   // Filled by the input thread once parsed.
   std::vector<std::vector<const nfa::Event*>> for_worker;
   std::vector<std::vector<uint64_t>> hashes_for_worker;  // their key_hashes rows
+  std::vector<std::vector<int64_t>> watermarks_for_worker;  // the stream's right after each
   int64_t watermark_ms = INT64_MIN;
   std::atomic<int> readers{0};
 
@@ -120,6 +121,7 @@ struct ShardedMatcher::Chunk {
     errors.clear();
     for (auto& events_of_worker : for_worker) events_of_worker.clear();
     for (auto& hashes_of_worker : hashes_for_worker) hashes_of_worker.clear();
+    for (auto& watermarks_of_worker : watermarks_for_worker) watermarks_of_worker.clear();
     claimed.store(false, std::memory_order_relaxed);
     parsed.store(false, std::memory_order_relaxed);
   }
@@ -429,6 +431,7 @@ void ShardedMatcher::Decide(Chunk& chunk) {
     source.active = true;
     source.idle = false;
     watermark_ms_ = std::max(watermark_ms_, SourcesWatermark());
+    for (const uint32_t shard : targets_) chunk.watermarks_for_worker[shard].push_back(watermark_ms_);
   }
   chunk.watermark_ms = watermark_ms_;
 }
@@ -477,11 +480,12 @@ void ShardedMatcher::Match(Worker& worker, Chunk& chunk) {
   worker.matches->BeginBlock(chunk.entered_steady_ns);
   const std::span<const nfa::Event* const> events(chunk.for_worker[worker.index]);
   const std::span<const uint64_t> hashes(chunk.hashes_for_worker[worker.index]);
+  const std::span<const int64_t> watermarks(chunk.watermarks_for_worker[worker.index]);
   const size_t groups = chunk.key_slots.size();
   for (size_t i = 0; i < events.size(); i += kMatchBatch) {
     const size_t n = std::min(kMatchBatch, events.size() - i);
-    worker.matcher->AddBatch(events.subspan(i, n),
-                             {&chunk.key_slots, hashes.subspan(i * groups, n * groups)});
+    worker.matcher->AddBatch(events.subspan(i, n), {&chunk.key_slots, hashes.subspan(i * groups, n * groups)},
+                             watermarks.subspan(i, n));
   }
   worker.matcher->AdvanceWatermark(chunk.watermark_ms);
   worker.events += events.size();

@@ -72,17 +72,18 @@ void Matcher::Accept(const Event* event) {
     return;
   }
   max_time_ms_ = std::max(max_time_ms_, event->time_ms());
-  const int64_t watermark =
-      std::max(watermark_ms_, SaturatingSub(max_time_ms_, options_.max_out_of_orderness_ms));
+  const int64_t watermark = std::max({watermark_ms_, given_watermark_,
+                                      SaturatingSub(max_time_ms_, options_.max_out_of_orderness_ms)});
 
-  if (options_.max_out_of_orderness_ms == 0 && waiting_.empty()) {
-    // In order: the event is at the watermark and can be matched at once, uncopied.
+  if (event->time_ms() <= watermark &&
+      (waiting_.empty() || waiting_.top().event->time_ms() > event->time_ms())) {
+    // Held back, it would be released at once and first: it is matched now, uncopied.
     CurrentEvent current(event, next_seq_++);
     Dispatch(&current, given_hashes_, epoch_);
   } else {
     waiting_.push({event->Retain(), next_arrival_++, epoch_});
-    ReleaseWaiting(watermark);
   }
+  ReleaseWaiting(watermark);
   watermark_ms_ = watermark;
 }
 
@@ -163,15 +164,19 @@ bool Matcher::PrefetchKeys(std::span<const Event* const> events, const KeyHashes
   return given;
 }
 
-void Matcher::AddBatch(std::span<const Event* const> events, const KeyHashes& hashes) {
+void Matcher::AddBatch(std::span<const Event* const> events, const KeyHashes& hashes,
+                       std::span<const int64_t> watermarks) {
   const MatchingScope scope(&matching_);
   const bool given = PrefetchKeys(events, hashes);
   const size_t groups = key_slots_.size();
+  const bool watermarks_given = watermarks.size() == events.size();
   for (size_t i = 0; i < events.size(); ++i) {
     given_hashes_ = given ? &hashes.by_event_and_group[i * groups] : nullptr;
+    if (watermarks_given) given_watermark_ = watermarks[i];
     Accept(events[i]);
   }
   given_hashes_ = nullptr;
+  given_watermark_ = INT64_MIN;
   // Timers fire once for the whole batch. Firing them later than the watermark allowed is
   // safe: a key's own next event first advances that key to its event time (DispatchTo),
   // which closes the same windows, and the batch lets the due keys' state be prefetched.

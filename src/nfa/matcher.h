@@ -149,8 +149,13 @@ class Matcher {
     const std::vector<int>* key_slots = nullptr;
     std::span<const uint64_t> by_event_and_group;
   };
-  // AddBatch, without hashing the keys again.
-  void AddBatch(std::span<const Event* const> events, const KeyHashes& hashes);
+  // AddBatch, without hashing the keys again. `watermarks`, when given, is the stream's
+  // watermark right after each event, as decided where the events entered (several sources,
+  // or other shards' events, can move it past what these events show): an event at or below
+  // it that nothing held back precedes is matched at once instead of waiting for
+  // AdvanceWatermark.
+  void AddBatch(std::span<const Event* const> events, const KeyHashes& hashes,
+                std::span<const int64_t> watermarks = {});
 
   // Advances the watermark without an event (a quiet live stream): events held back that it
   // passes are matched and timers due by it fire. Later events below it are late. No effect
@@ -394,6 +399,7 @@ class Matcher {
   std::vector<EventKey> event_keys_;     // by key group, for the event being dispatched
   std::vector<uint64_t> group_hashes_;   // PrefetchKeys: by key group, for one event
   const uint64_t* given_hashes_ = nullptr;  // AddBatch: the accepted event's, when given
+  int64_t given_watermark_ = INT64_MIN;      // AddBatch: the stream's after it, when given
   std::vector<uint64_t> batch_hashes_;   // PrefetchKeys: each (event, pattern)'s key hash
   std::vector<uint32_t> batch_records_;  // PrefetchKeys: the record each hash likely names
   std::vector<Waiting> released_;             // ReleaseWaiting: one group of held-back events

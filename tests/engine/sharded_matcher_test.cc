@@ -12,6 +12,7 @@
 #include <chrono>
 #include <deque>
 #include <mutex>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -38,11 +39,13 @@ std::shared_ptr<const nfa::Nfa> Compile(const std::string& yaml, nfa::FieldSchem
 }
 
 // What the workers found, each match as (pattern version, value of field "n" of its first
-// event, key); collected under a lock since workers report at once.
+// and of its last event, key); collected under a lock since workers report at once.
 struct Found {
   uint64_t version;
   int64_t n;
   std::string key;
+  int64_t last_n = -1;
+  auto operator<=>(const Found&) const = default;
 };
 
 class Collector : public engine::InputSink {
@@ -53,11 +56,16 @@ class Collector : public engine::InputSink {
     void OnMatch(const nfa::Nfa& nfa, std::string_view key, const nfa::Match& m) override {
       if (owner_->slow_worker == index_) std::this_thread::sleep_for(std::chrono::microseconds(200));
       simdjson::dom::parser parser;
-      const std::string raw(m.events.front().event->raw());
-      int64_t n = -1;
-      if (parser.parse(raw)["n"].get(n)) n = -1;
+      auto n_of = [&parser](const nfa::Event& e) {
+        const std::string raw(e.raw());
+        int64_t n = -1;
+        if (parser.parse(raw)["n"].get(n)) n = -1;
+        return n;
+      };
+      const int64_t n = n_of(*m.events.front().event);
+      const int64_t last_n = n_of(*m.events.back().event);
       const std::lock_guard lock(owner_->mutex);
-      owner_->found.push_back({nfa.pattern().version, n, std::string(key)});
+      owner_->found.push_back({nfa.pattern().version, n, std::string(key), last_n});
       own_.push_back(n);
     }
     void OnMark(uint64_t mark) override {
@@ -486,6 +494,63 @@ TEST_CASE("Engine: several sources hold the watermark at the slowest, until it g
     matcher.Sync();
     CHECK(collector.late == std::vector<uint64_t>{4, 5});
     CHECK(collector.found.size() == 3);
+  }
+}
+
+TEST_CASE("Engine: with several sources, events are matched in event-time order however the sources interleave") {
+  // Strict contiguity: any change in a key's order of events changes the matches.
+  const std::string strict = R"(
+id: strict
+key: k
+within: 30ms
+sequence:
+  - begin: a
+    where: n % 2 == 0
+  - next: b
+    where: n % 3 == 0
+)";
+  std::mt19937 random(5);
+  // Each source's times only grow (so none is late), by steps that often tie across sources.
+  struct Sent {
+    std::string text;
+    uint32_t source;
+    int64_t ts;
+  };
+  std::vector<Sent> sent;
+  std::vector<int64_t> source_time(3, 0);
+  for (int64_t n = 0; n < 3000; ++n) {
+    const auto source = static_cast<uint32_t>(random() % 3);
+    source_time[source] += static_cast<int64_t>(random() % (source + 2));
+    sent.push_back({Event(source_time[source], n, "k" + std::to_string(random() % 5)), source, source_time[source]});
+  }
+  // What they must give: one engine fed them in (time, arrival) order, matched as they come.
+  std::vector<size_t> in_time_order(sent.size());
+  for (size_t i = 0; i < sent.size(); ++i) in_time_order[i] = i;
+  std::stable_sort(in_time_order.begin(), in_time_order.end(),
+                   [&](size_t x, size_t y) { return sent[x].ts < sent[y].ts; });
+  std::vector<Found> expected;
+  {
+    nfa::FieldSchema schema;
+    Collector collector(1);
+    engine::ShardedMatcher matcher({Compile(strict, &schema)}, &schema, Options(1), &collector, collector.sinks());
+    for (const size_t i : in_time_order) matcher.Add(sent[i].text, i + 1);
+    matcher.Finish();
+    expected = collector.found;
+  }
+  std::sort(expected.begin(), expected.end());
+  REQUIRE(expected.size() > 100);
+  for (const size_t workers : {1, 3}) {
+    CAPTURE(workers);
+    nfa::FieldSchema schema;
+    Collector collector(workers);
+    engine::ShardedMatcher matcher({Compile(strict, &schema)}, &schema, SeveralSourcesOptions(workers), &collector,
+                                   collector.sinks());
+    for (uint32_t source = 0; source < 3; ++source) matcher.SetSourceIdle(source, false);
+    for (size_t i = 0; i < sent.size(); ++i) matcher.Add(sent[i].text, i + 1, 0, sent[i].source);
+    matcher.Finish();
+    CHECK(collector.late.empty());
+    std::sort(collector.found.begin(), collector.found.end());
+    CHECK(collector.found == expected);
   }
 }
 
