@@ -75,13 +75,14 @@ void Matcher::Accept(const Event* event) {
   const int64_t watermark = std::max({watermark_ms_, given_watermark_,
                                       SaturatingSub(max_time_ms_, options_.max_out_of_orderness_ms)});
 
-  if (event->time_ms() <= watermark &&
-      (waiting_.empty() || waiting_.top().event->time_ms() > event->time_ms())) {
-    // Held back, it would be released at once and first: it is matched now, uncopied.
+  if (event->time_ms() <= watermark) {
+    // Held back, it would be released at once, after what was held back up to its time (which
+    // came before it) and before the rest: it is matched in that place, uncopied.
+    ReleaseWaiting(event->time_ms());
     CurrentEvent current(event, next_seq_++);
     Dispatch(&current, given_hashes_, epoch_);
   } else {
-    waiting_.push({event->Retain(), next_arrival_++, epoch_});
+    waiting_.Push(event->time_ms(), {event->Retain(), next_arrival_++, epoch_});
   }
   ReleaseWaiting(watermark);
   watermark_ms_ = watermark;
@@ -89,21 +90,18 @@ void Matcher::Accept(const Event* event) {
 
 void Matcher::ReleaseWaiting(int64_t watermark_ms) {
   // In groups, each group's state loads issued before its events are matched (as AddBatch).
-  while (!waiting_.empty() && waiting_.top().event->time_ms() <= watermark_ms) {
+  do {
     released_.clear();
+    waiting_.TakeUpTo(watermark_ms, kReleaseGroup, &released_);
     released_events_.clear();
-    while (released_.size() < kReleaseGroup && !waiting_.empty() && waiting_.top().event->time_ms() <= watermark_ms) {
-      released_.push_back(waiting_.top());
-      released_events_.push_back(released_.back().event.get());
-      waiting_.pop();
-    }
+    for (const Waiting& ready : released_) released_events_.push_back(ready.event.get());
     PrefetchKeys(released_events_, KeyHashes{});
     for (Waiting& ready : released_) {
       CurrentEvent current(ready.event.get(), next_seq_++);
       current.Adopt(ready.event);
       Dispatch(&current, nullptr, ready.epoch);
     }
-  }
+  } while (released_.size() == kReleaseGroup);
   released_.clear();
 }
 
@@ -444,17 +442,14 @@ void Matcher::ArmTimer(PatternSlot& slot, uint32_t record_index) {
   }
   if (deadline < record.timer_ms) {
     record.timer_ms = deadline;
-    slot.timers.push({deadline, record_index, record.generation});
+    slot.timers.Push(deadline, {deadline, record_index, record.generation});
   }
 }
 
 void Matcher::FireTimers(int64_t watermark_ms) {
   for (PatternSlot& slot : slots_) {
     due_.clear();
-    while (!slot.timers.empty() && slot.timers.top().deadline_ms <= watermark_ms) {
-      due_.push_back(slot.timers.top());
-      slot.timers.pop();
-    }
+    slot.timers.TakeUpTo(watermark_ms, SIZE_MAX, &due_);
     // As in AddBatch: load the due keys' records, then their runs, before working on any.
     for (const Timer& t : due_) __builtin_prefetch(&slot.records[t.record]);
     for (const Timer& t : due_) {
@@ -697,15 +692,13 @@ std::string Matcher::EncodeProgress() const {
     PutVarint(&out, slot.since_epoch);
   }
   // The queue's order does not matter here: the restore sorts.
-  auto waiting = waiting_;
-  PutVarint(&out, waiting.size());
-  for (; !waiting.empty(); waiting.pop()) {
-    const Waiting& w = waiting.top();
+  PutVarint(&out, waiting_.size());
+  waiting_.ForEach([&out](int64_t, const Waiting& w) {
     PutVarint(&out, w.arrival);
     PutVarint(&out, w.epoch);
     PutVarint(&out, w.event->line());
     PutBytes(&out, w.event->raw());
-  }
+  });
   return out;
 }
 
@@ -752,7 +745,8 @@ Status Matcher::RestoreProgress(std::span<const std::string> progress, const Eve
     Result<EventRef> event = restore(h.text);
     if (!event.ok()) return event.status();
     (*event)->set_line(h.line);
-    waiting_.push({std::move(*event), next_arrival_++, h.epoch});
+    const int64_t time_ms = (*event)->time_ms();
+    waiting_.Push(time_ms, {std::move(*event), next_arrival_++, h.epoch});
   }
   return Status::Ok();
 }

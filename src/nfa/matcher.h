@@ -25,7 +25,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <queue>
 #include <span>
 #include <string>
 #include <string_view>
@@ -36,6 +35,7 @@
 #include "nfa/key_index.h"
 #include "nfa/nfa.h"
 #include "nfa/state_codec.h"
+#include "nfa/time_queue.h"
 
 namespace vigil::nfa {
 
@@ -274,7 +274,6 @@ class Matcher {
     int64_t deadline_ms;
     uint32_t record;
     uint32_t generation;
-    bool operator>(const Timer& o) const { return deadline_ms > o.deadline_ms; }
   };
   struct PatternSlot {
     std::shared_ptr<const Nfa> nfa;
@@ -283,7 +282,7 @@ class Matcher {
     KeyIndex index;
     std::vector<KeyRecord> records;
     std::vector<uint32_t> free_records;
-    std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers;
+    TimeQueue<Timer> timers;  // by deadline
     // track_changes: records changed since last written, as (index, generation), oldest
     // first from changed_from (those before it are written), and identities of stored keys
     // whose state is gone.
@@ -299,14 +298,8 @@ class Matcher {
   };
   struct Waiting {
     EventRef event;
-    uint64_t arrival;
-    uint64_t epoch;  // epoch_ when it was added
-  };
-  struct LaterFirst {
-    bool operator()(const Waiting& a, const Waiting& b) const {
-      if (a.event->time_ms() != b.event->time_ms()) return a.event->time_ms() > b.event->time_ms();
-      return a.arrival > b.arrival;
-    }
+    uint64_t arrival;  // kept in checkpoints, for the order of a restored queue
+    uint64_t epoch;    // epoch_ when it was added
   };
 
   bool Owns(uint64_t key_hash) const {
@@ -382,7 +375,7 @@ class Matcher {
   uint64_t next_seq_ = 0;
   uint64_t epoch_ = 0;  // counts patterns added or replaced
   uint64_t next_arrival_ = 0;
-  std::priority_queue<Waiting, std::vector<Waiting>, LaterFirst> waiting_;
+  TimeQueue<Waiting> waiting_;
   std::vector<Match> matches_;
   KeyNfaState scratch_state_;
   std::vector<std::string> dropped_patterns_;  // track_changes: since last written
