@@ -31,8 +31,7 @@ class TimeQueue {
   // An item earlier than one already taken out (an overdue timer) comes out with the next
   // items taken, whatever their time.
   void Push(int64_t time_ms, T item) {
-    const uint64_t key = KeyOf(time_ms);
-    buckets_[BucketOf(key)].push_back({key, std::move(item)});
+    Append(KeyOf(time_ms), std::move(item));
     ++size_;
   }
 
@@ -49,16 +48,15 @@ class TimeQueue {
       }
       current.clear();
       next_ = 0;
-      size_t b = 1;
-      while (b < kBuckets && buckets_[b].empty()) ++b;
-      if (b == kBuckets) return;
-      std::vector<Entry>& lowest = buckets_[b];
-      uint64_t earliest = lowest.front().key;
-      for (const Entry& e : lowest) earliest = std::min(earliest, e.key);
-      if (earliest > limit) return;
+      if (filled_ == 0) return;
+      const size_t b = static_cast<size_t>(std::countr_zero(filled_)) + 1;
+      if (earliest_[b] > limit) return;
       // Everything of bucket b differs from the new last time below bit b-1: lower buckets.
-      last_ = earliest;
-      for (Entry& e : lowest) buckets_[BucketOf(e.key)].push_back(std::move(e));
+      last_ = earliest_[b];
+      std::vector<Entry>& lowest = buckets_[b];
+      filled_ &= ~(uint64_t{1} << (b - 1));
+      earliest_[b] = UINT64_MAX;
+      for (Entry& e : lowest) Append(e.key, std::move(e.item));
       lowest.clear();
     }
   }
@@ -79,6 +77,11 @@ class TimeQueue {
     T item;
   };
   static constexpr size_t kBuckets = 65;
+  static constexpr std::array<uint64_t, kBuckets> MaxKeys() {
+    std::array<uint64_t, kBuckets> keys{};
+    keys.fill(UINT64_MAX);
+    return keys;
+  }
 
   // Order-preserving: signed times as unsigned keys.
   static uint64_t KeyOf(int64_t time_ms) { return static_cast<uint64_t>(time_ms) ^ (uint64_t{1} << 63); }
@@ -86,8 +89,19 @@ class TimeQueue {
   size_t BucketOf(uint64_t key) const {
     return key <= last_ ? 0 : static_cast<size_t>(64 - std::countl_zero(key ^ last_));
   }
+  void Append(uint64_t key, T item) {
+    const size_t b = BucketOf(key);
+    buckets_[b].push_back({key, std::move(item)});
+    if (b == 0) return;
+    filled_ |= uint64_t{1} << (b - 1);
+    earliest_[b] = std::min(earliest_[b], key);
+  }
 
   std::array<std::vector<Entry>, kBuckets> buckets_;
+  // Buckets 1..64: which hold items (bit b-1), and each one's earliest key, so that a take
+  // with nothing due costs no scan.
+  uint64_t filled_ = 0;
+  std::array<uint64_t, kBuckets> earliest_ = MaxKeys();
   uint64_t last_ = 0;  // the key of the last time taken out (the lowest key before any)
   size_t next_ = 0;    // buckets_[0]'s next item to take
   size_t size_ = 0;
