@@ -36,10 +36,12 @@ void Event::RebaseFrom(const Event& from) {
 namespace {
 
 // Recycled events of this thread; bounded so a burst of retained events does not stay
-// allocated forever.
+// allocated forever, but in proportion to the events retained: windows closing and held-back
+// events released free many at once, which the events retained next would allocate again.
 class EventPool {
  public:
-  static constexpr size_t kMaxPooled = 4096;
+  static constexpr size_t kMinPooled = 4096;
+  static constexpr size_t kRetainedPerPooled = 4;
   ~EventPool() {
     for (Event* e : free_) delete e;
   }
@@ -49,8 +51,8 @@ class EventPool {
     free_.pop_back();
     return e;
   }
-  bool Give(Event* e) {
-    if (free_.size() >= kMaxPooled) return false;
+  bool Give(Event* e, uint64_t retained_events) {
+    if (free_.size() >= std::max<uint64_t>(kMinPooled, retained_events / kRetainedPerPooled)) return false;
     free_.push_back(e);
     return true;
   }
@@ -61,6 +63,7 @@ class EventPool {
 
 thread_local EventPool pool;
 thread_local uint64_t retained_bytes = 0;
+thread_local uint64_t retained_events = 0;
 
 }  // namespace
 
@@ -68,7 +71,8 @@ uint64_t Event::RetainedBytesOnThisThread() { return retained_bytes; }
 
 void Event::Recycle(Event* e) {
   retained_bytes -= e->accounted_bytes_;
-  if (!pool.Give(e)) delete e;
+  --retained_events;
+  if (!pool.Give(e, retained_events)) delete e;
 }
 
 EventRef Event::Retain() const {
@@ -79,6 +83,7 @@ EventRef Event::Retain() const {
   copy->accounted_bytes_ = sizeof(Event) + copy->owned_raw_.capacity() + copy->strings_.capacity() +
                            (copy->slots_.capacity() + copy->items_.capacity()) * sizeof(Value);
   retained_bytes += copy->accounted_bytes_;
+  ++retained_events;
   return EventRef(copy);
 }
 

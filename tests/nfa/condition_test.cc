@@ -4,52 +4,17 @@
 #include <simdjson.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
-#include <cstdlib>
 #include <deque>
-#include <new>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "nfa/event_parser.h"
+#include "support/counted_allocations.h"
 
 TEST_SUITE_BEGIN("nfa");
-
-// Counts heap allocations so a test can show that evaluation allocates nothing once its
-// scratch has warmed up. Replacing the global operator new is program-wide; it only counts.
-// Every unaligned form is replaced so that each allocation and its release agree (ASan
-// checks); the aligned forms keep their defaults, which pair among themselves.
-namespace {
-std::atomic<long> g_allocations{0};
-
-void* CountedAlloc(std::size_t size) noexcept {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  return std::malloc(size ? size : 1);
-}
-}  // namespace
-
-// GCC 12 warns that memory from a replaced operator new reaches free(); both sides here are
-// malloc/free, so the pairing is right.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-
-void* operator new(std::size_t size) {
-  if (void* p = CountedAlloc(size)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t size) { return operator new(size); }
-void* operator new(std::size_t size, const std::nothrow_t&) noexcept { return CountedAlloc(size); }
-void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
-  return CountedAlloc(size);
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
 
 namespace vigil::nfa {
 namespace {
@@ -802,12 +767,12 @@ TEST_CASE("Condition: evaluation allocates nothing once the scratch is warm") {
   const Event& e = *env.Parse(kEvent);
   for (const Condition& c : conditions) CHECK(env.Matches(c, e, &m));  // warm-up
 
-  const long before = g_allocations.load();
+  const long before = testing::CountedAllocations();
   int matched = 0;
   for (int i = 0; i < 100; ++i) {
     for (const Condition& c : conditions) matched += env.Matches(c, e, &m);
   }
-  const long allocations = g_allocations.load() - before;
+  const long allocations = testing::CountedAllocations() - before;
   CHECK(matched == 100 * static_cast<int>(conditions.size()));
   CHECK(allocations == 0);
 }
