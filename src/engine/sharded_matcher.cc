@@ -257,6 +257,8 @@ void ShardedMatcher::RunWorker(Worker& worker) {
         worker.matches->OnMark(message.mark);
         break;
       case Kind::kStop:
+        // Its retained events go back to this thread's pool and counts, not the caller's.
+        worker.matcher.reset();
         return;
     }
   }

@@ -1,5 +1,7 @@
 #include "nfa/event.h"
 
+#include <algorithm>
+
 namespace vigil::nfa {
 
 void Event::Clear() {
@@ -35,9 +37,10 @@ void Event::RebaseFrom(const Event& from) {
 
 namespace {
 
-// Recycled events of this thread; bounded so a burst of retained events does not stay
-// allocated forever, but in proportion to the events retained: windows closing and held-back
-// events released free many at once, which the events retained next would allocate again.
+// Recycled events of this thread, in proportion to the events retained: windows closing and
+// held-back events released free many at once, which the events retained next would allocate
+// again. As fewer are retained, the pool shrinks with them, so a burst does not stay allocated.
+// (Pooled events are not counted in RetainedBytesOnThisThread.)
 class EventPool {
  public:
   static constexpr size_t kMinPooled = 4096;
@@ -51,10 +54,12 @@ class EventPool {
     free_.pop_back();
     return e;
   }
-  bool Give(Event* e, uint64_t retained_events) {
-    if (free_.size() >= std::max<uint64_t>(kMinPooled, retained_events / kRetainedPerPooled)) return false;
-    free_.push_back(e);
-    return true;
+  void Give(Event* e, int64_t retained_events) {
+    const auto room = std::max<size_t>(kMinPooled, static_cast<size_t>(std::max<int64_t>(0, retained_events)) /
+                                                       kRetainedPerPooled);
+    if (free_.size() < room) return free_.push_back(e);
+    delete e;
+    for (; free_.size() > room; free_.pop_back()) delete free_.back();
   }
 
  private:
@@ -63,7 +68,9 @@ class EventPool {
 
 thread_local EventPool pool;
 thread_local uint64_t retained_bytes = 0;
-thread_local uint64_t retained_events = 0;
+// Signed: an engine's events may be released on another thread than the one that retained
+// them (a Matcher destroyed elsewhere), which takes this thread's count below zero.
+thread_local int64_t retained_events = 0;
 
 }  // namespace
 
@@ -72,7 +79,7 @@ uint64_t Event::RetainedBytesOnThisThread() { return retained_bytes; }
 void Event::Recycle(Event* e) {
   retained_bytes -= e->accounted_bytes_;
   --retained_events;
-  if (!pool.Give(e, retained_events)) delete e;
+  pool.Give(e, retained_events);
 }
 
 EventRef Event::Retain() const {

@@ -78,13 +78,13 @@ void Matcher::Accept(const Event* event) {
   if (event->time_ms() <= watermark) {
     // Held back, it would be released at once, after what was held back up to its time (which
     // came before it) and before the rest: it is matched in that place, uncopied.
-    ReleaseWaiting(event->time_ms());
+    if (!waiting_.empty()) ReleaseWaiting(event->time_ms());
     CurrentEvent current(event, next_seq_++);
     Dispatch(&current, given_hashes_, epoch_);
   } else {
     waiting_.Push(event->time_ms(), {event->Retain(), next_arrival_++, epoch_});
   }
-  ReleaseWaiting(watermark);
+  if (!waiting_.empty()) ReleaseWaiting(watermark);
   watermark_ms_ = watermark;
 }
 

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cstddef>
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -35,7 +36,8 @@ class TimeQueue {
     ++size_;
   }
 
-  // Moves items of time <= up_to_ms into `out`, earliest first, until `out` holds `max`.
+  // Moves items of time <= up_to_ms into `out`, earliest first (overdue ones before all), until
+  // `out` holds `max`.
   void TakeUpTo(int64_t up_to_ms, size_t max, std::vector<T>* out) {
     const uint64_t limit = KeyOf(up_to_ms);
     std::vector<Entry>& current = buckets_[0];  // all of the last time taken

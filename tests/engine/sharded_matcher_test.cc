@@ -543,8 +543,10 @@ sequence:
     CAPTURE(workers);
     nfa::FieldSchema schema;
     Collector collector(workers);
-    engine::ShardedMatcher matcher({Compile(strict, &schema)}, &schema, SeveralSourcesOptions(workers), &collector,
-                                   collector.sinks());
+    // Chunks larger than a worker's match batches, so batches split.
+    engine::EngineOptions options = SeveralSourcesOptions(workers);
+    options.events_per_chunk = 256;
+    engine::ShardedMatcher matcher({Compile(strict, &schema)}, &schema, options, &collector, collector.sinks());
     for (uint32_t source = 0; source < 3; ++source) matcher.SetSourceIdle(source, false);
     for (size_t i = 0; i < sent.size(); ++i) matcher.Add(sent[i].text, i + 1, 0, sent[i].source);
     matcher.Finish();

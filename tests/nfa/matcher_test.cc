@@ -135,6 +135,23 @@ TEST_CASE("Matcher: events held back for the watermark are recycled, not allocat
   CHECK(f.matcher->stats().events == events.size());
 }
 
+TEST_CASE("Matcher: an event the given watermark covers is matched within its batch, after those held back before it") {
+  // As a worker with several sources is set up: the watermark comes only from the engine.
+  MatcherOptions options;
+  options.max_out_of_orderness_ms = INT64_MAX;
+  Fixture f(kPc, options);
+  const std::vector<Event*> events = f.Parse({R"({"ts":20,"k":"x","name":"b","id":"e1"})",
+                                              R"({"ts":10,"k":"x","name":"b","id":"e2"})",
+                                              R"({"ts":20,"k":"y","name":"b","id":"e3"})",
+                                              R"({"ts":30,"k":"x","name":"b","id":"e4"})"});
+  const std::vector<int64_t> watermarks = {5, 10, 25, 25};
+  f.matcher->AddBatch(std::span<const Event* const>(events.data(), events.size()), Matcher::KeyHashes{}, watermarks);
+  // e2 once the watermark is 10; e1 and e3 (time 20, in arrival order) at 25; e4 waits.
+  CHECK(f.sink.matches == std::vector<std::string>{"e2", "e1", "e3"});
+  f.matcher->AdvanceWatermark(30);
+  CHECK(f.sink.matches == std::vector<std::string>{"e2", "e1", "e3", "e4"});
+}
+
 TEST_CASE("Matcher: a key holds state only while it has runs") {
   Fixture f(kWindowed);
   using vigil::testing::Ev;

@@ -27,7 +27,7 @@ TEST_CASE("TimeQueue: by time, equal times in push order, up to the time asked")
         held.emplace_back(time, next++);
         continue;
       }
-      watermark += static_cast<int64_t>(random() % static_cast<uint64_t>(spread / 2 + 1));
+      watermark += static_cast<int64_t>(random() % static_cast<uint64_t>(spread / 2 + 2));
       const size_t max = 1 + random() % 40;
       taken.clear();
       queue.TakeUpTo(watermark, max, &taken);
@@ -47,6 +47,22 @@ TEST_CASE("TimeQueue: by time, equal times in push order, up to the time asked")
     });
     CHECK(visited == held.size());
   }
+}
+
+TEST_CASE("TimeQueue: the extremes of time") {
+  vigil::nfa::TimeQueue<int> queue;
+  std::vector<int> taken;
+  queue.Push(INT64_MAX, 1);
+  queue.Push(0, 2);
+  queue.Push(INT64_MIN, 3);
+  queue.Push(-1, 4);
+  queue.TakeUpTo(INT64_MIN, 10, &taken);
+  CHECK(taken == std::vector<int>{3});
+  queue.TakeUpTo(INT64_MAX - 1, 10, &taken);
+  CHECK(taken == std::vector<int>{3, 4, 2});
+  queue.TakeUpTo(INT64_MAX, 10, &taken);
+  CHECK(taken == std::vector<int>{3, 4, 2, 1});
+  CHECK(queue.empty());
 }
 
 TEST_CASE("TimeQueue: an item earlier than one taken comes out with the next take") {
