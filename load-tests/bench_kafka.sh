@@ -141,7 +141,7 @@ wanted latency && for input_partitions in 1 "$partitions"; do
              --rate "$rate" --duration "$duration" --warmup "$warmup" --key-field card_id --settle 5 --timeline "${BENCH_VERBOSE:-0}" 2>"$work/load-$prefix.err")
     if [[ -n "${BENCH_VERBOSE:-}" ]]; then
       cat "$work/load-$prefix.err" >&2
-      curl -s "http://127.0.0.1:$port_v/metrics" | grep -E '^vigil_checkpoint_(last|total)|^vigil_checkpoints_total|^vigil_kafka_commit_duration' >&2
+      curl -s "http://127.0.0.1:$port_v/metrics" | grep -E '^vigil_checkpoint_(last|total)|^vigil_checkpoints_total|^vigil_kafka_commit_duration|^vigil_server_ingest_to_alert|^vigil_kafka_input_waits' >&2
     fi
     read -r produced seconds per_second alerts p50 p99 < <(echo "$line" | awk '{print $2, $5, $7, $10, $14, $16}' | tr -d '(;')
     echo "| latency at $rate/s, $input_partitions partition(s) | $guarantee | $produced | $seconds | $per_second | $alerts | $p50 | $p99 |"
