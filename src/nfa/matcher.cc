@@ -78,17 +78,18 @@ void Matcher::Accept(const Event* event) {
   if (event->time_ms() <= watermark) {
     // Held back, it would be released at once, after what was held back up to its time (which
     // came before it) and before the rest: it is matched in that place, uncopied.
-    if (!waiting_.empty()) ReleaseWaiting(event->time_ms());
+    ReleaseWaiting(event->time_ms());
     CurrentEvent current(event, next_seq_++);
     Dispatch(&current, given_hashes_, epoch_);
   } else {
     waiting_.Push(event->time_ms(), {event->Retain(), next_arrival_++, epoch_});
   }
-  if (!waiting_.empty()) ReleaseWaiting(watermark);
+  ReleaseWaiting(watermark);
   watermark_ms_ = watermark;
 }
 
 void Matcher::ReleaseWaiting(int64_t watermark_ms) {
+  if (waiting_.empty()) return;
   // In groups, each group's state loads issued before its events are matched (as AddBatch).
   do {
     released_.clear();

@@ -152,7 +152,7 @@ class Matcher {
   // AddBatch, without hashing the keys again. `watermarks`, when given, is the stream's
   // watermark right after each event, as decided where the events entered (several sources,
   // or other shards' events, can move it past what these events show): an event at or below
-  // it that nothing held back precedes is matched at once instead of waiting for
+  // it is matched at once (after the events held back up to its time) instead of waiting for
   // AdvanceWatermark.
   void AddBatch(std::span<const Event* const> events, const KeyHashes& hashes,
                 std::span<const int64_t> watermarks = {});

@@ -349,7 +349,7 @@ void KafkaPipeline::StartCommit() {
   }
   // A commit that timed out is resumed as it was: its offsets and position, not today's.
   if (!resume_commit_) {
-    commit_started_ns_ = std::chrono::steady_clock::now().time_since_epoch().count();
+    commit_started_ = std::chrono::steady_clock::now();
     // Dead letters and late events of the input so far are produced before the mark.
     matcher_->Flush();
     // Kafka is about to be told this input was read: the log must keep it through a power loss.
@@ -466,7 +466,7 @@ void KafkaPipeline::FinishCommit(bool checkpoint) {
   resume_commit_ = false;
   committed_position_ = committing_position_;
   ++commits_;
-  commit_seconds_.Observe((std::chrono::steady_clock::now().time_since_epoch().count() - commit_started_ns_) / 1e9);
+  commit_seconds_.Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - commit_started_).count());
   {
     // What was made after the mark waits for the next one.
     const std::lock_guard lock(output_mutex_);

@@ -37,6 +37,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <future>
@@ -197,7 +198,7 @@ class KafkaPipeline : public AlertForwarder {
   // From a commit's mark to the end of its commit: how long its output waited (exactly_once).
   static constexpr double kCommitBuckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
   SecondsHistogram commit_seconds_{kCommitBuckets};
-  int64_t commit_started_ns_ = 0;
+  std::chrono::steady_clock::time_point commit_started_;
 };
 
 }  // namespace vigil::server
