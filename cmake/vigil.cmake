@@ -7,12 +7,17 @@ function(vigil_add_library)
   target_link_libraries(vigil_${ARG_NAME} PUBLIC ${ARG_PUBLIC_DEPS} PRIVATE ${ARG_DEPS})
 endfunction()
 
-# vigil_add_test(NAME x SRCS ... DEPS ... LABELS ... [TIMEOUT seconds]): a doctest binary;
-# each TEST_CASE is its own ctest entry carrying LABELS.
+# vigil_add_test(NAME x SRCS ... DEPS ... LABELS ... [TIMEOUT seconds] [RESOURCE_LOCK name]):
+# a doctest binary; each TEST_CASE is its own ctest entry carrying LABELS. Entries that hold
+# the same RESOURCE_LOCK never run at the same time.
 function(vigil_add_test)
-  cmake_parse_arguments(ARG "" "NAME;TIMEOUT" "SRCS;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "" "NAME;TIMEOUT;RESOURCE_LOCK" "SRCS;DEPS;LABELS" ${ARGN})
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 120)
+  endif()
+  set(lock "")
+  if(ARG_RESOURCE_LOCK)
+    set(lock RESOURCE_LOCK ${ARG_RESOURCE_LOCK})
   endif()
   add_executable(${ARG_NAME} ${ARG_SRCS} ${PROJECT_SOURCE_DIR}/tests/support/doctest_main.cc)
   target_include_directories(${ARG_NAME} PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/tests)
@@ -20,5 +25,5 @@ function(vigil_add_test)
   target_compile_definitions(${ARG_NAME} PRIVATE VIGIL_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
                                                  VIGIL_BINARY_DIR="${PROJECT_BINARY_DIR}")
   # A hung test fails after two minutes (unless said otherwise) instead of holding CI.
-  doctest_discover_tests(${ARG_NAME} ADD_LABELS 1 PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT})
+  doctest_discover_tests(${ARG_NAME} ADD_LABELS 1 PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT} ${lock})
 endfunction()
