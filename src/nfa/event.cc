@@ -1,70 +1,84 @@
 #include "nfa/event.h"
 
 #include <algorithm>
+#include <new>
 
 namespace vigil::nfa {
 
+Event::ParseBuffers& Event::BuffersForParsing() {
+  if (!buffers_) buffers_ = std::make_unique<ParseBuffers>();
+  return *buffers_;
+}
+
 void Event::Clear() {
-  slots_.clear();
-  strings_.clear();
-  items_.clear();
-  owned_raw_.clear();
+  if (buffers_) {
+    buffers_->slots.clear();
+    buffers_->strings.clear();
+    buffers_->items.clear();
+  }
   raw_ = {};
+  slots_ = nullptr;
+  slot_count_ = 0;
   time_ms_ = 0;
   seq_ = 0;
   line_ = 0;
 }
 
-Value Event::Rebased(const Value& v, const Event& from) const {
-  Value out = v;
-  if (v.kind == Value::Kind::kString) {
-    const char* p = v.str.data;
-    if (p >= from.raw_.data() && p <= from.raw_.data() + from.raw_.size()) {
-      out.str.data = raw_.data() + (p - from.raw_.data());
-    } else if (p >= from.strings_.data() && p <= from.strings_.data() + from.strings_.size()) {
-      out.str.data = strings_.data() + (p - from.strings_.data());
-    }
-  } else if (v.kind == Value::Kind::kList) {
-    out.list.data = items_.data() + (v.list.data - from.items_.data());
-  }
-  return out;
+std::span<const Value> Event::items() const {
+  if (buffers_) return buffers_->items;
+  return {slots_ + slot_count_, item_count_};
 }
 
-void Event::RebaseFrom(const Event& from) {
-  for (Value& v : items_) v = Rebased(v, from);
-  for (Value& v : slots_) v = Rebased(v, from);
+std::string_view Event::strings() const {
+  if (buffers_) return buffers_->strings;
+  return {reinterpret_cast<const char*>(slots_ + slot_count_ + item_count_), strings_size_};
 }
 
-namespace {
-
-// Recycled events of this thread, in proportion to the events retained: windows closing and
+// Recycled blocks of this thread, in proportion to the events retained: windows closing and
 // held-back events released free many at once, which the events retained next would allocate
 // again. As fewer are retained, the pool shrinks with them, so a burst does not stay allocated.
-// (Pooled events are not counted in RetainedBytesOnThisThread.)
+// (Pooled blocks are not counted in RetainedBytesOnThisThread.)
 class EventPool {
  public:
   static constexpr size_t kMinPooled = 4096;
   static constexpr size_t kRetainedPerPooled = 4;
+  // Blocks come in multiples of this, so most events fit a block an earlier one left.
+  static constexpr size_t kBlockGrain = 64;
+
   ~EventPool() {
-    for (Event* e : free_) delete e;
+    for (Event* e : free_) Free(e);
   }
-  Event* Take() {
-    if (free_.empty()) return nullptr;
-    Event* e = free_.back();
-    free_.pop_back();
+  // A block of at least `bytes`, its Event constructed.
+  Event* Take(size_t bytes) {
+    if (!free_.empty()) {
+      Event* e = free_.back();
+      free_.pop_back();
+      if (e->block_bytes_ >= bytes) return e;
+      Free(e);
+    }
+    const size_t block_bytes = (bytes + kBlockGrain - 1) / kBlockGrain * kBlockGrain;
+    Event* e = new (::operator new(block_bytes)) Event();
+    e->block_bytes_ = static_cast<uint32_t>(block_bytes);
     return e;
   }
   void Give(Event* e, int64_t retained_events) {
     const auto room = std::max<size_t>(kMinPooled, static_cast<size_t>(std::max<int64_t>(0, retained_events)) /
                                                        kRetainedPerPooled);
     if (free_.size() < room) return free_.push_back(e);
-    delete e;
-    for (; free_.size() > room; free_.pop_back()) delete free_.back();
+    Free(e);
+    for (; free_.size() > room; free_.pop_back()) Free(free_.back());
   }
 
  private:
+  static void Free(Event* e) {
+    e->~Event();
+    ::operator delete(e);
+  }
+
   std::vector<Event*> free_;
 };
+
+namespace {
 
 thread_local EventPool pool;
 thread_local uint64_t retained_bytes = 0;
@@ -72,37 +86,65 @@ thread_local uint64_t retained_bytes = 0;
 // them (a Matcher destroyed elsewhere), which takes this thread's count below zero.
 thread_local int64_t retained_events = 0;
 
+// Where a view into `from` (its text, strings or items) lies in the copy.
+struct Rebase {
+  std::string_view from_raw, from_strings;
+  std::span<const Value> from_items;
+  const char* raw;
+  const char* strings;
+  const Value* items;
+
+  Value operator()(Value v) const {
+    if (v.kind == Value::Kind::kString) {
+      const char* p = v.str.data;
+      if (p >= from_raw.data() && p <= from_raw.data() + from_raw.size()) {
+        v.str.data = raw + (p - from_raw.data());
+      } else if (p >= from_strings.data() && p <= from_strings.data() + from_strings.size()) {
+        v.str.data = strings + (p - from_strings.data());
+      }
+    } else if (v.kind == Value::Kind::kList) {
+      v.list.data = items + (v.list.data - from_items.data());
+    }
+    return v;
+  }
+};
+
 }  // namespace
 
 uint64_t Event::RetainedBytesOnThisThread() { return retained_bytes; }
 
 void Event::Recycle(Event* e) {
-  retained_bytes -= e->accounted_bytes_;
+  retained_bytes -= e->block_bytes_;
   --retained_events;
   pool.Give(e, retained_events);
 }
 
 EventRef Event::Retain() const {
-  Event* copy = pool.Take();
-  if (!copy) copy = new Event();
-  copy->owned_raw_.assign(raw_);
-  copy->CopyFrom(*this, copy->owned_raw_);
-  copy->accounted_bytes_ = sizeof(Event) + copy->owned_raw_.capacity() + copy->strings_.capacity() +
-                           (copy->slots_.capacity() + copy->items_.capacity()) * sizeof(Value);
-  retained_bytes += copy->accounted_bytes_;
+  const std::span<const Value> from_items = items();
+  const std::string_view from_strings = strings();
+  const size_t values = slot_count_ + from_items.size();
+  Event* copy = pool.Take(sizeof(Event) + values * sizeof(Value) + from_strings.size() + raw_.size());
+  auto* slots = reinterpret_cast<Value*>(copy + 1);
+  Value* items = slots + slot_count_;
+  auto* strings = reinterpret_cast<char*>(slots + values);
+  char* raw = strings + from_strings.size();
+  std::copy(from_strings.begin(), from_strings.end(), strings);
+  std::copy(raw_.begin(), raw_.end(), raw);
+  const Rebase rebase{raw_, from_strings, from_items, raw, strings, items};
+  std::transform(slots_, slots_ + slot_count_, slots, rebase);
+  std::transform(from_items.begin(), from_items.end(), items, rebase);
+
+  copy->raw_ = std::string_view(raw, raw_.size());
+  copy->slots_ = slots;
+  copy->slot_count_ = slot_count_;
+  copy->item_count_ = static_cast<uint32_t>(from_items.size());
+  copy->strings_size_ = static_cast<uint32_t>(from_strings.size());
+  copy->time_ms_ = time_ms_;
+  copy->seq_ = seq_;
+  copy->line_ = line_;
+  retained_bytes += copy->block_bytes_;
   ++retained_events;
   return EventRef(copy);
-}
-
-void Event::CopyFrom(const Event& from, std::string_view raw) {
-  raw_ = raw;
-  strings_ = from.strings_;
-  items_ = from.items_;
-  slots_ = from.slots_;
-  time_ms_ = from.time_ms_;
-  seq_ = from.seq_;
-  line_ = from.line_;
-  RebaseFrom(from);
 }
 
 }  // namespace vigil::nfa

@@ -11,6 +11,8 @@
 // Not thread-safe: an Event belongs to one matching thread.
 
 #include <cstdint>
+#include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -40,51 +42,60 @@ class Event {
   // The value of the schema field at `slot`; Missing when absent or unknown to this event.
   const Value& field(int slot) const {
     static constexpr Value kMissing;
-    return static_cast<size_t>(slot) < slots_.size() ? slots_[slot] : kMissing;
+    return static_cast<uint32_t>(slot) < slot_count_ ? slots_[slot] : kMissing;
   }
 
   // Starts loading the event's field values and text into the cache (a hint; for an event
   // written on another core, whose first reads would each miss).
   void Prefetch() const {
-    const char* values = reinterpret_cast<const char*>(slots_.data());
-    const size_t value_bytes = slots_.size() * sizeof(Value);
+    const char* values = reinterpret_cast<const char*>(slots_);
+    const size_t value_bytes = slot_count_ * sizeof(Value);
     for (size_t offset = 0; offset < value_bytes; offset += 64) __builtin_prefetch(values + offset);
     __builtin_prefetch(raw_.data());
   }
 
-  // A heap copy of this event that owns all its bytes, with one reference held.
+  // A heap copy of this event that owns all its bytes, with one reference held. The copy is
+  // one block (this header, then its values, strings and text), so reading a field of a
+  // retained event touches neighbouring cache lines rather than three separate allocations.
   EventRef Retain() const;
   // The memory of the retained events this thread holds (events kept by partial matches or
   // waiting for the watermark), in bytes.
   static uint64_t RetainedBytesOnThisThread();
 
-  // Makes this event a copy of `from` whose text is `raw`: the caller's copy of from.raw(),
-  // which must outlive this event. Reuses this event's buffers (no allocation once they have
-  // grown), so events can be handed between threads in recycled blocks.
-  void CopyFrom(const Event& from, std::string_view raw);
-
  private:
   friend class EventParser;
   friend class EventRef;
+  friend class EventPool;
 
+  // What the parser fills an event from, kept from one event to the next so parsing does not
+  // allocate.
+  struct ParseBuffers {
+    std::vector<Value> slots;
+    std::string strings;       // unescaped strings; reserved up front so views stay valid
+    std::vector<Value> items;  // elements of list-valued fields
+  };
+  ParseBuffers& BuffersForParsing();
   void Clear();
   // Returns a retained event whose last reference is gone to this thread's pool, so the next
-  // Retain() reuses its buffers instead of allocating.
+  // Retain() reuses its block instead of allocating.
   static void Recycle(Event* e);
-  // Re-points views that pointed into `from`'s buffers to this event's copies.
-  void RebaseFrom(const Event& from);
-  Value Rebased(const Value& v, const Event& from) const;
+  // The list elements and unescaped strings the values point into (besides raw_).
+  std::span<const Value> items() const;
+  std::string_view strings() const;
 
   std::string_view raw_;
-  std::string owned_raw_;        // set for retained events
-  std::vector<Value> slots_;
-  std::string strings_;          // unescaped strings; reserved up front so views stay valid
-  std::vector<Value> items_;     // elements of list-valued fields
+  const Value* slots_ = nullptr;
+  uint32_t slot_count_ = 0;
+  uint32_t refs_ = 0;
   int64_t time_ms_ = 0;
   uint64_t seq_ = 0;
   uint64_t line_ = 0;
-  uint64_t accounted_bytes_ = 0;  // retained events: what RetainedBytesOnThisThread counts
-  uint32_t refs_ = 0;
+  // A retained event: the bytes of its block, and how many of its items and string bytes follow
+  // its values there.
+  uint32_t block_bytes_ = 0;
+  uint32_t item_count_ = 0;
+  uint32_t strings_size_ = 0;
+  std::unique_ptr<ParseBuffers> buffers_;  // an event the parser fills; none when retained
 };
 
 // An intrusive, non-atomic reference to a retained Event (one matching thread owns it).

@@ -76,9 +76,10 @@ struct EventParser::Impl {
     }
     std::string_view s;
     if (v.get_string().get(s)) return Value::Missing();
-    const size_t offset = out->strings_.size();
-    out->strings_.append(s);
-    return Value::String(std::string_view(out->strings_).substr(offset, s.size()));
+    std::string& strings = out->buffers_->strings;
+    const size_t offset = strings.size();
+    strings.append(s);
+    return Value::String(std::string_view(strings).substr(offset, s.size()));
   }
 
   simdjson::error_code Scalar(od::value& v, Value* result) {
@@ -117,7 +118,8 @@ struct EventParser::Impl {
     // Lists of scalars are kept (for `in` and `size`); nested containers become opaque.
     od::array arr;
     if (auto err = v.get_array().get(arr)) return err;
-    const size_t first = out->items_.size();
+    std::vector<Value>& items = out->buffers_->items;
+    const size_t first = items.size();
     for (auto element : arr) {
       od::value item;
       if (auto err = element.get(item)) return err;
@@ -129,16 +131,17 @@ struct EventParser::Impl {
       } else if (auto err = Scalar(item, &iv)) {
         return err;
       }
-      out->items_.push_back(iv);
+      items.push_back(iv);
     }
     // The list points at its first element by index until Finish() fixes the address.
-    Value list = Value::List(nullptr, out->items_.size() - first);
+    Value list = Value::List(nullptr, items.size() - first);
     list.list.data = reinterpret_cast<const Value*>(first);
     *result = list;
     return simdjson::SUCCESS;
   }
 
   simdjson::error_code Object(od::object obj, FieldNode& node) {
+    std::vector<Value>& slots = out->buffers_->slots;
     for (auto field_result : obj) {
       od::field field;
       if (auto err = std::move(field_result).get(field)) return err;
@@ -146,18 +149,18 @@ struct EventParser::Impl {
       if (!child) continue;
       od::value v = field.value();
       if (child->children.empty()) {
-        if (auto err = Scalar(v, &out->slots_[child->slot])) return err;
+        if (auto err = Scalar(v, &slots[child->slot])) return err;
         continue;
       }
       od::json_type type;
       if (auto err = v.type().get(type)) return err;
       if (type == od::json_type::object) {
-        if (child->slot >= 0) out->slots_[child->slot] = Value::Object();
+        if (child->slot >= 0) slots[child->slot] = Value::Object();
         od::object inner;
         if (auto err = v.get_object().get(inner)) return err;
         if (auto err = Object(inner, *child)) return err;
       } else if (child->slot >= 0) {
-        if (auto err = Scalar(v, &out->slots_[child->slot])) return err;
+        if (auto err = Scalar(v, &slots[child->slot])) return err;
       }
     }
     return simdjson::SUCCESS;
@@ -166,10 +169,10 @@ struct EventParser::Impl {
   void Finish() {
     auto fix = [&](Value& v) {
       if (v.kind == Value::Kind::kList) {
-        v.list.data = out->items_.data() + reinterpret_cast<size_t>(v.list.data);
+        v.list.data = out->buffers_->items.data() + reinterpret_cast<size_t>(v.list.data);
       }
     };
-    for (Value& v : out->slots_) fix(v);
+    for (Value& v : out->buffers_->slots) fix(v);
   }
 };
 
@@ -191,8 +194,11 @@ Status EventParser::Parse(std::string_view text, size_t readable_size, Event* ou
   out->Clear();
   out->raw_ = text;
   // The schema as of the last Refresh(): it may be growing on another thread meanwhile.
-  out->slots_.resize(impl_->built_for);
-  out->strings_.reserve(text.size());
+  Event::ParseBuffers& buffers = out->BuffersForParsing();
+  buffers.slots.resize(impl_->built_for);
+  buffers.strings.reserve(text.size());
+  out->slots_ = buffers.slots.data();
+  out->slot_count_ = static_cast<uint32_t>(buffers.slots.size());
   impl_->out = out;
 
   od::document doc;

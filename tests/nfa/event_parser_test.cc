@@ -5,6 +5,9 @@
 #include <simdjson.h>
 
 #include <string>
+#include <vector>
+
+#include "support/counted_allocations.h"
 
 TEST_SUITE_BEGIN("nfa");
 
@@ -56,18 +59,34 @@ TEST_CASE("EventParser: reads the schema's fields, nested and escaped, and keeps
   CHECK(p.event.field(absent).is_missing());
 }
 
-TEST_CASE("EventParser: a retained copy owns its bytes") {
+TEST_CASE("EventParser: a retained copy owns its bytes, in one allocation") {
   FieldSchema schema;
   const int name = schema.Intern({"name"});
+  const int tags = schema.Intern({"tags"});
   EventParser parser(&schema, "ts");
   Parsed p;
-  Parse(parser, R"({"ts":1,"name":"tab\there"})", &p);
+  Parse(parser, R"({"ts":1,"name":"tab\there","tags":["x\"y","plain",3]})", &p);
   REQUIRE(p.status.ok());
+  // The pool may hold blocks freed by earlier tests: drain it so the copies allocate.
+  std::vector<vigil::nfa::EventRef> drained;
+  for (int i = 0; i < 5000; ++i) drained.push_back(p.event.Retain());
+  const long before = vigil::testing::CountedAllocations();
   vigil::nfa::EventRef copy = p.event.Retain();
-  Parse(parser, R"({"ts":2,"name":"other"})", &p);  // overwrites the scratch event and text
-  CHECK(copy->raw() == R"({"ts":1,"name":"tab\there"})");
-  CHECK(copy->field(name).string() == "tab\there");
-  CHECK(copy->time_ms() == 1);
+  CHECK(vigil::testing::CountedAllocations() - before == 1);
+  vigil::nfa::EventRef copy_of_copy = copy->Retain();
+  Parse(parser, R"({"ts":2,"name":"other","tags":["z"]})", &p);  // overwrites the scratch event and text
+  copy = vigil::nfa::EventRef();  // the second copy reads only its own block
+  for (const vigil::nfa::EventRef& e : {copy_of_copy, drained.back()}) {
+    CHECK(e->raw() == R"({"ts":1,"name":"tab\there","tags":["x\"y","plain",3]})");
+    CHECK(e->field(name).string() == "tab\there");
+    const Value& list = e->field(tags);
+    REQUIRE(list.kind == Value::Kind::kList);
+    REQUIRE(list.list.size == 3);
+    CHECK(list.list.data[0].string() == "x\"y");
+    CHECK(list.list.data[1].string() == "plain");
+    CHECK(list.list.data[2].number == 3);
+    CHECK(e->time_ms() == 1);
+  }
 }
 
 TEST_CASE("EventParser: event time is epoch milliseconds or RFC 3339") {
