@@ -54,6 +54,13 @@ class Event {
     __builtin_prefetch(raw_.data());
   }
 
+  // A retained event: starts loading its block's first lines (header, first values) without
+  // reading it, so it can be issued a level ahead of the reads.
+  void PrefetchBlock() const {
+    const char* block = reinterpret_cast<const char*>(this);
+    for (size_t offset = 0; offset < kPrefetchedBlockBytes; offset += 64) __builtin_prefetch(block + offset);
+  }
+
   // A heap copy of this event that owns all its bytes, with one reference held. The copy is
   // one block (this header, then its values, strings and text), so reading a field of a
   // retained event touches neighbouring cache lines rather than three separate allocations.
@@ -63,6 +70,8 @@ class Event {
   static uint64_t RetainedBytesOnThisThread();
 
  private:
+  static constexpr size_t kPrefetchedBlockBytes = 256;
+
   friend class EventParser;
   friend class EventRef;
   friend class EventPool;

@@ -12,6 +12,8 @@ namespace {
 
 // Held-back events are released this many at a time, their state prefetched together.
 constexpr size_t kReleaseGroup = 32;
+// PrefetchKeys loads the last nodes of this many runs of a key at most.
+constexpr size_t kPrefetchedRuns = 4;
 
 // Marks the Matcher as matching for a scope (see Matcher::CheckNotMatching).
 class MatchingScope {
@@ -160,6 +162,21 @@ bool Matcher::PrefetchKeys(std::span<const Event* const> events, const KeyHashes
     const KeyNfaState& state = slots_[i % patterns].records[batch_records_[i]].state;
     if (!state.partial.empty()) __builtin_prefetch(state.partial.data());
   }
+  // Every run the event reaches reads its last node (to take the event after it, or to skip
+  // it), and conditions that name an earlier stage read that node's event: two more levels.
+  auto each_run = [&](auto&& visit) {
+    for (size_t i = 0; i < batch_records_.size(); ++i) {
+      if (batch_records_[i] == KeyIndex::kNone) continue;
+      const std::vector<ComputationState>& runs = slots_[i % patterns].records[batch_records_[i]].state.partial;
+      for (size_t r = 0; r < std::min(runs.size(), kPrefetchedRuns); ++r) {
+        if (runs[r].node) visit(*runs[r].node);
+      }
+    }
+  };
+  each_run([](const BufferNode& node) { __builtin_prefetch(&node, 1); });
+  each_run([](const BufferNode& node) {
+    if (node.event) node.event->PrefetchBlock();
+  });
   return given;
 }
 
