@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/cache_lines.h"
 #include "nfa/value.h"
 
 namespace vigil::nfa {
@@ -54,11 +55,12 @@ class Event {
     __builtin_prefetch(raw_.data());
   }
 
-  // A retained event: starts loading its block's first lines (header, first values) without
-  // reading it, so it can be issued a level ahead of the reads.
-  void PrefetchBlock() const {
+  // A retained event: loads its header and starts loading the next lines of its block (its
+  // first values), for a pass that runs a level ahead of the reads (common/cache_lines.h).
+  void LoadBlock() const {
     const char* block = reinterpret_cast<const char*>(this);
-    for (size_t offset = 0; offset < kPrefetchedBlockBytes; offset += 64) __builtin_prefetch(block + offset);
+    LoadLine(block);
+    for (size_t offset = 64; offset < kPrefetchedBlockBytes; offset += 64) __builtin_prefetch(block + offset);
   }
 
   // A heap copy of this event that owns all its bytes, with one reference held. The copy is

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "common/byte_codec.h"
+#include "common/cache_lines.h"
 #include "common/time_util.h"
 #include "nfa/event_key.h"
 
@@ -163,7 +164,8 @@ bool Matcher::PrefetchKeys(std::span<const Event* const> events, const KeyHashes
     if (!state.partial.empty()) __builtin_prefetch(state.partial.data());
   }
   // Every run the event reaches reads its last node (to take the event after it, or to skip
-  // it), and conditions that name an earlier stage read that node's event: two more levels.
+  // it), and conditions that name an earlier stage read that node's event: two more levels,
+  // loaded rather than prefetched (see common/cache_lines.h).
   auto each_run = [&](auto&& visit) {
     for (size_t i = 0; i < batch_records_.size(); ++i) {
       if (batch_records_[i] == KeyIndex::kNone) continue;
@@ -173,9 +175,9 @@ bool Matcher::PrefetchKeys(std::span<const Event* const> events, const KeyHashes
       }
     }
   };
-  each_run([](const BufferNode& node) { __builtin_prefetch(&node, 1); });
+  each_run([](const BufferNode& node) { LoadLine(&node); });
   each_run([](const BufferNode& node) {
-    if (node.event) node.event->PrefetchBlock();
+    if (node.event) node.event->LoadBlock();
   });
   return given;
 }
@@ -480,12 +482,14 @@ void Matcher::FireTimers(int64_t watermark_ms) {
     // ends, releasing its last node and that node's event: load those too, a level a pass.
     for (const Timer& t : due_) {
       const KeyRecord& record = slot.records[t.record];
-      if (record.live && !record.state.partial.empty()) __builtin_prefetch(record.state.partial[0].node, 1);
+      if (record.live && !record.state.partial.empty() && record.state.partial[0].node) {
+        LoadLine(record.state.partial[0].node);
+      }
     }
     for (const Timer& t : due_) {
       const KeyRecord& record = slot.records[t.record];
       if (!record.live || record.state.partial.empty()) continue;
-      if (const BufferNode* node = record.state.partial[0].node) __builtin_prefetch(node->event.get(), 1);
+      if (const BufferNode* node = record.state.partial[0].node) LoadLine(node->event.get());
     }
     for (const Timer& timer : due_) {
       KeyRecord& record = slot.records[timer.record];
