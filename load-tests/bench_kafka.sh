@@ -2,9 +2,9 @@
 # bench_kafka.sh: `vigil serve` on a Kafka broker on this machine (scripts/kafka.sh).
 #
 #   (a) ceiling: kcat (librdkafka) consuming the whole input topic, nothing else;
-#   (b) throughput: N generated events produced to a fresh input topic beforehand, then vigil
-#       (all five rules) started on it: events/s from its first record to its last, with
-#       exactly_once and with at_least_once;
+#   (b) throughput: N generated events produced (keyed by card) to a fresh input topic
+#       beforehand, then vigil (all five rules) started on it: events/s from its first record
+#       read to the commit after its last, with exactly_once and with at_least_once;
 #   (c) latency: vigil-kafka-load produces at a fixed rate into a running vigil (no allowed
 #       out-of-orderness) and reads the alerts back read_committed; produce-to-alert p50 and
 #       p99 after a warm-up, with one input partition and with P (records keyed by card, so
@@ -69,13 +69,17 @@ generated() {  # EVENTS: the path of a generated stream of that many events (mad
   echo "$path"
 }
 file="$(generated "$events")"
+keyed_file="${file%.ndjson}.keyed.tsv"
+if [[ ! -s "$keyed_file" ]]; then  # each line as card_id TAB event, for kcat -K
+  sed -E 's/^(.*"card_id":"([^"]*)".*)$/\2\t\1/' "$file" > "$keyed_file.tmp.$$"
+  mv "$keyed_file.tmp.$$" "$keyed_file"
+fi
 # The latency runs produce at a fixed rate for the warm-up and the duration.
 latency_file="$(generated "$(awk -v r="$rate" -v s="$((warmup + duration))" 'BEGIN { printf "%d", r * s }')")"
 work="$(mktemp -d)"
 trap 'pkill -f -- "--data-dir $work" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 now_ms() { date +%s%3N; }
-metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
 
 serve() {  # PREFIX GUARANTEE OUT_OF_ORDERNESS [PARTITIONS]: starts vigil on the PREFIX topics; prints its port
   local prefix="$1" guarantee="$2" log="$work/$1.log" topic_partitions="${4:-$partitions}"
@@ -105,7 +109,11 @@ wanted() { [[ -z "$only" || "$only" == "$1" ]]; }
 wanted throughput && for guarantee in $guarantees; do
   prefix="b$RANDOM$guarantee"
   "$ROOT/scripts/kafka.sh" topic "$prefix-events" "$partitions" >/dev/null
-  kcat -P -b "$broker" -t "$prefix-events" -X linger.ms=20 -X batch.num.messages=10000 < "$file"
+  # Keyed by card, as a real topic would be: every partition then spans the whole stream's
+  # time, and at the end only the allowed out-of-orderness is left waiting for the watermark
+  # (unkeyed, one partition could end minutes of event time before the others, and hold what
+  # the others read after that until it is declared idle).
+  kcat -P -b "$broker" -t "$prefix-events" -K $'\t' -X linger.ms=20 -X batch.num.messages=10000 < "$keyed_file"
   if [[ "$guarantee" == exactly_once ]]; then
     start=$(now_ms)
     consumed=$(kcat -C -b "$broker" -t "$prefix-events" -o beginning -e -q | wc -l)
@@ -113,19 +121,7 @@ wanted throughput && for guarantee in $guarantees; do
     echo "| consume only (kcat) | - | $consumed | $seconds | $(awk -v n="$consumed" -v s="$seconds" 'BEGIN { printf "%.0f", n / s }') | - | - | - |"
   fi
   port_v=$(serve "$prefix" "$guarantee" 5s)
-  first=""
-  while :; do
-    n=$(metric "$port_v" vigil_kafka_records_in_total)
-    [[ -z "$first" && "${n:-0}" -gt 0 ]] && first=$(now_ms)
-    [[ "${n:-0}" -ge "$events" ]] && break
-    sleep 0.05
-  done
-  # Then until everything read is matched and its output committed.
-  taken=$(metric "$port_v" vigil_input_position)
-  while [[ "$(metric "$port_v" vigil_kafka_committed_input_position)" -lt "$taken" ]]; do sleep 0.02; done
-  last=$(now_ms)
-  alerts=$(metric "$port_v" 'vigil_kafka_records_out_total{topic="alerts"}')
-  seconds=$(awk -v ms=$(( last - first )) 'BEGIN { printf "%.2f", ms / 1000 }')
+  read -r seconds alerts < <(python3 "$ROOT/load-tests/kafka_drain_time.py" "$port_v" "$events")
   echo "| throughput | $guarantee | $events | $seconds | $(awk -v n="$events" -v s="$seconds" 'BEGIN { printf "%.0f", n / s }') | $alerts | - | - |"
   pkill -f -- "--data-dir $work/$prefix" || true
   sleep 1

@@ -259,12 +259,19 @@ std::vector<std::string> AlertLog::Recent(size_t limit) const {
 }
 
 Status AlertLog::Flush() {
-  Status alerts;
   {
     const std::lock_guard lock(mutex_);
-    alerts = Append(file_, &pending_, &file_bytes_);
-    if (alerts.ok()) alerts = RotateIfFull();
+    // What a failed write left comes first.
+    if (flushing_.empty()) {
+      flushing_.swap(pending_);
+    } else {
+      flushing_ += pending_;
+      pending_.clear();
+    }
   }
+  // Written without the lock, so the workers append meanwhile.
+  Status alerts = Append(file_, &flushing_, &file_bytes_);
+  if (alerts.ok()) alerts = RotateIfFull();
   Status late = Append(late_file_, &pending_late_, &late_file_bytes_);
   return alerts.ok() ? late : alerts;
 }
@@ -284,10 +291,12 @@ void AlertLog::Record(size_t worker, const nfa::Nfa& nfa, std::string_view key_j
   alert += "}";
   const std::string& id = nfa.pattern().id;
 
-  const std::lock_guard lock(mutex_);
   // The forwarder keeps its own account of what it delivered before a crash (Kafka: the
-  // committed input position), independent of what this file holds.
+  // committed input position), independent of what this file holds. It is called outside the
+  // lock: producing to Kafka takes the client's own locks, and a worker descheduled there
+  // while holding this one stalled every other worker (measured: most of their waits).
   if (forwarder_) forwarder_->Alert(worker, id, nfa.pattern().version, key_json, alert);
+  const std::lock_guard lock(mutex_);
   if (auto written = written_before_.find(alert_id); written != written_before_.end()) {
     if (--written->second == 0) written_before_.erase(written);
     ++recognised_;

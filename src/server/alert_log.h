@@ -10,9 +10,10 @@
 // (Reconcile) are recognised and not written twice.
 //
 // Thread safety: matches arrive on the matching workers' threads, through the sinks of
-// worker_sink(); everything they touch is behind one mutex, taken once per alert. Live
-// subscribers are written to on the server's thread. Everything else (late events, unkeyed
-// counts, Open, Flush, CollectProblems) is the server's thread's.
+// worker_sink(); everything they touch is behind one mutex, taken once per alert (the
+// forwarder is called before it). Live subscribers are written to on the server's thread.
+// Everything else (the files, late events, unkeyed counts, Open, Flush, OutputPosition,
+// Reconcile, CollectProblems) is the server's thread's.
 
 #include <boost/asio/io_context.hpp>
 
@@ -143,13 +144,16 @@ class AlertLog : public engine::InputSink {
   AlertForwarder* forwarder_ = nullptr;
   std::deque<WorkerIntake> worker_sinks_;  // a deque: its elements never move
 
-  mutable std::mutex mutex_;  // guards the alerts' members below, up to the late events'
+  // The alerts file: the server thread's.
   std::string alerts_path_;
   size_t max_file_bytes_ = 0;
   size_t keep_files_ = 0;
   size_t file_bytes_ = 0;
-  SecondsHistogram latency_{kLatencyBuckets};
   std::FILE* file_ = nullptr;
+  std::string flushing_;  // alerts being written (or whose write failed, to be written first)
+
+  mutable std::mutex mutex_;  // guards the alerts' members below, up to the late events'
+  SecondsHistogram latency_{kLatencyBuckets};
   std::string pending_;  // alerts not yet written to the file
   std::deque<std::string> recent_;
   // Weak: a stream lives as long as its connection, not as long as it is subscribed.
