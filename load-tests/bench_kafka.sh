@@ -70,7 +70,7 @@ generated() {  # EVENTS: the path of a generated stream of that many events (mad
 }
 file="$(generated "$events")"
 keyed_file="${file%.ndjson}.keyed.tsv"
-if [[ ! -s "$keyed_file" ]]; then  # each line as card_id TAB event, for kcat -K
+if [[ -z "$only" || "$only" == throughput ]] && [[ ! -s "$keyed_file" ]]; then  # card_id TAB event, for kcat -K
   sed -E 's/^(.*"card_id":"([^"]*)".*)$/\2\t\1/' "$file" > "$keyed_file.tmp.$$"
   mv "$keyed_file.tmp.$$" "$keyed_file"
 fi

@@ -1,6 +1,7 @@
 #include "nfa/event.h"
 
 #include <algorithm>
+#include <array>
 #include <new>
 
 namespace vigil::nfa {
@@ -34,29 +35,35 @@ std::string_view Event::strings() const {
   return {reinterpret_cast<const char*>(slots_ + slot_count_ + item_count_), strings_size_};
 }
 
-// Recycled blocks of this thread, in proportion to the events retained: windows closing and
-// held-back events released free many at once, which the events retained next would allocate
-// again. As fewer are retained, the pool shrinks with them, so a burst does not stay allocated.
-// (Pooled blocks are not counted in RetainedBytesOnThisThread.)
+// Recycled blocks of this thread, by size, in proportion to the events retained: windows
+// closing and held-back events released free many at once, which the events retained next
+// would allocate again. As fewer are retained, the pool shrinks with them, so a burst does not
+// stay allocated. (Pooled blocks are not counted in RetainedBytesOnThisThread.)
 class EventPool {
  public:
   static constexpr size_t kMinPooled = 4096;
   static constexpr size_t kRetainedPerPooled = 4;
-  // Blocks come in multiples of this, so most events fit a block an earlier one left.
+  // Blocks are multiples of this; each multiple up to kPooledSizes has its own free list, so a
+  // block is reused only by an event of its size (a larger one would be counted, and kept, for
+  // a smaller event). Larger blocks, rare events of over 4 KiB, are not pooled.
   static constexpr size_t kBlockGrain = 64;
+  static constexpr size_t kPooledSizes = 64;
 
   ~EventPool() {
-    for (Event* e : free_) Free(e);
+    for (std::vector<Event*>& blocks : free_) {
+      for (Event* e : blocks) Free(e);
+    }
   }
   // A block of at least `bytes`, its Event constructed.
   Event* Take(size_t bytes) {
-    if (!free_.empty()) {
-      Event* e = free_.back();
-      free_.pop_back();
-      if (e->block_bytes_ >= bytes) return e;
-      Free(e);
+    const size_t grains = (bytes + kBlockGrain - 1) / kBlockGrain;
+    if (grains < kPooledSizes && !free_[grains].empty()) {
+      Event* e = free_[grains].back();
+      free_[grains].pop_back();
+      --pooled_;
+      return e;
     }
-    const size_t block_bytes = (bytes + kBlockGrain - 1) / kBlockGrain * kBlockGrain;
+    const size_t block_bytes = grains * kBlockGrain;
     Event* e = new (::operator new(block_bytes)) Event();
     e->block_bytes_ = static_cast<uint32_t>(block_bytes);
     return e;
@@ -64,9 +71,16 @@ class EventPool {
   void Give(Event* e, int64_t retained_events) {
     const auto room = std::max<size_t>(kMinPooled, static_cast<size_t>(std::max<int64_t>(0, retained_events)) /
                                                        kRetainedPerPooled);
-    if (free_.size() < room) return free_.push_back(e);
+    const size_t grains = e->block_bytes_ / kBlockGrain;
+    if (grains < kPooledSizes && pooled_ < room) {
+      free_[grains].push_back(e);
+      ++pooled_;
+      return;
+    }
     Free(e);
-    for (; free_.size() > room; free_.pop_back()) Free(free_.back());
+    for (std::vector<Event*>& blocks : free_) {
+      for (; pooled_ > room && !blocks.empty(); --pooled_, blocks.pop_back()) Free(blocks.back());
+    }
   }
 
  private:
@@ -75,15 +89,16 @@ class EventPool {
     ::operator delete(e);
   }
 
-  std::vector<Event*> free_;
+  std::array<std::vector<Event*>, kPooledSizes> free_;
+  size_t pooled_ = 0;
 };
 
 namespace {
 
 thread_local EventPool pool;
-thread_local uint64_t retained_bytes = 0;
-// Signed: an engine's events may be released on another thread than the one that retained
-// them (a Matcher destroyed elsewhere), which takes this thread's count below zero.
+thread_local int64_t retained_bytes = 0;
+// Signed, as retained_bytes: an engine's events may be released on another thread than the one
+// that retained them (a Matcher destroyed elsewhere), which takes this thread's counts below zero.
 thread_local int64_t retained_events = 0;
 
 // Where a view into `from` (its text, strings or items) lies in the copy.
@@ -111,7 +126,7 @@ struct Rebase {
 
 }  // namespace
 
-uint64_t Event::RetainedBytesOnThisThread() { return retained_bytes; }
+uint64_t Event::RetainedBytesOnThisThread() { return static_cast<uint64_t>(std::max<int64_t>(0, retained_bytes)); }
 
 void Event::Recycle(Event* e) {
   retained_bytes -= e->block_bytes_;
@@ -120,6 +135,7 @@ void Event::Recycle(Event* e) {
 }
 
 EventRef Event::Retain() const {
+  static_assert(sizeof(Event) % alignof(Value) == 0, "the values follow the header in its block");
   const std::span<const Value> from_items = items();
   const std::string_view from_strings = strings();
   const size_t values = slot_count_ + from_items.size();

@@ -489,7 +489,8 @@ void Matcher::FireTimers(int64_t watermark_ms) {
     for (const Timer& t : due_) {
       const KeyRecord& record = slot.records[t.record];
       if (!record.live || record.state.partial.empty()) continue;
-      if (const BufferNode* node = record.state.partial[0].node) LoadLine(node->event.get());
+      const BufferNode* node = record.state.partial[0].node;
+      if (node && node->event) LoadLine(node->event.get());
     }
     for (const Timer& timer : due_) {
       KeyRecord& record = slot.records[timer.record];

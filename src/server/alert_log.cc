@@ -269,6 +269,14 @@ Status AlertLog::Flush() {
       pending_.clear();
     }
   }
+  // A rotation that failed part way left no file open: without one the alerts would only
+  // pile up here while the checkpoints' output position moved on.
+  if (!file_ && !alerts_path_.empty()) {
+    if (Status s = CloseRotationGaps(alerts_path_); !s.ok()) return s;
+    if (Status s = OpenForAppend(alerts_path_, &file_); !s.ok()) return s;
+    std::error_code ec;
+    file_bytes_ = static_cast<size_t>(std::filesystem::file_size(alerts_path_, ec));
+  }
   // Written without the lock, so the workers append meanwhile.
   Status alerts = Append(file_, &flushing_, &file_bytes_);
   if (alerts.ok()) alerts = RotateIfFull();

@@ -89,6 +89,24 @@ TEST_CASE("EventParser: a retained copy owns its bytes, in one allocation") {
   }
 }
 
+TEST_CASE("EventParser: a retained event is counted at its own size, not at a recycled larger one's") {
+  FieldSchema schema;
+  schema.Intern({"name"});
+  EventParser parser(&schema, "ts");
+  Parsed p;
+  Parse(parser, R"({"ts":1,"name":")" + std::string(2000, 'x') + R"("})", &p);
+  REQUIRE(p.status.ok());
+  const uint64_t base = Event::RetainedBytesOnThisThread();
+  vigil::nfa::EventRef large = p.event.Retain();
+  const uint64_t large_bytes = Event::RetainedBytesOnThisThread() - base;
+  CHECK(large_bytes >= 2000);
+  large = vigil::nfa::EventRef();  // its block goes to the pool
+  Parse(parser, R"({"ts":2,"name":"y"})", &p);
+  vigil::nfa::EventRef small = p.event.Retain();
+  CHECK(Event::RetainedBytesOnThisThread() - base < 256);
+  CHECK(small->raw() == R"({"ts":2,"name":"y"})");
+}
+
 TEST_CASE("EventParser: event time is epoch milliseconds or RFC 3339") {
   FieldSchema schema;
   EventParser parser(&schema, "at");
