@@ -282,7 +282,7 @@ const Setting kSettings[] = {
        return ParseCount(v, 0, 10000000, &o->max_pattern_cpu_us_per_event);
      }},
     {"events.max_in_flight", "VIGIL_EVENTS_MAX_IN_FLIGHT", "--max-events-in-flight", "N",
-     "events taken in but not yet matched, at least 512; 0: 256 x (8 x workers + 8)", "0",
+     "events taken in but not yet matched, at least 512; 0: 256 x (16 x workers + 32)", "0",
      [](const std::string& v, ServerOptions* o) -> ParseError {
        if (ParseError e = ParseCount(v, 0, SIZE_MAX, &o->max_events_in_flight)) return e;
        if (o->max_events_in_flight != 0 && o->max_events_in_flight < 512) return "must be 0 or at least 512";

@@ -63,7 +63,7 @@ class Reparser {
 
 EngineOptions WithDefaults(EngineOptions options) {
   // Enough chunks for every worker to have some to parse and some to match.
-  if (options.chunks == 0) options.chunks = 8 * options.workers + 8;
+  if (options.chunks == 0) options.chunks = 16 * options.workers + 32;
   return options;
 }
 

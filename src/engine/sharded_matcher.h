@@ -60,7 +60,8 @@ struct EngineOptions {
   size_t workers = 1;
   size_t events_per_chunk = 256;
   // Chunks being filled, parsed or matched at once, at least 2; bounds the events in flight.
-  // 0: 8 per worker, plus 8.
+  // 0: 16 per worker, plus 32 (enough to ride out a worker descheduled for a few
+  // milliseconds: every worker reads every chunk, so one behind holds them all).
   size_t chunks = 0;
   // Input from several sources (Add's `source`, Kafka partitions): the workers then follow the
   // engine's watermark only (at some cost: every event waits for it). Default: one source.

@@ -77,7 +77,7 @@ struct ServerOptions {
   // (events.max_partial_matches_per_pattern).
   size_t max_partial_matches_per_pattern = 10000000;
   // Events taken in but not yet matched, at most (rounded up to whole chunks of the engine);
-  // beyond it ingest refuses (HTTP 503) or waits (Kafka). 0: 256 x (8 x workers + 8).
+  // beyond it ingest refuses (HTTP 503) or waits (Kafka). 0: 256 x (16 x workers + 32).
   // Default: 0 (events.max_in_flight).
   size_t max_events_in_flight = 0;
   // A pattern whose matching costs more than this many microseconds of CPU per event (over
