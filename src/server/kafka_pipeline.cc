@@ -509,11 +509,12 @@ Status KafkaPipeline::CommitNow() {
 void KafkaPipeline::Produce(size_t maker, const std::string& topic, std::string_view key, std::string_view value,
                            std::vector<std::pair<std::string, std::string>> headers) {
   if (quiet_) return;  // already in Kafka: committed before the crash
+  // Copied before the lock, which every worker and the commit take.
+  Output output{&topic, std::string(key), std::string(value), headers, 0};
   {
     const std::lock_guard lock(output_mutex_);
-    const uint64_t after_mark = maker == kInputThread ? marks_ : passed_[maker];
-    Output output{&topic, std::string(key), std::string(value), headers, after_mark};
-    if (hold_output_ && after_mark >= committing_mark_) return held_output_.push_back(std::move(output));
+    output.after_mark = maker == kInputThread ? marks_ : passed_[maker];
+    if (hold_output_ && output.after_mark >= committing_mark_) return held_output_.push_back(std::move(output));
     open_output_.push_back(std::move(output));
   }
   // Outside the lock: a full queue (the broker away) holds this worker only. With
