@@ -257,8 +257,9 @@ TEST_CASE("Hardening: admin and read-only tokens, and an audit line for every pa
 
 TEST_CASE("Hardening: events arriving faster than matching get 503 with Retry-After, not a blocked server") {
   TempDir dir;
-  // No CPU budget: the slow pattern must stay to keep matching behind.
-  ServerProcess server(dir.path(), {"--workers", "2", "--max-pattern-cpu-us", "0"});
+  // No CPU budget: the slow pattern must stay to keep matching behind. The bound is set, not
+  // the default: at shutdown the server matches what is in flight, milliseconds an event here.
+  ServerProcess server(dir.path(), {"--workers", "2", "--max-pattern-cpu-us", "0", "--max-events-in-flight", "4096"});
   REQUIRE(server.started());
   // Every event of the one key extends thousands of partial matches (up to the per-key
   // limit): matching takes milliseconds per event, ingest microseconds.
