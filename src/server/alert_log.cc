@@ -218,15 +218,21 @@ Status AlertLog::Open(const std::string& alerts_path, const std::string& late_ev
   alerts_path_ = alerts_path;
   max_file_bytes_ = max_file_bytes;
   keep_files_ = keep_files;
-  if (Status s = CloseRotationGaps(alerts_path); !s.ok()) return s;
-  if (Status s = CutTornLine(alerts_path); !s.ok()) return s;
-  if (Status s = OpenForAppend(alerts_path, &file_); !s.ok()) return s;
+  if (Status s = OpenAlertsFile(); !s.ok()) return s;
   std::error_code ec;
-  file_bytes_ = static_cast<size_t>(std::filesystem::file_size(alerts_path, ec));
   late_path_ = late_events_path;
   if (Status s = CutTornLine(late_events_path); !s.ok()) return s;
   if (Status s = OpenForAppend(late_events_path, &late_file_); !s.ok()) return s;
   late_file_bytes_ = static_cast<size_t>(std::filesystem::file_size(late_events_path, ec));
+  return Status::Ok();
+}
+
+Status AlertLog::OpenAlertsFile() {
+  if (Status s = CloseRotationGaps(alerts_path_); !s.ok()) return s;
+  if (Status s = CutTornLine(alerts_path_); !s.ok()) return s;
+  if (Status s = OpenForAppend(alerts_path_, &file_); !s.ok()) return s;
+  std::error_code ec;
+  file_bytes_ = static_cast<size_t>(std::filesystem::file_size(alerts_path_, ec));
   return Status::Ok();
 }
 
@@ -272,10 +278,7 @@ Status AlertLog::Flush() {
   // A rotation that failed part way left no file open: without one the alerts would only
   // pile up here while the checkpoints' output position moved on.
   if (!file_ && !alerts_path_.empty()) {
-    if (Status s = CloseRotationGaps(alerts_path_); !s.ok()) return s;
-    if (Status s = OpenForAppend(alerts_path_, &file_); !s.ok()) return s;
-    std::error_code ec;
-    file_bytes_ = static_cast<size_t>(std::filesystem::file_size(alerts_path_, ec));
+    if (Status s = OpenAlertsFile(); !s.ok()) return s;
   }
   // Written without the lock, so the workers append meanwhile.
   Status alerts = Append(file_, &flushing_, &file_bytes_);

@@ -137,6 +137,8 @@ class AlertLog : public engine::InputSink {
   // Worker `worker`'s thread.
   void Record(size_t worker, const nfa::Nfa& nfa, std::string_view key_json, const nfa::Match& match,
               int64_t entered_steady_ns);
+  // Opens alerts_path_ for appending, as whole lines after any rotation left half done.
+  Status OpenAlertsFile();
   Status RotateIfFull();
 
   boost::asio::io_context& io_;
