@@ -14,9 +14,11 @@
 // --key-field F: each record's key is the event's string field F (a card, an account), as a
 // producer that keeps each entity's events in order would send them; without it records have
 // no key, and librdkafka fills one partition's batch at a time.
-// Prints: produced, events/s, alerts, p50, p99, max latency (ms). --timeline 1 also prints,
-// on stderr, each second's alerts (by the time their last event was sent) and their largest
-// latency, to tell a steady cost from a pause.
+// Prints: produced, events/s, alerts, p50, p99, max latency (ms). On stderr: p50 and p99 by
+// pattern, and of the part up to the alert's detected_at (sent to matched; the rest is the way
+// out). --timeline 1 also prints each second's alerts (by the time their last event was sent)
+// and their largest latency, whole and up to detection, to tell a steady cost from a pause and
+// the input side from the output side.
 
 #include <librdkafka/rdkafka.h>
 
@@ -64,6 +66,14 @@ int64_t LatestSentAt(std::string_view alert) {
     latest = std::max<int64_t>(latest, std::atoll(std::string(alert.substr(at + kField.size(), 20)).c_str()));
   }
   return latest;
+}
+
+// The alert's own "detected_at" (vigil's wall clock when it found the match; the last one,
+// after the events'), 0 if none.
+int64_t DetectedAt(std::string_view alert) {
+  static constexpr std::string_view kField = "\"detected_at\":";
+  const size_t at = alert.rfind(kField);
+  return at == std::string_view::npos ? 0 : std::atoll(std::string(alert.substr(at + kField.size(), 20)).c_str());
 }
 
 // The first string field `name` in compact JSON (no escapes in it), empty if none.
@@ -114,7 +124,14 @@ int main(int argc, char** argv) {
   std::atomic<int64_t> counted_from_ms{INT64_MAX};
   std::vector<int64_t> latencies;
   std::map<std::string, std::vector<int64_t>> by_pattern;
-  std::map<int64_t, std::pair<size_t, int64_t>> by_second;  // sent second: alerts, largest latency
+  // Sent to detected (Kafka's input side and matching), of the same alerts as `latencies`.
+  std::vector<int64_t> to_detection;
+  struct Second {
+    size_t alerts = 0;
+    int64_t largest = 0;               // latency
+    int64_t largest_to_detection = 0;  // of sent to detected
+  };
+  std::map<int64_t, Second> by_second;  // by the second sent
   std::thread reader([&] {
     rd_kafka_t* rk = Client(RD_KAFKA_CONSUMER, {{"bootstrap.servers", brokers},
                                                 {"group.id", "vigil-kafka-load"},
@@ -142,11 +159,15 @@ int main(int argc, char** argv) {
         const int64_t sent = LatestSentAt(alert);
         if (sent >= counted_from_ms) {
           const int64_t latency = NowMs() - sent;
+          const int64_t detected = DetectedAt(alert);
+          const int64_t detection = detected > 0 ? detected - sent : 0;
           latencies.push_back(latency);
+          if (detected > 0) to_detection.push_back(detection);
           by_pattern[std::string(StringField(alert, "pattern"))].push_back(latency);
-          auto& [count, largest] = by_second[sent / 1000];
-          ++count;
-          largest = std::max(largest, latency);
+          Second& second = by_second[sent / 1000];
+          ++second.alerts;
+          second.largest = std::max(second.largest, latency);
+          second.largest_to_detection = std::max(second.largest_to_detection, detection);
         }
       }
       rd_kafka_message_destroy(m);
@@ -201,11 +222,18 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "  %s: %zu alerts, p50 %lld ms, p99 %lld ms\n", pattern.c_str(), values.size(),
                  static_cast<long long>(at(values, 0.5)), static_cast<long long>(at(values, 0.99)));
   }
+  // Where the time goes: up to vigil's detection (the input topic, the consumer, matching),
+  // and the rest (the producer, the alerts topic, the commit, the reader).
+  if (!to_detection.empty()) {
+    std::sort(to_detection.begin(), to_detection.end());
+    std::fprintf(stderr, "  sent to detected: p50 %lld ms, p99 %lld ms\n",
+                 static_cast<long long>(at(to_detection, 0.5)), static_cast<long long>(at(to_detection, 0.99)));
+  }
   if (timeline) {
     for (const auto& [second, entry] : by_second) {
-      std::fprintf(stderr, "  second %lld: %zu alerts, largest %lld ms\n",
-                   static_cast<long long>(second - by_second.begin()->first), entry.first,
-                   static_cast<long long>(entry.second));
+      std::fprintf(stderr, "  second %lld: %zu alerts, largest %lld ms, largest to detection %lld ms\n",
+                   static_cast<long long>(second - by_second.begin()->first), entry.alerts,
+                   static_cast<long long>(entry.largest), static_cast<long long>(entry.largest_to_detection));
     }
   }
   std::sort(latencies.begin(), latencies.end());

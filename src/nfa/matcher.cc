@@ -663,16 +663,26 @@ Status Matcher::WriteChanges(StateWriter* writer, bool everything) {
 Result<size_t> Matcher::WriteChangesAhead(StateWriter* writer, size_t max_keys) {
   for (const std::string& id : dropped_patterns_) writer->DropPattern(id);
   dropped_patterns_.clear();
+  // Listed keys that need no writing (gone, or written since) are skipped at a cache miss
+  // each; after many keys have ended they are most of the list, so they are bounded too.
+  size_t skips = max_keys > SIZE_MAX / kSkipsPerKeyAhead ? SIZE_MAX : max_keys * kSkipsPerKeyAhead;
   size_t left = 0;
   for (PatternSlot& slot : slots_) {
     const std::string& id = slot.nfa->pattern().id;
-    // Deletions first: a key deleted and then started again is put after its deletion.
-    for (const std::string& identity : slot.deleted) writer->DeleteKey(id, identity);
-    slot.deleted.clear();
-    for (; slot.changed_from < slot.changed.size() && max_keys > 0; ++slot.changed_from) {
+    // Deletions first: a key deleted and then started again is put after its deletion, so
+    // none of the slot's keys is put while deletions are left.
+    for (; !slot.deleted.empty() && max_keys > 0; --max_keys) {
+      writer->DeleteKey(id, slot.deleted.back());
+      slot.deleted.pop_back();
+    }
+    for (; slot.deleted.empty() && slot.changed_from < slot.changed.size() && max_keys > 0 && skips > 0;
+         ++slot.changed_from) {
       const auto [index, generation] = slot.changed[slot.changed_from];
       KeyRecord& record = slot.records[index];
-      if (!record.live || record.generation != generation || !record.changed) continue;
+      if (!record.live || record.generation != generation || !record.changed) {
+        --skips;
+        continue;
+      }
       if (record.spilled) {
         Result<std::string> spilled = options_.spill->Get(id, record.identity, false);
         if (!spilled.ok()) return spilled.status();  // the key stays listed
@@ -690,7 +700,7 @@ Result<size_t> Matcher::WriteChangesAhead(StateWriter* writer, size_t max_keys) 
       slot.changed.clear();
       slot.changed_from = 0;
     }
-    left += slot.changed.size() - slot.changed_from;
+    left += slot.deleted.size() + slot.changed.size() - slot.changed_from;
   }
   return left;
 }

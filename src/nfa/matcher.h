@@ -199,12 +199,15 @@ class Matcher {
   // Errors: the spill's, for a key out of memory.
   Status WriteChanges(StateWriter* writer, bool everything = false);
   // Writes part of what WriteChanges would, ahead of it, so that less is left for the
-  // checkpoint's barrier: the dropped patterns, the deletions and up to `max_keys` changed
-  // keys, oldest changes first (the newest are the likeliest to change again). A key that
-  // changes again after it was written ahead is written again. Returns how many changed keys
-  // may be left: an upper bound, as some listed may since have gone (0: none left).
+  // checkpoint's barrier: the dropped patterns, then up to `max_keys` deletions and changed
+  // keys, oldest changes first (the newest are the likeliest to change again), passing over
+  // at most kSkipsPerKeyAhead listed keys per key that need no writing (ended, or written
+  // since), so a call's work stays bounded. A key that changes again after it was written
+  // ahead is written again. Returns how many deletions and changed keys may be left: an
+  // upper bound, as some listed may since have gone (0: none left).
   // REQUIRES: as WriteChanges, with the writer WriteChanges will be given next.
   Result<size_t> WriteChangesAhead(StateWriter* writer, size_t max_keys);
+  static constexpr size_t kSkipsPerKeyAhead = 16;
   std::string EncodeProgress() const;
 
   // Restoring, into a Matcher made with the checkpoint's patterns that has seen no event yet.

@@ -679,4 +679,27 @@ TEST_CASE("Matcher: changes written ahead, a key at a time, leave the checkpoint
   CHECK(*left == 0);
 }
 
+TEST_CASE("Matcher: writing ahead after many keys ended deletes no more keys per call than asked") {
+  // Keys that end in bulk (a window closing for all of them) must not turn one bounded call
+  // into a pause of matching.
+  MatcherOptions options;
+  options.track_changes = true;
+  Fixture f(kPa, options);
+  vigil::testing::MemoryStateStore store;
+  std::vector<std::string> starts;
+  for (int i = 0; i < 50; ++i) {
+    starts.push_back(vigil::testing::Ev("a" + std::to_string(i), i / 10, "a", 0, "k" + std::to_string(i)));
+  }
+  f.Add(starts);
+  REQUIRE(f.matcher->WriteChanges(&store).ok());
+  REQUIRE(store.keys().size() == 50);
+  f.Add({vigil::testing::Ev("late", 1000, "x", 0, "other")});  // every window has closed
+  const vigil::Result<size_t> left = f.matcher->WriteChangesAhead(&store, 3);
+  REQUIRE(left.ok());
+  CHECK(store.keys().size() == 47);
+  CHECK(*left >= 47);
+  REQUIRE(f.matcher->WriteChanges(&store).ok());
+  CHECK(store.keys().empty());
+}
+
 TEST_SUITE_END();
