@@ -81,18 +81,7 @@ Status Durability::LogPatternChange(const std::string& id, const std::shared_ptr
   return LogControl(EncodePatternChange(id, live));
 }
 
-void Durability::TrackCommittedOutput(std::optional<uint64_t> committed) {
-  tracks_committed_output_ = true;
-  committed_output_ = committed;
-  options_.checkpoints_retained = std::max<size_t>(2, options_.checkpoints_retained);
-}
-
 Status Durability::Restore(const state::CheckpointMeta& meta) {
-  if (committed_output_ && meta.input_position > *committed_output_) {
-    return Status::FailedPrecondition("it holds input up to position " + std::to_string(meta.input_position) +
-                                      ", and the output after position " + std::to_string(*committed_output_) +
-                                      " was never committed");
-  }
   for (const state::SavedPattern& saved : meta.patterns) {
     Result<std::shared_ptr<const nfa::Nfa>> nfa = Compile(saved);
     if (!nfa.ok()) return nfa.status();
@@ -216,12 +205,6 @@ Status Durability::AdvanceWatermark(int64_t watermark_ms) {
 
 Result<state::CheckpointMeta> Durability::Checkpoint() {
   if (writing_.valid()) FinishCheckpoint().status().IgnoreError();
-  if (before_checkpoint_) {
-    if (Status s = before_checkpoint_(); !s.ok()) {
-      ++stats_.failed_checkpoints;  // nothing written yet: the next need not write everything
-      return s;
-    }
-  }
   if (Status s = StartCheckpoint(); !s.ok()) return s;
   return FinishCheckpoint();
 }
@@ -236,6 +219,12 @@ Status Durability::CheckpointFailed(Status status) {
 Status Durability::StartCheckpoint() {
   if (writing_.valid()) return Status::Unavailable("a checkpoint is being written");
   const int64_t started = SteadyClockMs();
+  if (before_checkpoint_) {
+    if (Status s = before_checkpoint_(); !s.ok()) {
+      ++stats_.failed_checkpoints;  // nothing written yet: the next need not write everything
+      return s;
+    }
+  }
   state::CheckpointMeta meta;
   Result<std::string> progress = matcher_->Checkpoint(store_->Writers(matcher_->workers()), write_everything_);
   if (!progress.ok()) return CheckpointFailed(progress.status());
@@ -275,15 +264,9 @@ Result<state::CheckpointMeta> Durability::FinishCheckpoint() {
   return written;
 }
 
-bool Durability::LastAheadOfCommittedOutput() const {
-  return tracks_committed_output_ && !checkpoints().empty() &&
-         (!committed_output_ || checkpoints().front().input_position > *committed_output_);
-}
-
 bool Durability::CheckpointDue() const {
   if (writing_.valid()) return false;
   if (SteadyClockMs() - last_checkpoint_steady_ms_ < options_.checkpoint_interval_ms) return false;
-  if (LastAheadOfCommittedOutput()) return false;
   // Nothing came in since the last (pattern changes take their own): nothing to record.
   return write_everything_ || checkpoints().empty() || checkpoints().front().input_position != last_position_;
 }
@@ -291,10 +274,8 @@ bool Durability::CheckpointDue() const {
 void Durability::WriteAheadIfDue(bool matching_behind) {
   // After a failed checkpoint the next writes every key at its barrier anyway; while one is
   // being written the next is not due for a whole interval; and while matching is behind the
-  // next may wait (CheckpointIfDue) and the workers have no time to spare; nor while the next
-  // waits for the output of the last to be committed (the broker may be away for long, and a
-  // key written ahead again is appended again).
-  if (write_everything_ || writing_.valid() || matching_behind || LastAheadOfCommittedOutput()) return;
+  // next may wait (CheckpointIfDue) and the workers have no time to spare.
+  if (write_everything_ || writing_.valid() || matching_behind) return;
   const int64_t lead = std::min(options_.checkpoint_interval_ms / 2, kWriteAheadLeadMs);
   if (SteadyClockMs() - last_checkpoint_steady_ms_ < options_.checkpoint_interval_ms - lead) return;
   matcher_->WriteAhead(store_->Writers(matcher_->workers()));

@@ -14,8 +14,7 @@
 //     matching goes on, that batch with the engine's progress, that position, the alert
 //     output's position and the patterns. Taken every checkpoint.interval, at every pattern
 //     change, on request and on shutdown. The input log is trimmed behind the oldest checkpoint
-//     kept. With output committed apart (Kafka), a checkpoint may run ahead of the committed
-//     output; see TrackCommittedOutput.
+//     kept.
 //  3. Recovery: the newest checkpoint that loads is restored (an older one when it does not),
 //     under the patterns it was taken with; the alert output reads the ids it wrote after that
 //     checkpoint; the input log is replayed from the checkpoint's position; then the pattern
@@ -27,7 +26,6 @@
 #include <functional>
 #include <future>
 #include <memory>
-#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -89,22 +87,9 @@ class Durability {
     std::function<Status(std::string_view control)> control;
   };
   void SetReplayHooks(ReplayHooks hooks) { replay_hooks_ = std::move(hooks); }
-  // Called first by Checkpoint() (on request, at start-up, after pattern changes and at
-  // shutdown; not by the periodic ones); its error fails the checkpoint. Kafka commits the
-  // output so far, so that such a checkpoint never runs ahead of it.
+  // Called first by every checkpoint; its error fails the checkpoint (Kafka: the output up to
+  // here must be committed before a checkpoint may say so).
   void SetBeforeCheckpoint(std::function<Status()> hook) { before_checkpoint_ = std::move(hook); }
-  // Output committed apart from the checkpoints, up to an input position (Kafka). A periodic
-  // checkpoint does not wait for the commit of the input it holds: it may run ahead of the
-  // committed output, and the output of the input in between is lost if the process dies
-  // before that commit (an aborted transaction, a record never delivered). So Recover skips
-  // such a checkpoint, and falls back to an older one whose replay makes that output again;
-  // no checkpoint is started while the last one is ahead; and at least two are kept, so one
-  // within the committed output is always there. `committed`: where the output stood at
-  // start-up (nullopt: no commit on record; any checkpoint may then be restored). Before
-  // Recover.
-  void TrackCommittedOutput(std::optional<uint64_t> committed);
-  // The output of the input up to `position` is committed.
-  void OutputCommitted(uint64_t position) { committed_output_ = position; }
   // Where the input's sources stand (Kafka: partitions and offsets), recorded with every
   // checkpoint and handed to ReplayHooks::control when that checkpoint is restored.
   void SetInputProgress(std::function<std::string()> progress) { input_progress_ = std::move(progress); }
@@ -120,13 +105,13 @@ class Durability {
   // Takes a checkpoint now and waits until it counts.
   Result<state::CheckpointMeta> Checkpoint();
   // Starts one: the barrier now, the writing to disk (most of the time) on a thread of its own
-  // while matching goes on; CollectCheckpoint counts it. Errors: the barrier's; kUnavailable
-  // while the previous one is being written.
+  // while matching goes on; CollectCheckpoint counts it. Errors: the before-checkpoint hook's,
+  // the barrier's; kUnavailable while the previous one is being written.
   Status StartCheckpoint();
   // Counts the checkpoint being written once it is on disk (without waiting for it).
   void CollectCheckpoint();
   // Whether checkpoint.interval has passed since the last and input came in since (and none
-  // is being written, and the last is within the committed output).
+  // is being written).
   bool CheckpointDue() const;
   // Starts one if it is due; while matching is behind, only once it is three intervals late.
   void CheckpointIfDue(bool matching_behind = false);
@@ -151,8 +136,6 @@ class Durability {
   Status ReplayPatternChange(std::string_view change);
   // Waits for the checkpoint being written and counts it.
   Result<state::CheckpointMeta> FinishCheckpoint();
-  // The newest checkpoint holds input whose output is not committed yet (TrackCommittedOutput).
-  bool LastAheadOfCommittedOutput() const;
   // A checkpoint that failed after the barrier: the next writes every key.
   Status CheckpointFailed(Status status);
 
@@ -166,10 +149,6 @@ class Durability {
   uint64_t last_position_ = 0;
   int64_t last_checkpoint_steady_ms_ = 0;
   bool write_everything_ = false;  // the last checkpoint failed
-  bool tracks_committed_output_ = false;
-  // With tracks_committed_output_: the input position whose output is committed (nullopt:
-  // no commit on record yet).
-  std::optional<uint64_t> committed_output_;
   ReplayHooks replay_hooks_;
   std::function<Status()> before_checkpoint_;
   std::function<std::string()> input_progress_;

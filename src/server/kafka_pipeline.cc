@@ -4,7 +4,6 @@
 #include <charconv>
 #include <chrono>
 #include <cstdio>
-#include <optional>
 
 #include "common/byte_codec.h"
 #include "common/json_text.h"
@@ -94,7 +93,6 @@ Status KafkaPipeline::Prepare() {
   if (!committed.ok()) return committed.status();
   // Only this instance's commits say where its own input log stands (other instances of the
   // group number their input their own way).
-  bool on_record = false;
   for (const auto& [partition, offset_and_metadata] : *committed) {
     std::string_view metadata = offset_and_metadata.second;
     if (metadata.starts_with(instance_ + ":")) {
@@ -105,10 +103,8 @@ Status KafkaPipeline::Prepare() {
     uint64_t position = 0;
     if (std::from_chars(metadata.data(), metadata.data() + metadata.size(), position).ec == std::errc()) {
       committed_position_ = std::max(committed_position_, position);
-      on_record = true;
     }
   }
-  durability_->TrackCommittedOutput(on_record ? std::optional<uint64_t>(committed_position_) : std::nullopt);
 
   if (producer_->transactional()) {
     if (Status s = producer_->BeginTransaction(); !s.ok()) return s;
@@ -234,13 +230,15 @@ void KafkaPipeline::ScheduleTick(int delay_ms) {
 void KafkaPipeline::Tick() {
   producer_->Serve();
   Probe();
-  if (commit_.valid() && commit_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) FinishCommit();
+  if (commit_.valid() && commit_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) FinishCommit(true);
   if (resume_commit_ || begin_transaction_) {
     // Nothing may go into the transaction until it is through.
     if (!commit_.valid() && SteadyClockMs() - last_commit_ms_ >= kRetryMs) StartCommit();
     return ScheduleTick(commit_.valid() ? 2 : kRetryMs);
   }
-  // While a commit runs the input goes on, its output held for the next transaction.
+  // While a commit runs the input goes on, its output held for the next transaction; but a
+  // checkpoint waits for the commit, and must find nothing after it.
+  if (commit_.valid() && checkpoint_waits_) return ScheduleTick(1);
   // Back-pressure: no more is taken than the engine has room for now, so this thread never
   // waits for the workers; the rest waits in Kafka and in the consumer's bounded fetch-ahead.
   const size_t take = std::min(kMaxBatch, matcher_->room_now());
@@ -262,6 +260,7 @@ void KafkaPipeline::Tick() {
   if (take > 0 && records_.size() < take) MarkIdle();
   // (Asked again: the poll may have started a commit, for partitions taken away.)
   if (!commit_.valid() && SteadyClockMs() - last_commit_ms_ >= options_.commit_interval_ms && Uncommitted()) {
+    checkpoint_waits_ = durability_->CheckpointDue();
     StartCommit();
   }
   ScheduleTick(take > 0 && records_.size() == take ? 0 : 1);
@@ -443,7 +442,7 @@ Status KafkaPipeline::CommitOutput(const kafka::Offsets& offsets, const std::str
   return Status::FailedPrecondition("the transaction was aborted and begun again with its records");
 }
 
-void KafkaPipeline::FinishCommit() {
+void KafkaPipeline::FinishCommit(bool checkpoint) {
   const Status s = commit_.get();
   if (s.code() == Status::Code::kInternal) {
     // Fatal: another process took this transactional id over. It owns the output now.
@@ -466,8 +465,6 @@ void KafkaPipeline::FinishCommit() {
   }
   resume_commit_ = false;
   committed_position_ = committing_position_;
-  // Only offsets carry the position, so only a commit with some is on record after a restart.
-  if (!committing_offsets_.empty()) durability_->OutputCommitted(committed_position_);
   ++commits_;
   commit_seconds_.Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - commit_started_).count());
   {
@@ -483,6 +480,8 @@ void KafkaPipeline::FinishCommit() {
   ReleaseHeldOutput();
   ready_ = true;
   last_error_.clear();
+  if (checkpoint && checkpoint_waits_ && !Uncommitted()) durability_->StartCheckpoint().IgnoreError();
+  checkpoint_waits_ = false;
 }
 
 Status KafkaPipeline::CommitNow() {
@@ -501,7 +500,7 @@ Status KafkaPipeline::CommitNow() {
     if (commit_.wait_for(std::chrono::milliseconds(wait_ms)) != std::future_status::ready) {
       return Status::Unavailable("the broker has not taken the commit yet");
     }
-    FinishCommit();
+    FinishCommit(false);
   }
   if (Uncommitted() || resume_commit_) return Status::Unavailable("the output is not committed: " + last_error_);
   return Status::Ok();

@@ -201,43 +201,6 @@ TEST_CASE("Kafka: at least once, killed at random points while the producer runs
   CHECK(AsMatches(alerts) == expected);
 }
 
-TEST_CASE("Kafka: killed after a checkpoint that ran ahead of the committed output, the one before is restored, no alert lost") {
-  TempDir dir;
-  const std::vector<std::string> events = Events();
-  const std::vector<std::string> expected = Expected(dir, events);
-  const std::string prefix = Prefix("ahead");
-  const std::string data = dir.path() + "/data";
-  const std::string patterns = dir.path() + "/patterns";
-  auto read_all = [&](ServerProcess& server, size_t records) {
-    for (int i = 0; i < 120 && server.Metric("vigil_kafka_records_in_total").value_or(0) < records; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(250));
-    }
-    REQUIRE(server.Metric("vigil_kafka_records_in_total") == records);
-  };
-  const size_t half = events.size() / 2;
-  // The first half is committed (with the input position) at shutdown.
-  auto server = Start(data, prefix, patterns, 2);
-  REQUIRE(Produce(Broker(), prefix + "-events", events, 0, half));
-  read_all(*server, half);
-  REQUIRE(server->Stop() == 0);
-  // Then no commit after the one at start-up; the periodic checkpoints do not wait for one.
-  server = Start(data, prefix, patterns, 2, "", {"--kafka-commit-interval", "1h"});
-  REQUIRE(Produce(Broker(), prefix + "-events", events, half, events.size()));
-  read_all(*server, events.size() - half);
-  // A checkpoint after the last record holds every event; the second half's alerts are only
-  // in the transaction left open.
-  const uint64_t all_read = server->Metric("vigil_checkpoints_total").value_or(0);
-  for (int i = 0; i < 120 && server->Metric("vigil_checkpoints_total").value_or(0) <= all_read; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(250));
-  }
-  REQUIRE(server->Metric("vigil_checkpoints_total").value_or(0) > all_read);
-  CHECK(Consume(prefix + "-alerts").size() < expected.size());
-  server->Kill();
-  server = Start(data, prefix, patterns, 2);
-  CHECK(AsMatches(Alerts(prefix + "-alerts", expected.size())) == expected);
-  CHECK(server->Stop() == 0);
-}
-
 TEST_CASE("Kafka: a rule uploaded on one instance is applied on another of its group, and a bad one on the topic is refused") {
   TempDir dir;
   const std::string prefix = Prefix("rules");
