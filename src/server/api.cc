@@ -694,6 +694,9 @@ void Api::AppendStateMetrics(std::string* out) {
   metric("vigil_checkpoint_failures_total", "counter", "Checkpoints that failed (the previous ones still count).",
          stats.failed_checkpoints);
   metric("vigil_checkpoints_kept", "gauge", "Checkpoints on disk.", kept.size());
+  metric("vigil_checkpoint_awaiting_commit", "gauge",
+         "1 while a checkpoint is written and waits for the commit of its input's output (Kafka).",
+         durability_->checkpoint_awaits_commit() ? 1 : 0);
   metric("vigil_checkpoint_last_barrier_seconds", "gauge",
          "How long matching stopped for the last checkpoint (the rest of it is written meanwhile).",
          static_cast<double>(stats.last_barrier_ms) / 1000);

@@ -205,6 +205,14 @@ Status Durability::AdvanceWatermark(int64_t watermark_ms) {
 
 Result<state::CheckpointMeta> Durability::Checkpoint() {
   if (writing_.valid()) FinishCheckpoint().status().IgnoreError();
+  if (before_checkpoint_) {
+    if (Status s = before_checkpoint_(); !s.ok()) {
+      ++stats_.failed_checkpoints;  // nothing written yet: the next need not write everything
+      return s;
+    }
+  }
+  // The hook committed the output so far: one that waited for it counts first.
+  if (written_) KeepWritten().status().IgnoreError();
   if (Status s = StartCheckpoint(); !s.ok()) return s;
   return FinishCheckpoint();
 }
@@ -217,14 +225,8 @@ Status Durability::CheckpointFailed(Status status) {
 }
 
 Status Durability::StartCheckpoint() {
-  if (writing_.valid()) return Status::Unavailable("a checkpoint is being written");
+  if (writing_.valid() || written_) return Status::Unavailable("a checkpoint is being written");
   const int64_t started = SteadyClockMs();
-  if (before_checkpoint_) {
-    if (Status s = before_checkpoint_(); !s.ok()) {
-      ++stats_.failed_checkpoints;  // nothing written yet: the next need not write everything
-      return s;
-    }
-  }
   state::CheckpointMeta meta;
   Result<std::string> progress = matcher_->Checkpoint(store_->Writers(matcher_->workers()), write_everything_);
   if (!progress.ok()) return CheckpointFailed(progress.status());
@@ -249,23 +251,35 @@ Status Durability::StartCheckpoint() {
 void Durability::CollectCheckpoint() {
   if (writing_.valid() && writing_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
     FinishCheckpoint().status().IgnoreError();
+  } else if (written_) {
+    KeepWritten().status().IgnoreError();
   }
 }
 
 Result<state::CheckpointMeta> Durability::FinishCheckpoint() {
   Result<state::CheckpointMeta> written = writing_.get();
   if (!written.ok()) return CheckpointFailed(written.status());
-  store_->Keep(*written);
+  written_ = std::move(*written);
+  return KeepWritten();
+}
+
+Result<state::CheckpointMeta> Durability::KeepWritten() {
+  if (keep_after_commit_ && committed_output_ < written_->input_position) {
+    return Status::Unavailable("the checkpoint waits for the commit of its input's output");
+  }
+  state::CheckpointMeta kept = std::move(*written_);
+  written_.reset();
+  if (Status s = store_->Keep(kept); !s.ok()) return CheckpointFailed(s);
   last_checkpoint_steady_ms_ = SteadyClockMs();
   write_everything_ = false;
   ++stats_.checkpoints;
   // Restoring may fall back to the oldest checkpoint kept: keep the input after it.
   log_->TrimThrough(store_->checkpoints().back().input_position).IgnoreError();
-  return written;
+  return kept;
 }
 
 bool Durability::CheckpointDue() const {
-  if (writing_.valid()) return false;
+  if (writing_.valid() || written_) return false;
   if (SteadyClockMs() - last_checkpoint_steady_ms_ < options_.checkpoint_interval_ms) return false;
   // Nothing came in since the last (pattern changes take their own): nothing to record.
   return write_everything_ || checkpoints().empty() || checkpoints().front().input_position != last_position_;
@@ -273,9 +287,10 @@ bool Durability::CheckpointDue() const {
 
 void Durability::WriteAheadIfDue(bool matching_behind) {
   // After a failed checkpoint the next writes every key at its barrier anyway; while one is
-  // being written the next is not due for a whole interval; and while matching is behind the
-  // next may wait (CheckpointIfDue) and the workers have no time to spare.
-  if (write_everything_ || writing_.valid() || matching_behind) return;
+  // being written (or waits for its commit) the next is not due for a whole interval; and
+  // while matching is behind the next may wait (CheckpointIfDue) and the workers have no time
+  // to spare.
+  if (write_everything_ || writing_.valid() || written_ || matching_behind) return;
   const int64_t lead = std::min(options_.checkpoint_interval_ms / 2, kWriteAheadLeadMs);
   if (SteadyClockMs() - last_checkpoint_steady_ms_ < options_.checkpoint_interval_ms - lead) return;
   matcher_->WriteAhead(store_->Writers(matcher_->workers()));

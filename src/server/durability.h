@@ -14,7 +14,8 @@
 //     matching goes on, that batch with the engine's progress, that position, the alert
 //     output's position and the patterns. Taken every checkpoint.interval, at every pattern
 //     change, on request and on shutdown. The input log is trimmed behind the oldest checkpoint
-//     kept.
+//     kept. With output committed apart (Kafka), a checkpoint counts only once the output of
+//     the input it holds is committed (see KeepAfterCommit).
 //  3. Recovery: the newest checkpoint that loads is restored (an older one when it does not),
 //     under the patterns it was taken with; the alert output reads the ids it wrote after that
 //     checkpoint; the input log is replayed from the checkpoint's position; then the pattern
@@ -22,10 +23,12 @@
 //     deterministic, so the replay writes exactly the alerts that the crash lost.
 // Not thread-safe: the server's thread.
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <future>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -87,9 +90,22 @@ class Durability {
     std::function<Status(std::string_view control)> control;
   };
   void SetReplayHooks(ReplayHooks hooks) { replay_hooks_ = std::move(hooks); }
-  // Called first by every checkpoint; its error fails the checkpoint (Kafka: the output up to
-  // here must be committed before a checkpoint may say so).
+  // Called first by Checkpoint() (at start-up, after pattern changes, on request and at
+  // shutdown; not by the periodic ones); its error fails the checkpoint. Kafka commits the
+  // output so far, so that such a checkpoint counts at once.
   void SetBeforeCheckpoint(std::function<Status()> hook) { before_checkpoint_ = std::move(hook); }
+  // Output committed apart from the checkpoints (Kafka): a checkpoint must not count while
+  // the output of the input it holds may still be lost (a transaction a crash aborts, a
+  // record never delivered), since a restart would not make that output again. So a
+  // periodic checkpoint, taken without waiting for a commit (the input stops for its barrier
+  // only), is written and then waits, under its temporary name, until OutputCommitted passes
+  // its input position; a crash before that drops it, and recovery starts from the one
+  // before. No other checkpoint starts meanwhile. Before Recover.
+  void KeepAfterCommit() { keep_after_commit_ = true; }
+  // The output of the input up to `position` is committed.
+  void OutputCommitted(uint64_t position) { committed_output_ = std::max(committed_output_, position); }
+  // A checkpoint is written and waits for the commit of its output (KeepAfterCommit).
+  bool checkpoint_awaits_commit() const { return written_.has_value(); }
   // Where the input's sources stand (Kafka: partitions and offsets), recorded with every
   // checkpoint and handed to ReplayHooks::control when that checkpoint is restored.
   void SetInputProgress(std::function<std::string()> progress) { input_progress_ = std::move(progress); }
@@ -105,10 +121,11 @@ class Durability {
   // Takes a checkpoint now and waits until it counts.
   Result<state::CheckpointMeta> Checkpoint();
   // Starts one: the barrier now, the writing to disk (most of the time) on a thread of its own
-  // while matching goes on; CollectCheckpoint counts it. Errors: the before-checkpoint hook's,
-  // the barrier's; kUnavailable while the previous one is being written.
+  // while matching goes on; CollectCheckpoint counts it. Errors: the barrier's; kUnavailable
+  // while the previous one is being written or waits for its commit.
   Status StartCheckpoint();
-  // Counts the checkpoint being written once it is on disk (without waiting for it).
+  // Counts the checkpoint being written once it is on disk (without waiting for it), and its
+  // output committed (KeepAfterCommit).
   void CollectCheckpoint();
   // Whether checkpoint.interval has passed since the last and input came in since (and none
   // is being written).
@@ -134,8 +151,11 @@ class Durability {
   Result<std::shared_ptr<const nfa::Nfa>> Compile(const state::SavedPattern& saved);
   // Replays a logged pattern change into the matcher.
   Status ReplayPatternChange(std::string_view change);
-  // Waits for the checkpoint being written and counts it.
+  // Waits for the checkpoint being written and counts it (KeepWritten).
   Result<state::CheckpointMeta> FinishCheckpoint();
+  // Counts the checkpoint written, unless it waits for the commit of its output (then
+  // kUnavailable, and it stays written_).
+  Result<state::CheckpointMeta> KeepWritten();
   // A checkpoint that failed after the barrier: the next writes every key.
   Status CheckpointFailed(Status status);
 
@@ -149,6 +169,10 @@ class Durability {
   uint64_t last_position_ = 0;
   int64_t last_checkpoint_steady_ms_ = 0;
   bool write_everything_ = false;  // the last checkpoint failed
+  bool keep_after_commit_ = false;
+  uint64_t committed_output_ = 0;  // with keep_after_commit_: see OutputCommitted
+  // Written, waiting for the commit of its output (KeepAfterCommit).
+  std::optional<state::CheckpointMeta> written_;
   ReplayHooks replay_hooks_;
   std::function<Status()> before_checkpoint_;
   std::function<std::string()> input_progress_;

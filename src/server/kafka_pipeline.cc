@@ -120,6 +120,7 @@ Status KafkaPipeline::Prepare() {
   hooks.control = [this](std::string_view control) { return ReplayControl(control); };
   durability_->SetReplayHooks(std::move(hooks));
   durability_->SetBeforeCheckpoint([this] { return CommitNow(); });
+  durability_->KeepAfterCommit();
   durability_->SetInputProgress([this] { return EncodeSources(); });
   alerts_->Forward(this);
   return Status::Ok();
@@ -230,15 +231,13 @@ void KafkaPipeline::ScheduleTick(int delay_ms) {
 void KafkaPipeline::Tick() {
   producer_->Serve();
   Probe();
-  if (commit_.valid() && commit_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) FinishCommit(true);
+  if (commit_.valid() && commit_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) FinishCommit();
   if (resume_commit_ || begin_transaction_) {
     // Nothing may go into the transaction until it is through.
     if (!commit_.valid() && SteadyClockMs() - last_commit_ms_ >= kRetryMs) StartCommit();
     return ScheduleTick(commit_.valid() ? 2 : kRetryMs);
   }
-  // While a commit runs the input goes on, its output held for the next transaction; but a
-  // checkpoint waits for the commit, and must find nothing after it.
-  if (commit_.valid() && checkpoint_waits_) return ScheduleTick(1);
+  // While a commit runs the input goes on, its output held for the next transaction.
   // Back-pressure: no more is taken than the engine has room for now, so this thread never
   // waits for the workers; the rest waits in Kafka and in the consumer's bounded fetch-ahead.
   const size_t take = std::min(kMaxBatch, matcher_->room_now());
@@ -260,7 +259,6 @@ void KafkaPipeline::Tick() {
   if (take > 0 && records_.size() < take) MarkIdle();
   // (Asked again: the poll may have started a commit, for partitions taken away.)
   if (!commit_.valid() && SteadyClockMs() - last_commit_ms_ >= options_.commit_interval_ms && Uncommitted()) {
-    checkpoint_waits_ = durability_->CheckpointDue();
     StartCommit();
   }
   ScheduleTick(take > 0 && records_.size() == take ? 0 : 1);
@@ -442,7 +440,7 @@ Status KafkaPipeline::CommitOutput(const kafka::Offsets& offsets, const std::str
   return Status::FailedPrecondition("the transaction was aborted and begun again with its records");
 }
 
-void KafkaPipeline::FinishCommit(bool checkpoint) {
+void KafkaPipeline::FinishCommit() {
   const Status s = commit_.get();
   if (s.code() == Status::Code::kInternal) {
     // Fatal: another process took this transactional id over. It owns the output now.
@@ -465,6 +463,7 @@ void KafkaPipeline::FinishCommit(bool checkpoint) {
   }
   resume_commit_ = false;
   committed_position_ = committing_position_;
+  durability_->OutputCommitted(committed_position_);
   ++commits_;
   commit_seconds_.Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - commit_started_).count());
   {
@@ -480,8 +479,6 @@ void KafkaPipeline::FinishCommit(bool checkpoint) {
   ReleaseHeldOutput();
   ready_ = true;
   last_error_.clear();
-  if (checkpoint && checkpoint_waits_ && !Uncommitted()) durability_->StartCheckpoint().IgnoreError();
-  checkpoint_waits_ = false;
 }
 
 Status KafkaPipeline::CommitNow() {
@@ -500,7 +497,7 @@ Status KafkaPipeline::CommitNow() {
     if (commit_.wait_for(std::chrono::milliseconds(wait_ms)) != std::future_status::ready) {
       return Status::Unavailable("the broker has not taken the commit yet");
     }
-    FinishCommit(false);
+    FinishCommit();
   }
   if (Uncommitted() || resume_commit_) return Status::Unavailable("the output is not committed: " + last_error_);
   return Status::Ok();

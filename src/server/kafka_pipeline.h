@@ -17,12 +17,13 @@
 //     goes on meanwhile: output made after the mark (by a worker past it, or by the input
 //     thread) is held back for the next transaction (at_least_once: produced, and counted in
 //     the next commit); while the broker is away the input waits, the server's thread (HTTP,
-//     metrics, rules) does not. A checkpoint is only taken right after a commit that the input
-//     waited for, so a checkpoint never holds input whose output is uncommitted; it records
-//     where every partition stands. A transaction the broker aborts (a coordinator that moved,
-//     a consumer group that re-formed after a broker restart) is begun again with the same
-//     records, kept until their commit, so an outage costs time, not output; a commit that
-//     timed out is resumed with the offsets and position it began with.
+//     metrics, rules) does not. Checkpoints record where every partition stands; a periodic
+//     one waits for no commit (the input stops for its barrier only), but counts only once
+//     a commit covers its input (Durability::KeepAfterCommit), so a checkpoint that counts
+//     never holds input whose output is uncommitted. A transaction the broker aborts (a
+//     coordinator that moved, a consumer group that re-formed after a broker restart) is begun
+//     again with the same records, kept until their commit, so an outage costs time, not
+//     output; a commit that timed out is resumed with the offsets and position it began with.
 //  4. Recovery: opening the transactional producer fences and aborts what the previous process
 //     left open; the group's committed metadata says up to which input position the output is
 //     in Kafka. The replay (Durability) produces nothing up to there, and everything after it
@@ -73,8 +74,9 @@ class KafkaPipeline : public AlertForwarder {
   Status Prepare();
   // After recovery: commits the replay's output and starts consuming.
   Status Start();
-  // Commits what is pending and waits (a while) for it: before a checkpoint (Durability's
-  // hook), when partitions are taken away. Errors: the broker did not take it (yet).
+  // Commits what is pending and waits (a while) for it: before a checkpoint taken at start-up,
+  // after a pattern change, on request or at shutdown (Durability's hook), when partitions
+  // are taken away. Errors: the broker did not take it (yet).
   Status CommitNow();
   // Stops consuming.
   void Stop();
@@ -97,9 +99,8 @@ class KafkaPipeline : public AlertForwarder {
   bool Uncommitted();
   // Starts committing everything so far on the committer thread.
   void StartCommit();
-  // Takes the finished commit's outcome; after a success, takes the checkpoint that waited
-  // for it if `checkpoint` says it may.
-  void FinishCommit(bool checkpoint);
+  // Takes the finished commit's outcome.
+  void FinishCommit();
   // Produces the output held while a commit ran into the transaction now open.
   void ReleaseHeldOutput();
   // The committer thread's part: the transaction's (or the offsets') commit.
@@ -152,7 +153,6 @@ class KafkaPipeline : public AlertForwarder {
   bool unlogged_ = false;          // records_ were polled but the input log did not take them
   bool resume_commit_ = false;  // a transaction's commit timed out: only resuming it may follow
   bool begin_transaction_ = false;  // the next transaction is yet to begin
-  bool checkpoint_waits_ = false;   // for the commit under way: the input waits too
   uint64_t failed_deliveries_ = 0;  // at_least_once: the producer's count at the last commit
   std::atomic<bool> quiet_{false};   // replaying input whose output is already in Kafka
   // The records since the last commit, produced again when the transaction aborts (or, at

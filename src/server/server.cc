@@ -174,7 +174,7 @@ void Server::ScheduleTick() {
     if (rules_) rules_->Poll(0);
     durability_->CollectCheckpoint();
     durability_->WriteAheadIfDue(matcher_->behind());
-    if (!kafka_) durability_->CheckpointIfDue(matcher_->behind());  // with Kafka, after a commit
+    durability_->CheckpointIfDue(matcher_->behind());
     ReportDroppedPartialMatches(now);
     cpu_budget_->Check(now);
     ScheduleTick();

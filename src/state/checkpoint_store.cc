@@ -452,7 +452,8 @@ Status CheckpointStore::Validate(const std::string& dir, uint64_t previous_id, u
 Result<CheckpointMeta> CheckpointStore::Commit(CheckpointMeta meta, int64_t started_steady_ms) {
   Seal();
   Result<CheckpointMeta> written = Write(std::move(meta), started_steady_ms);
-  if (written.ok()) Keep(*written);
+  if (!written.ok()) return written;
+  if (Status s = Keep(*written); !s.ok()) return s;
   return written;
 }
 
@@ -516,16 +517,19 @@ Result<CheckpointMeta> CheckpointStore::Write(CheckpointMeta meta, int64_t start
     return s;
   }
   SyncDirectory(tmp_dir);
-  fs::rename(tmp_dir, final_dir, ec);
-  if (ec) return Status::IoError("cannot rename " + tmp_dir + ": " + ec.message());
-  SyncDirectory(fs::path(final_dir).parent_path().string());
   return meta;
 }
 
-void CheckpointStore::Keep(const CheckpointMeta& meta) {
+Status CheckpointStore::Keep(const CheckpointMeta& meta) {
+  const std::string final_dir = PathOf(meta.id);
+  std::error_code ec;
+  fs::rename(final_dir + std::string(kTmpSuffix), final_dir, ec);
+  if (ec) return Status::IoError("cannot rename " + final_dir + std::string(kTmpSuffix) + ": " + ec.message());
+  SyncDirectory(fs::path(final_dir).parent_path().string());
   last_id_ = meta.id;
   kept_.insert(kept_.begin(), meta);
   Prune();
+  return Status::Ok();
 }
 
 void CheckpointStore::Prune() {

@@ -114,12 +114,14 @@ class CheckpointStore {
   // REQUIRES: Adopt() or StartEmpty() was called.
   Result<CheckpointMeta> Commit(CheckpointMeta meta, int64_t started_steady_ms);
   // Commit in steps, so that the writing (the long part) can run on another thread while the
-  // owner goes on: Seal, then Write makes the checkpoint on disk, and Keep counts it
-  // (checkpoints() and the pruning of old ones). Until Keep, only Writers (the writers, for
-  // the checkpoint after), GetLive, checkpoints() and disk_bytes() may be used meanwhile; no
-  // other Seal or Write.
+  // owner goes on, and the owner decides when the checkpoint may count: Seal, then Write makes
+  // the checkpoint on disk, complete but under its temporary name (a crash before Keep drops
+  // it), and Keep puts it in place and counts it (checkpoints() and the pruning of old ones).
+  // Until Keep, only Writers (the writers, for the checkpoint after), GetLive, checkpoints()
+  // and disk_bytes() may be used meanwhile; no other Seal or Write. After Keep fails (the
+  // rename), the next Write makes the same checkpoint id again.
   Result<CheckpointMeta> Write(CheckpointMeta meta, int64_t started_steady_ms);
-  void Keep(const CheckpointMeta& meta);
+  Status Keep(const CheckpointMeta& meta);
 
   // The state of one key in the live database (the checkpoint adopted, updated by every
   // checkpoint since). Thread-safe. Errors: kNotFound, kIoError.

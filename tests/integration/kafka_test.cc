@@ -201,6 +201,36 @@ TEST_CASE("Kafka: at least once, killed at random points while the producer runs
   CHECK(AsMatches(alerts) == expected);
 }
 
+TEST_CASE("Kafka: killed while a checkpoint waits for the commit of its output, the one before is restored, no alert lost") {
+  TempDir dir;
+  const std::vector<std::string> events = Events();
+  const std::vector<std::string> expected = Expected(dir, events);
+  const std::string prefix = Prefix("awaits");
+  const std::string data = dir.path() + "/data";
+  const std::string patterns = dir.path() + "/patterns";
+  const size_t half = events.size() / 2;
+  auto server = Start(data, prefix, patterns, 2);
+  REQUIRE(Produce(Broker(), prefix + "-events", events, 0, half));
+  for (int i = 0; i < 120 && server->Metric("vigil_kafka_records_in_total").value_or(0) < half; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  REQUIRE(server->Stop() == 0);
+  // No commit after the one at start-up: the periodic checkpoint that follows the second half
+  // is written, and waits.
+  REQUIRE(Produce(Broker(), prefix + "-events", events, half, events.size()));
+  server = Start(data, prefix, patterns, 2, "", {"--kafka-commit-interval", "1h"});
+  for (int i = 0; i < 120 && server->Metric("vigil_checkpoint_awaiting_commit").value_or(0) == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  REQUIRE(server->Metric("vigil_checkpoint_awaiting_commit") == 1);
+  CHECK(server->Metric("vigil_kafka_records_in_total").value_or(0) > 0);
+  CHECK(Consume(prefix + "-alerts").size() < expected.size());  // the second half's are uncommitted
+  server->Kill();
+  server = Start(data, prefix, patterns, 2);
+  CHECK(AsMatches(Alerts(prefix + "-alerts", expected.size())) == expected);
+  CHECK(server->Stop() == 0);
+}
+
 TEST_CASE("Kafka: a rule uploaded on one instance is applied on another of its group, and a bad one on the topic is refused") {
   TempDir dir;
   const std::string prefix = Prefix("rules");

@@ -38,10 +38,9 @@ using vigil::testing::TempDir;
 constexpr size_t kBatch = 250;
 
 uint64_t Metric(const ServerProcess& server, const std::string& name) {
-  const std::string metrics = server.Request(http::verb::get, "/metrics").body;
-  const size_t at = metrics.find("\n" + name + " ");
-  REQUIRE_MESSAGE(at != std::string::npos, name);
-  return std::stoull(metrics.substr(at + name.size() + 2));
+  const std::optional<uint64_t> value = server.Metric(name);
+  REQUIRE_MESSAGE(value.has_value(), name);
+  return *value;
 }
 
 uint64_t InputPosition(const ServerProcess& server) { return Metric(server, "vigil_input_position"); }

@@ -174,7 +174,9 @@ TEST_CASE("Checkpoint store: changes written ahead of the barrier are the next c
   meta.input_position = 20;
   Result<CheckpointMeta> second = store->Write(meta, 0);
   REQUIRE(second.ok());
-  store->Keep(*second);
+  CHECK(store->checkpoints().front().id == first.id);  // written, not counted yet
+  REQUIRE(store->Keep(*second).ok());
+  CHECK(store->checkpoints().front().id == second->id);
   CHECK(second->keys_written == 4);
   const Keys expected = {{{"p", "c"}, "new version"}, {{"q", "b"}, "2"}};
   CHECK(Read(*store, second->id) == expected);
@@ -193,6 +195,25 @@ TEST_CASE("Checkpoint store: changes written ahead of the barrier are the next c
     w[1]->PutKey("q", "b", "3");
   });
   CHECK(Read(*store, fourth.id) == Keys{{{"q", "b"}, "3"}});
+}
+
+TEST_CASE("Checkpoint store: a checkpoint written but not kept is gone after a crash") {
+  vigil::testing::TempDir dir;
+  uint64_t first_id = 0;
+  {
+    auto store = OpenStore(dir.path());
+    REQUIRE(store->StartEmpty().ok());
+    first_id = Commit(store.get(), 10, [](auto& w) { w[0]->PutKey("p", "a", "1"); }).id;
+    store->Writers(2)[0]->PutKey("p", "a", "2");
+    store->Seal();
+    CheckpointMeta meta;
+    meta.input_position = 20;
+    REQUIRE(store->Write(meta, 0).ok());
+  }  // the process dies before Keep: what waited for it (Kafka: its output's commit) never came
+  auto store = OpenStore(dir.path());
+  const std::vector<CheckpointStore::Listed> candidates = store->Candidates();
+  REQUIRE(candidates.size() == 1);
+  CHECK(candidates[0].id == first_id);
 }
 
 TEST_CASE("Checkpoint store: only the newest `retain` checkpoints are kept") {

@@ -15,6 +15,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -94,6 +95,14 @@ class ServerProcess {
   }
 
   bool Alive() const { return ::kill(pid_, 0) == 0 && ::waitpid(pid_, nullptr, WNOHANG) == 0; }
+
+  // An unlabelled sample of /metrics (as an integer), if it is there.
+  std::optional<uint64_t> Metric(const std::string& name) const {
+    const std::string metrics = Request(boost::beast::http::verb::get, "/metrics").body;
+    const size_t at = metrics.find("\n" + name + " ");
+    if (at == std::string::npos) return std::nullopt;
+    return std::stoull(metrics.substr(at + name.size() + 2));
+  }
 
   HttpResult Request(boost::beast::http::verb verb, const std::string& target,
                      const std::string& body = "", const std::string& content_type = "",
