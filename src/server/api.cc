@@ -702,7 +702,9 @@ void Api::AppendStateMetrics(std::string* out) {
          static_cast<double>(stats.last_barrier_ms) / 1000);
   if (!kept.empty()) {
     const state::CheckpointMeta& last = kept.front();
-    metric("vigil_checkpoint_last_duration_seconds", "gauge", "Time the last checkpoint took.",
+    metric("vigil_checkpoint_last_duration_seconds", "gauge",
+           "From the last checkpoint's barrier to its files written (with Kafka, before the wait for the commit "
+           "that lets it count).",
            static_cast<double>(last.duration_ms) / 1000);
     metric("vigil_checkpoint_last_bytes", "gauge", "Size of the last checkpoint's files.", last.bytes);
     metric("vigil_checkpoint_last_new_bytes", "gauge", "Bytes the last checkpoint wrote (the rest it shares).",

@@ -225,7 +225,7 @@ Status Durability::CheckpointFailed(Status status) {
 }
 
 Status Durability::StartCheckpoint() {
-  if (writing_.valid() || written_) return Status::Unavailable("a checkpoint is being written");
+  if (CheckpointUnderWay()) return Status::Unavailable("a checkpoint is being written or waits for its commit");
   const int64_t started = SteadyClockMs();
   state::CheckpointMeta meta;
   Result<std::string> progress = matcher_->Checkpoint(store_->Writers(matcher_->workers()), write_everything_);
@@ -279,7 +279,7 @@ Result<state::CheckpointMeta> Durability::KeepWritten() {
 }
 
 bool Durability::CheckpointDue() const {
-  if (writing_.valid() || written_) return false;
+  if (CheckpointUnderWay()) return false;
   if (SteadyClockMs() - last_checkpoint_steady_ms_ < options_.checkpoint_interval_ms) return false;
   // Nothing came in since the last (pattern changes take their own): nothing to record.
   return write_everything_ || checkpoints().empty() || checkpoints().front().input_position != last_position_;
@@ -290,7 +290,7 @@ void Durability::WriteAheadIfDue(bool matching_behind) {
   // being written (or waits for its commit) the next is not due for a whole interval; and
   // while matching is behind the next may wait (CheckpointIfDue) and the workers have no time
   // to spare.
-  if (write_everything_ || writing_.valid() || written_ || matching_behind) return;
+  if (write_everything_ || CheckpointUnderWay() || matching_behind) return;
   const int64_t lead = std::min(options_.checkpoint_interval_ms / 2, kWriteAheadLeadMs);
   if (SteadyClockMs() - last_checkpoint_steady_ms_ < options_.checkpoint_interval_ms - lead) return;
   matcher_->WriteAhead(store_->Writers(matcher_->workers()));

@@ -128,7 +128,7 @@ class Durability {
   // output committed (KeepAfterCommit).
   void CollectCheckpoint();
   // Whether checkpoint.interval has passed since the last and input came in since (and none
-  // is being written).
+  // is being written or waits for its commit).
   bool CheckpointDue() const;
   // Starts one if it is due; while matching is behind, only once it is three intervals late.
   void CheckpointIfDue(bool matching_behind = false);
@@ -151,6 +151,8 @@ class Durability {
   Result<std::shared_ptr<const nfa::Nfa>> Compile(const state::SavedPattern& saved);
   // Replays a logged pattern change into the matcher.
   Status ReplayPatternChange(std::string_view change);
+  // A checkpoint is being written, or waits for its commit.
+  bool CheckpointUnderWay() const { return writing_.valid() || written_.has_value(); }
   // Waits for the checkpoint being written and counts it (KeepWritten).
   Result<state::CheckpointMeta> FinishCheckpoint();
   // Counts the checkpoint written, unless it waits for the commit of its output (then

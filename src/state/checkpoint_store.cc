@@ -544,7 +544,7 @@ uint64_t CheckpointStore::disk_bytes() const {
   // Hard links share their blocks: count each file (inode) once.
   std::set<std::pair<uint64_t, uint64_t>> seen;
   uint64_t bytes = 0;
-  // A checkpoint being written (Write on another thread) renames directories and RocksDB
+  // A checkpoint being written (Write on another thread) removes directories and RocksDB
   // deletes files: what vanishes while listed is skipped, never thrown.
   std::error_code ec;
   for (fs::recursive_directory_iterator it(options_.directory, ec), end; !ec && it != end; it.increment(ec)) {

@@ -10,7 +10,8 @@
 // Layout of the directory:
 //   live/                 the database the next checkpoint is written to
 //   checkpoints/<id>/     one checkpoint; ids increase
-//   checkpoints/<id>.tmp/ one being made (removed at Open: a crash interrupted it)
+//   checkpoints/<id>.tmp/ one being made, or made and not yet kept (see Write; removed at
+//                         Open: a crash came first)
 //   checkpoints/<id>.bad/ one that did not load, set aside
 //
 // Promises:
@@ -50,7 +51,7 @@ struct SavedPattern {
 struct CheckpointMeta {
   uint64_t id = 0;
   int64_t created_ms = 0;   // wall clock, epoch ms
-  int64_t duration_ms = 0;  // from the barrier to the checkpoint counting
+  int64_t duration_ms = 0;  // from the barrier to the checkpoint written (not the wait to keep it)
   uint64_t input_position = 0;  // the last input position whose effects it holds
   std::string engine_progress;  // ShardedMatcher::Checkpoint's
   std::string output_position;  // where the alert output stood (the output's own format)
