@@ -120,16 +120,9 @@ class Durability {
 
   // Takes a checkpoint now and waits until it counts.
   Result<state::CheckpointMeta> Checkpoint();
-  // Starts one: the barrier now, the writing to disk (most of the time) on a thread of its own
-  // while matching goes on; CollectCheckpoint counts it. Errors: the barrier's; kUnavailable
-  // while the previous one is being written or waits for its commit.
-  Status StartCheckpoint();
   // Counts the checkpoint being written once it is on disk (without waiting for it), and its
   // output committed (KeepAfterCommit).
   void CollectCheckpoint();
-  // Whether checkpoint.interval has passed since the last and input came in since (and none
-  // is being written or waits for its commit).
-  bool CheckpointDue() const;
   // Starts one if it is due; while matching is behind, only once it is three intervals late.
   void CheckpointIfDue(bool matching_behind = false);
   // In the last part of the interval (kWriteAheadLeadMs, at most half of it), has the workers
@@ -151,6 +144,13 @@ class Durability {
   Result<std::shared_ptr<const nfa::Nfa>> Compile(const state::SavedPattern& saved);
   // Replays a logged pattern change into the matcher.
   Status ReplayPatternChange(std::string_view change);
+  // Starts a checkpoint: the barrier now, the writing to disk (most of the time) on a thread
+  // of its own while matching goes on; CollectCheckpoint counts it. Errors: the barrier's;
+  // kUnavailable while the previous one is being written or waits for its commit.
+  Status StartCheckpoint();
+  // Whether checkpoint.interval has passed since the last and input came in since (and none
+  // is being written or waits for its commit).
+  bool CheckpointDue() const;
   // A checkpoint is being written, or waits for its commit.
   bool CheckpointUnderWay() const { return writing_.valid() || written_.has_value(); }
   // Waits for the checkpoint being written and counts it (KeepWritten).

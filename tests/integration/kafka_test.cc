@@ -218,7 +218,7 @@ TEST_CASE("Kafka: killed while a checkpoint waits for the commit of its output, 
   // No commit after those at start-up: the periodic checkpoint taken once the second half is
   // read (its interval leaves the time to read it) is written, and waits.
   REQUIRE(Produce(Broker(), prefix + "-events", events, half, events.size()));
-  server = Start(data, prefix, patterns, 2, "", {"--kafka-commit-interval", "1h", "--checkpoint-interval", "4s"});
+  server = Start(data, prefix, patterns, 2, "", {"--kafka-commit-interval", "1h", "--checkpoint-interval", "10s"});
   for (int i = 0; i < 120 && server->Metric("vigil_kafka_records_in_total").value_or(0) < events.size() - half; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
