@@ -193,8 +193,9 @@ class ShardedMatcher {
   // finds fewer left (nfa::Matcher::WriteChangesAhead; a key that changes again is written
   // again): from now until the Checkpoint (or Finish, Reset, StopWritingAhead), worker i
   // writes changed keys to writers[i] while it has no input waiting, and after each chunk
-  // one key for every kEventsPerKeyAhead events it matched (rounded up) unless more input
-  // waits. Does not wait. REQUIRES: as Checkpoint, with the writers it will be given.
+  // one key (or deletion) for every kEventsPerKeyAhead events it matched (rounded up) unless
+  // more input waits. Does not wait. REQUIRES: as Checkpoint, with the writers it will be
+  // given.
   void WriteAhead(std::span<nfa::StateWriter* const> writers);
   static constexpr size_t kEventsPerKeyAhead = 4;
   // No more writing ahead (a barrier): the writers may go.
