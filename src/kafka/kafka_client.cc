@@ -78,6 +78,7 @@ Result<std::unique_ptr<Consumer>> Consumer::Open(const Properties& properties, c
   // polls no more than the engine has room for): bounded unless the properties say otherwise.
   Properties bounded = properties;
   bounded.try_emplace("queued.max.messages.kbytes", std::to_string(kFetchAheadKiB));
+  bounded.try_emplace("queued.min.messages", std::to_string(kFetchAheadRecords));
   Result<rd_kafka_conf_t*> conf = MakeConf(bounded, {{"group.id", group},
                                                         {"group.instance.id", instance},
                                                         {"enable.auto.commit", "false"},

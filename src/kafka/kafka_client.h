@@ -55,9 +55,14 @@ struct Record {
 
 class Consumer {
  public:
-  // What the consumer may fetch ahead of Poll, in KiB (librdkafka's queued.max.messages.kbytes,
-  // whose own default is 64 MiB), unless the properties set it.
-  static constexpr int kFetchAheadKiB = 16384;
+  // What the consumer may fetch ahead of Poll, unless the properties set it: librdkafka's
+  // queued.max.messages.kbytes and queued.min.messages. Once either is reached, the librdkafka
+  // of Debian 12 (2.0) fetches nothing more for up to a second (the backoff that later versions
+  // made fetch.queue.backoff.ms), so the fetch-ahead must hold more than a second of input at
+  // the rate the engine matches: with 16 MiB, a backlog was read in bursts of 100k records a
+  // second, whatever the engine's speed. 64 MiB is librdkafka's own default.
+  static constexpr int kFetchAheadKiB = 65536;
+  static constexpr int kFetchAheadRecords = 500000;
   // Decides where a newly assigned partition starts: the offset, or a negative value to use
   // the group's committed offset (or the earliest, when there is none).
   using StartOffset = std::function<int64_t(const Partition& partition)>;
