@@ -118,7 +118,7 @@ void Matcher::AdvanceWatermark(int64_t watermark_ms) {
   KeepWithinBudget();
 }
 
-bool Matcher::PrefetchKeys(std::span<const Event* const> events, const KeyHashes& hashes) {
+bool Matcher::PrefetchKeys(std::span<const Event* const> events, const KeyHashes& hashes, int64_t held_back_after) {
   // Three passes, each issuing the loads the next one needs: the events and their keys' index
   // slots, the records those name, then each record's runs. Prefetches are hints: matching
   // looks every key up again, so keys that appear or disappear within the batch stay correct.
@@ -143,10 +143,11 @@ bool Matcher::PrefetchKeys(std::span<const Event* const> events, const KeyHashes
                                : 0;
       }
     }
+    const bool held_back = events[i]->time_ms() > held_back_after;
     for (size_t p = 0; p < patterns; ++p) {
       const std::optional<EventFilter>& filter = slots_[p].nfa->event_filter();
       const uint64_t hash = group_hashes_[slots_[p].key_group];
-      const bool wanted = Owns(hash) && (!filter || filter->Passes(*events[i]));
+      const bool wanted = !held_back && Owns(hash) && (!filter || filter->Passes(*events[i]));
       // 0 (as for a key that cannot be one): nothing is loaded for it below.
       batch_hashes_[i * patterns + p] = wanted ? hash : 0;
       if (wanted) slots_[p].index.Prefetch(hash);
@@ -185,9 +186,15 @@ bool Matcher::PrefetchKeys(std::span<const Event* const> events, const KeyHashes
 void Matcher::AddBatch(std::span<const Event* const> events, const KeyHashes& hashes,
                        std::span<const int64_t> watermarks) {
   const MatchingScope scope(&matching_);
-  const bool given = PrefetchKeys(events, hashes);
-  const size_t groups = key_slots_.size();
+  // An event above the watermark the batch ends with is held back, its state loaded only when
+  // it is released (seconds later, with out-of-orderness allowed): loading it now is wasted.
   const bool watermarks_given = watermarks.size() == events.size();
+  int64_t latest = max_time_ms_;
+  for (const Event* event : events) latest = std::max(latest, event->time_ms());
+  int64_t end_watermark = std::max(watermark_ms_, SaturatingSub(latest, options_.max_out_of_orderness_ms));
+  if (watermarks_given && !watermarks.empty()) end_watermark = std::max(end_watermark, std::ranges::max(watermarks));
+  const bool given = PrefetchKeys(events, hashes, end_watermark);
+  const size_t groups = key_slots_.size();
   for (size_t i = 0; i < events.size(); ++i) {
     given_hashes_ = given ? &hashes.by_event_and_group[i * groups] : nullptr;
     if (watermarks_given) given_watermark_ = watermarks[i];

@@ -324,8 +324,10 @@ class Matcher {
   // Matches the held-back events with time <= `watermark_ms`, in event-time order.
   void ReleaseWaiting(int64_t watermark_ms);
   // Issues the loads that matching `events` will need (their keys' index slots, records and
-  // runs); returns whether `hashes` were of this Matcher's key fields.
-  bool PrefetchKeys(std::span<const Event* const> events, const KeyHashes& hashes);
+  // runs), except for events later than `held_back_after`; returns whether `hashes` were of
+  // this Matcher's key fields.
+  bool PrefetchKeys(std::span<const Event* const> events, const KeyHashes& hashes,
+                    int64_t held_back_after = INT64_MAX);
   // `given_hashes`: the event's key hashes by key group, or null to compute them. `epoch`:
   // epoch_ when the event was added; patterns added later pass it over.
   void Dispatch(CurrentEvent* current, const uint64_t* given_hashes, uint64_t epoch);
