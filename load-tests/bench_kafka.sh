@@ -82,12 +82,18 @@ trap 'pkill -f -- "--data-dir $work" 2>/dev/null || true; rm -rf "$work"' EXIT
 now_ms() { date +%s%3N; }
 
 # Stops the vigil of PREFIX and lets the machine settle: the next run must not share the CPUs
-# and the disk with this one's shutdown and with the writeback of its input log (hundreds of
-# MB), which had made whichever guarantee ran second 10-20% slower.
+# and the disk with this one's shutdown and with its data directory (an input log of hundreds
+# of MB, dropped before its writeback rather than written out during the next run), which had
+# made whichever guarantee ran second 10-20% slower. A vigil that has not exited after 30 s
+# is killed.
 stop_vigil() {
   pkill -f -- "--data-dir $work/$1" || true
-  while pgrep -f -- "--data-dir $work/$1" >/dev/null; do sleep 0.1; done
-  rm -rf "${work:?}/$1"
+  for _ in $(seq 1 300); do
+    pgrep -f -- "--data-dir $work/$1" >/dev/null || break
+    sleep 0.1
+  done
+  pkill -KILL -f -- "--data-dir $work/$1" || true
+  rm -rf "${work:?}/${1:?}"
   sync
   sleep 2
 }

@@ -133,6 +133,11 @@ bool Matcher::PrefetchKeys(std::span<const Event* const> events, const KeyHashes
   batch_hashes_.resize(events.size() * patterns);
   group_hashes_.resize(groups);
   for (size_t i = 0; i < events.size(); ++i) {
+    if (events[i]->time_ms() > held_back_after) {
+      // Held back until the watermark passes it, when its state is loaded (ReleaseWaiting).
+      std::fill_n(batch_hashes_.begin() + static_cast<ptrdiff_t>(i * patterns), patterns, 0);
+      continue;
+    }
     // Patterns keyed by the same field share one hash.
     for (size_t g = 0; g < groups; ++g) {
       if (given) {
@@ -143,11 +148,10 @@ bool Matcher::PrefetchKeys(std::span<const Event* const> events, const KeyHashes
                                : 0;
       }
     }
-    const bool held_back = events[i]->time_ms() > held_back_after;
     for (size_t p = 0; p < patterns; ++p) {
       const std::optional<EventFilter>& filter = slots_[p].nfa->event_filter();
       const uint64_t hash = group_hashes_[slots_[p].key_group];
-      const bool wanted = !held_back && Owns(hash) && (!filter || filter->Passes(*events[i]));
+      const bool wanted = Owns(hash) && (!filter || filter->Passes(*events[i]));
       // 0 (as for a key that cannot be one): nothing is loaded for it below.
       batch_hashes_[i * patterns + p] = wanted ? hash : 0;
       if (wanted) slots_[p].index.Prefetch(hash);
