@@ -1,10 +1,13 @@
 // The vigil command line: `vigil replay`, `vigil validate`, `vigil --help`.
 
 #include <charconv>
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "app/config_loader.h"
@@ -146,6 +149,18 @@ int Validate(int argc, char** argv) {
   return 0;
 }
 
+constexpr std::chrono::seconds kClientCloseDeadline{15};
+
+// Ends the process with status 0 `after` from now, unless it has ended by then.
+void ExitIfStillRunningAfter(std::chrono::seconds after) {
+  std::thread([after] {
+    std::this_thread::sleep_for(after);
+    std::fputs("vigil: the Kafka clients did not close in time; exiting without them\n", stderr);
+    std::fflush(nullptr);
+    std::_Exit(0);
+  }).detach();
+}
+
 int Serve(int argc, char** argv) {
   const std::vector<std::string> args(argv, argv + argc);
   if (vigil::app::HasHelpFlag(args)) {
@@ -171,6 +186,10 @@ int Serve(int argc, char** argv) {
               static_cast<unsigned>(server.port()));
   std::fflush(stdout);
   server.Run();
+  // Nothing is left to write; what remains is closing the Kafka clients, which librdkafka 2.0
+  // can wait on forever (seen after the broker lost the topics a client was reading), and a
+  // SIGTERM must end the process all the same.
+  ExitIfStillRunningAfter(kClientCloseDeadline);
   return 0;
 }
 

@@ -209,6 +209,11 @@ void Server::Run() {
   if (Result<state::CheckpointMeta> c = durability_->Checkpoint(); !c.ok()) {
     std::fprintf(stderr, "vigil: checkpoint at shutdown failed: %s\n", c.status().message().c_str());
   }
+  // Also when that failed before its barrier (a commit the broker refused): every alert found
+  // is in the file before the process goes.
+  if (Status s = alerts_->Flush(); !s.ok()) {
+    std::fprintf(stderr, "vigil: writing the alerts file at shutdown failed: %s\n", s.message().c_str());
+  }
 }
 
 void Server::Stop() {
