@@ -155,7 +155,8 @@ constexpr std::chrono::seconds kClientCloseDeadline{15};
 void ExitIfStillRunningAfter(std::chrono::seconds after) {
   std::thread([after] {
     std::this_thread::sleep_for(after);
-    std::fputs("vigil: the Kafka clients did not close in time; exiting without them\n", stderr);
+    std::fprintf(stderr, "vigil: closing down took over %llds after the last write (the Kafka clients?); exiting\n",
+                 static_cast<long long>(after.count()));
     std::fflush(nullptr);
     std::_Exit(0);
   }).detach();
