@@ -75,8 +75,7 @@ void Matcher::Accept(const Event* event) {
     return;
   }
   max_time_ms_ = std::max(max_time_ms_, event->time_ms());
-  const int64_t watermark = std::max({watermark_ms_, given_watermark_,
-                                      SaturatingSub(max_time_ms_, options_.max_out_of_orderness_ms)});
+  const int64_t watermark = WatermarkAfter(max_time_ms_, given_watermark_);
 
   if (event->time_ms() <= watermark) {
     // Held back, it would be released at once, after what was held back up to its time (which
@@ -89,6 +88,10 @@ void Matcher::Accept(const Event* event) {
   }
   ReleaseWaiting(watermark);
   watermark_ms_ = watermark;
+}
+
+int64_t Matcher::WatermarkAfter(int64_t max_time_ms, int64_t given_watermark_ms) const {
+  return std::max({watermark_ms_, given_watermark_ms, SaturatingSub(max_time_ms, options_.max_out_of_orderness_ms)});
 }
 
 void Matcher::ReleaseWaiting(int64_t watermark_ms) {
@@ -195,8 +198,8 @@ void Matcher::AddBatch(std::span<const Event* const> events, const KeyHashes& ha
   const bool watermarks_given = watermarks.size() == events.size();
   int64_t latest = max_time_ms_;
   for (const Event* event : events) latest = std::max(latest, event->time_ms());
-  int64_t end_watermark = std::max(watermark_ms_, SaturatingSub(latest, options_.max_out_of_orderness_ms));
-  if (watermarks_given && !watermarks.empty()) end_watermark = std::max(end_watermark, std::ranges::max(watermarks));
+  const int64_t end_watermark =
+      WatermarkAfter(latest, watermarks_given && !watermarks.empty() ? std::ranges::max(watermarks) : INT64_MIN);
   const bool given = PrefetchKeys(events, hashes, end_watermark);
   const size_t groups = key_slots_.size();
   for (size_t i = 0; i < events.size(); ++i) {

@@ -319,6 +319,9 @@ class Matcher {
   void GroupKeys();
   // Add() without firing timers.
   void Accept(const Event* event);
+  // The watermark once the largest event time seen is `max_time_ms` and the stream's, as given
+  // to AddBatch, is `given_watermark_ms` (INT64_MIN: none); never below the current one.
+  int64_t WatermarkAfter(int64_t max_time_ms, int64_t given_watermark_ms) const;
   // Steps `state` of the slot's pattern with the current event, and counts the cost.
   void Step(PatternSlot& slot, KeyNfaState* state, CurrentEvent* current);
   // Matches the held-back events with time <= `watermark_ms`, in event-time order.
