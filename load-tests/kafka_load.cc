@@ -29,6 +29,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <map>
 #include <fstream>
 #include <string>
@@ -231,8 +232,12 @@ int main(int argc, char** argv) {
   }
   if (timeline) {
     for (const auto& [second, entry] : by_second) {
-      std::fprintf(stderr, "  second %lld: %zu alerts, largest %lld ms, largest to detection %lld ms\n",
-                   static_cast<long long>(second - by_second.begin()->first), entry.alerts,
+      // The wall-clock time too, to line a spike up with the broker's GC log or vigil's.
+      const std::time_t at_time = static_cast<std::time_t>(second);
+      char utc[sizeof("00:00:00")];
+      std::strftime(utc, sizeof(utc), "%H:%M:%S", std::gmtime(&at_time));
+      std::fprintf(stderr, "  second %lld (%s UTC): %zu alerts, largest %lld ms, largest to detection %lld ms\n",
+                   static_cast<long long>(second - by_second.begin()->first), utc, entry.alerts,
                    static_cast<long long>(entry.largest), static_cast<long long>(entry.largest_to_detection));
     }
   }

@@ -127,6 +127,8 @@ class InputLog {
     uint64_t first_position;
     std::string path;
     uint64_t bytes;  // committed bytes, header included
+    // Closed (or found at Open) without Options::fsync, and not synced since: Sync() does it.
+    bool awaiting_sync = false;
   };
 
   explicit InputLog(Options options);
@@ -149,7 +151,6 @@ class InputLog {
   uint64_t last_committed_ = 0;
   Status broken_;  // set when a failed Commit could not be undone
   bool directory_unsynced_ = false;  // a segment was created since the last Sync
-  Status unsynced_;                   // a segment closed before Sync could not be synced
 };
 
 }  // namespace vigil::state

@@ -1,7 +1,8 @@
 // InputLog's promises: what was committed reads back in order across reopening and segments;
 // the tail of a Commit that a crash interrupted is cut off at Open, with a warning, and the
 // log goes on after it; damage anywhere else is an error naming the file; trimming removes
-// only whole segments; a failed Commit leaves nothing behind.
+// only whole segments; Sync reaches every segment not yet synced; a failed Commit leaves
+// nothing behind.
 #include "state/input_log.h"
 
 #include <doctest/doctest.h>
@@ -353,6 +354,40 @@ TEST_CASE("InputLog: TrimThrough deletes only whole segments at or before the po
   log = OpenLog(options);
   CHECK(log->last_position() == 52);
   CHECK(ReadAll(*log) == Events(46, 52));
+}
+
+TEST_CASE("InputLog: Sync reaches the segments closed since the last Sync, once") {
+  // Starting a segment does not sync the one it closes (that held the input for a whole
+  // segment's writeback); Sync does, before anything relies on the records surviving a power
+  // loss. A segment file removed behind the log's back shows which ones it reaches.
+  TempDir dir;
+  const auto options = OptionsFor(dir, /*segment_bytes=*/1);  // one segment per Commit
+  auto log = OpenLog(options);
+  for (uint64_t first = 1; first <= 15; first += 5) Commit(*log, Events(first, first + 4));
+  REQUIRE(SegmentFiles(options).size() == 3);
+
+  SUBCASE("a closed segment not yet synced is synced by Sync") {
+    const std::string closed = SegmentFiles(options).front();
+    std::filesystem::remove(closed);
+    const Status synced = log->Sync();
+    CHECK(synced.code() == Status::Code::kIoError);
+    CHECK(synced.message().find(closed) != std::string::npos);
+  }
+  SUBCASE("a segment synced once is not synced again") {
+    REQUIRE(log->Sync().ok());
+    std::filesystem::remove(SegmentFiles(options).front());
+    CHECK(log->Sync().ok());
+  }
+  SUBCASE("trimmed segments are no longer synced") {
+    REQUIRE(log->TrimThrough(UINT64_MAX).ok());
+    CHECK(log->Sync().ok());
+  }
+  SUBCASE("segments found at Open are synced too: a crashed process left them to the kernel") {
+    log.reset();
+    log = OpenLog(options);
+    std::filesystem::remove(SegmentFiles(options).front());
+    CHECK_FALSE(log->Sync().ok());
+  }
 }
 
 TEST_CASE("InputLog: a Commit that fails leaves nothing of its batch behind") {
