@@ -6,6 +6,7 @@
 // cost is per block, not per event. A side is woken only when the other is waiting, so a busy
 // stream makes no system calls.
 
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <mutex>
@@ -44,6 +45,15 @@ class BoundedQueue {
     --size_;
     if (pushers_waiting_ > 0) not_full_.notify_one();
     return item;
+  }
+
+  // Returns once an item is there (left in place) or `timeout` has passed.
+  void AwaitItem(std::chrono::nanoseconds timeout) {
+    std::unique_lock lock(mutex_);
+    if (size_ > 0) return;
+    ++poppers_waiting_;
+    not_empty_.wait_for(lock, timeout, [this] { return size_ > 0; });
+    --poppers_waiting_;
   }
 
   size_t size() const {

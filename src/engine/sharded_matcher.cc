@@ -226,8 +226,14 @@ ShardedMatcher::~ShardedMatcher() {
 void ShardedMatcher::RunWorker(Worker& worker) {
   using Kind = Worker::Message::Kind;
   while (true) {
-    // Time that would go to waiting for input goes to writing ahead, a few keys at a time.
-    while (worker.ahead_left && worker.inbox.size() == 0) WriteSomeAhead(worker, kAheadKeysWhileIdle);
+    // Time that would go to waiting for input goes to writing ahead, a few keys at a time, and
+    // at most half of it: flat out, both workers took both CPUs for a quarter of a second
+    // before each checkpoint, and the broker's and the input thread's turns with them.
+    while (worker.ahead_left && worker.inbox.size() == 0) {
+      const auto started = std::chrono::steady_clock::now();
+      WriteSomeAhead(worker, kAheadKeysWhileIdle);
+      worker.inbox.AwaitItem(std::chrono::steady_clock::now() - started);
+    }
     const Worker::Message message = worker.inbox.Pop();
     switch (message.kind) {
       case Kind::kParse:
