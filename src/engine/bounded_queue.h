@@ -47,7 +47,8 @@ class BoundedQueue {
     return item;
   }
 
-  // Returns once an item is there (left in place) or `timeout` has passed.
+  // Returns once an item is there (left in place: the queue has one reader, which pops it) or
+  // `timeout` has passed.
   void AwaitItem(std::chrono::nanoseconds timeout) {
     std::unique_lock lock(mutex_);
     if (size_ > 0) return;

@@ -11,7 +11,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <span>
 
 #include "common/byte_codec.h"
 #include "common/crc32c.h"
@@ -214,6 +213,9 @@ InputLog::InputLog(Options options) : options_(std::move(options)), batch_(Segme
 
 InputLog::~InputLog() {
   if (fd_ >= 0) ::close(fd_);
+  for (const Segment& segment : segments_) {
+    if (segment.unsynced_fd >= 0) ::close(segment.unsynced_fd);
+  }
 }
 
 Result<std::unique_ptr<InputLog>> InputLog::Open(Options options,
@@ -245,8 +247,7 @@ Status InputLog::Recover(std::vector<std::string>* warnings) {
         !ParseSegmentName(entry.path().filename().string(), &first_position)) {
       continue;
     }
-    // A crash of the process leaves its writes to the kernel, not necessarily on disk.
-    segments_.push_back({first_position, entry.path().string(), entry.file_size(error), !options_.fsync});
+    segments_.push_back({first_position, entry.path().string(), entry.file_size(error)});
     if (error) break;
   }
   if (error) {
@@ -316,6 +317,18 @@ Status InputLog::Recover(std::vector<std::string>* warnings) {
     last_appended_ = last_position;
     break;
   }
+  // What an earlier process wrote may still be only in the kernel's cache (it crashed, or ran
+  // without fsync): with fsync it is synced now, without it by the next Sync().
+  for (Segment& found : segments_) {
+    const int fd = ::open(found.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return ErrnoStatus(found.path + ": cannot open");
+    found.unsynced_fd = fd;
+    if (options_.fsync) {
+      if (Status s = SyncClosed(found); !s.ok()) return s;
+    }
+  }
+  if (options_.fsync && !segments_.empty()) return SyncDirectory(options_.directory);
+  directory_unsynced_ = !segments_.empty();
   return Status::Ok();
 }
 
@@ -427,11 +440,14 @@ Status InputLog::WriteNewSegment() {
     return status;
   }
   if (fd_ >= 0) {
-    // Synced by the next Sync(), if any comes: syncing a whole segment here held the input
+    // Synced by the next Sync(), if one comes: syncing a whole segment here held the input
     // thread for 35-40 ms each time, for nothing when nobody asks the log to survive a
     // power loss.
-    segments_.back().awaiting_sync = !options_.fsync;
-    ::close(fd_);
+    if (options_.fsync) {
+      ::close(fd_);
+    } else {
+      segments_.back().unsynced_fd = fd_;
+    }
   }
   fd_ = fd;
   directory_unsynced_ = !options_.fsync;
@@ -439,17 +455,25 @@ Status InputLog::WriteNewSegment() {
   return Status::Ok();
 }
 
+Status InputLog::SyncClosed(Segment& segment) {
+  if (segment.unsynced_fd < 0) return Status::Ok();
+  const bool synced = ::fdatasync(segment.unsynced_fd) == 0;
+  if (!synced) sync_failed_ = ErrnoStatus(segment.path + ": cannot sync");
+  ::close(segment.unsynced_fd);
+  segment.unsynced_fd = -1;
+  return sync_failed_;
+}
+
 Status InputLog::Sync() {
-  if (options_.fsync || fd_ < 0) return Status::Ok();
-  for (Segment& closed : std::span(segments_).first(segments_.size() - 1)) {
-    if (!closed.awaiting_sync) continue;
-    const ScopedFd fd(::open(closed.path.c_str(), O_WRONLY | O_CLOEXEC));
-    if (fd.get() < 0 || ::fdatasync(fd.get()) != 0) return ErrnoStatus(closed.path + ": cannot sync");
-    closed.awaiting_sync = false;
+  if (!sync_failed_.ok()) return sync_failed_;
+  if (options_.fsync || segments_.empty()) return Status::Ok();
+  for (Segment& segment : segments_) {
+    if (Status s = SyncClosed(segment); !s.ok()) return s;
   }
-  Segment& current = segments_.back();
-  if (::fdatasync(fd_) != 0) return ErrnoStatus(current.path + ": cannot sync");
-  current.awaiting_sync = false;
+  if (::fdatasync(fd_) != 0) {
+    sync_failed_ = ErrnoStatus(segments_.back().path + ": cannot sync");
+    return sync_failed_;
+  }
   if (directory_unsynced_) {
     if (Status s = SyncDirectory(options_.directory); !s.ok()) return s;
     directory_unsynced_ = false;
@@ -492,9 +516,9 @@ Status InputLog::Read(uint64_t after, const std::function<Status(const Record&)>
 Status InputLog::TrimThrough(uint64_t upto) {
   // Every record of a segment comes before the next segment's first position.
   while (segments_.size() > 1 && segments_[1].first_position - 1 <= upto) {
-    if (::unlink(segments_.front().path.c_str()) != 0 && errno != ENOENT) {
-      return ErrnoStatus(segments_.front().path + ": cannot remove");
-    }
+    Segment& oldest = segments_.front();
+    if (::unlink(oldest.path.c_str()) != 0 && errno != ENOENT) return ErrnoStatus(oldest.path + ": cannot remove");
+    if (oldest.unsynced_fd >= 0) ::close(oldest.unsynced_fd);
     segments_.erase(segments_.begin());
   }
   return Status::Ok();

@@ -101,7 +101,7 @@ class InputLog {
 
   // Makes every committed record survive a power loss (without Options::fsync, Commit leaves
   // that to the kernel): before something outside the process relies on the log holding them.
-  // Errors: kIoError.
+  // Errors: kIoError; once a sync has failed, every later Sync returns that failure.
   Status Sync();
 
   // The largest position committed; 0 when the log is empty.
@@ -127,9 +127,13 @@ class InputLog {
     uint64_t first_position;
     std::string path;
     uint64_t bytes;  // committed bytes, header included
-    // Closed (or found at Open) without Options::fsync, and not synced since: Sync() does it.
-    bool awaiting_sync = false;
+    // Without Options::fsync: the segment, open until Sync() has synced it. Kept open, not
+    // opened again by name: a writeback error is reported only to descriptors open when it
+    // happened.
+    int unsynced_fd = -1;
   };
+  // Syncs and closes `segment.unsynced_fd`, if open; remembers a failure.
+  Status SyncClosed(Segment& segment);
 
   explicit InputLog(Options options);
 
@@ -151,6 +155,9 @@ class InputLog {
   uint64_t last_committed_ = 0;
   Status broken_;  // set when a failed Commit could not be undone
   bool directory_unsynced_ = false;  // a segment was created since the last Sync
+  // The first failed sync, returned by every later Sync: the kernel reports a lost writeback
+  // once, and a sync that then succeeds proves nothing about the data.
+  Status sync_failed_;
 };
 
 }  // namespace vigil::state

@@ -107,6 +107,17 @@ std::vector<std::string> SegmentFiles(const InputLog::Options& options) {
   return files;
 }
 
+// How many of this process's open files are under `directory`.
+size_t OpenFilesUnder(const std::string& directory) {
+  size_t open = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code error;
+    const std::filesystem::path target = std::filesystem::read_symlink(entry.path(), error);
+    if (!error && target.string().starts_with(directory + "/")) ++open;
+  }
+  return open;
+}
+
 std::string FileName(const std::string& path) {
   return std::filesystem::path(path).filename().string();
 }
@@ -356,37 +367,45 @@ TEST_CASE("InputLog: TrimThrough deletes only whole segments at or before the po
   CHECK(ReadAll(*log) == Events(46, 52));
 }
 
-TEST_CASE("InputLog: Sync reaches the segments closed since the last Sync, once") {
+TEST_CASE("InputLog: segments not yet synced stay open until Sync syncs them") {
   // Starting a segment does not sync the one it closes (that held the input for a whole
-  // segment's writeback); Sync does, before anything relies on the records surviving a power
-  // loss. A segment file removed behind the log's back shows which ones it reaches.
+  // segment's writeback): it stays open for the next Sync, since a writeback error is
+  // reported only to descriptors open when it happened. The log's open files show which.
   TempDir dir;
-  const auto options = OptionsFor(dir, /*segment_bytes=*/1);  // one segment per Commit
+  auto options = OptionsFor(dir, /*segment_bytes=*/1);  // one segment per Commit
   auto log = OpenLog(options);
   for (uint64_t first = 1; first <= 15; first += 5) Commit(*log, Events(first, first + 4));
   REQUIRE(SegmentFiles(options).size() == 3);
+  CHECK(OpenFilesUnder(options.directory) == 3);
 
-  SUBCASE("a closed segment not yet synced is synced by Sync") {
-    const std::string closed = SegmentFiles(options).front();
-    std::filesystem::remove(closed);
-    const Status synced = log->Sync();
-    CHECK(synced.code() == Status::Code::kIoError);
-    CHECK(synced.message().find(closed) != std::string::npos);
-  }
-  SUBCASE("a segment synced once is not synced again") {
-    REQUIRE(log->Sync().ok());
-    std::filesystem::remove(SegmentFiles(options).front());
+  SUBCASE("Sync syncs and closes the closed segments") {
     CHECK(log->Sync().ok());
+    CHECK(OpenFilesUnder(options.directory) == 1);  // the one being written
+    Commit(*log, Events(16, 20));
+    CHECK(OpenFilesUnder(options.directory) == 2);
+    CHECK(log->Sync().ok());
+    CHECK(OpenFilesUnder(options.directory) == 1);
   }
-  SUBCASE("trimmed segments are no longer synced") {
+  SUBCASE("trimmed segments are closed") {
     REQUIRE(log->TrimThrough(UINT64_MAX).ok());
+    CHECK(OpenFilesUnder(options.directory) == 1);
     CHECK(log->Sync().ok());
   }
-  SUBCASE("segments found at Open are synced too: a crashed process left them to the kernel") {
+  SUBCASE("segments found at Open wait for Sync too: a crashed process left them to the kernel") {
     log.reset();
+    CHECK(OpenFilesUnder(options.directory) == 0);
     log = OpenLog(options);
-    std::filesystem::remove(SegmentFiles(options).front());
-    CHECK_FALSE(log->Sync().ok());
+    CHECK(OpenFilesUnder(options.directory) == 4);  // the three found, and the newest for writing
+    CHECK(log->Sync().ok());
+    CHECK(OpenFilesUnder(options.directory) == 1);
+  }
+  SUBCASE("with fsync, every Commit is synced, and so is what Open finds") {
+    log.reset();
+    options.fsync = true;
+    log = OpenLog(options);
+    CHECK(OpenFilesUnder(options.directory) == 1);
+    Commit(*log, Events(16, 20));
+    CHECK(OpenFilesUnder(options.directory) == 1);
   }
 }
 
