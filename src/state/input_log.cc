@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <span>
 
 #include "common/byte_codec.h"
 #include "common/crc32c.h"
@@ -309,27 +310,28 @@ Status InputLog::Recover(std::vector<std::string>* warnings) {
     }
     fd_ = ::open(newest.path.c_str(), O_WRONLY | O_CLOEXEC);
     if (fd_ < 0) return ErrnoStatus(newest.path + ": cannot open for writing");
-    if (options_.fsync && end < data.size() && ::fdatasync(fd_) != 0) {
-      return ErrnoStatus(newest.path + ": cannot sync");
-    }
     newest.bytes = end;
     last_committed_ = last_position;
     last_appended_ = last_position;
     break;
   }
   // What an earlier process wrote may still be only in the kernel's cache (it crashed, or ran
-  // without fsync): with fsync it is synced now, without it by the next Sync().
-  for (Segment& found : segments_) {
-    const int fd = ::open(found.path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return ErrnoStatus(found.path + ": cannot open");
-    found.unsynced_fd = fd;
+  // without fsync): with fsync it is synced now, without it by the next Sync() (the newest
+  // segment's through fd_).
+  if (segments_.empty()) return Status::Ok();
+  for (Segment& closed : std::span(segments_).first(segments_.size() - 1)) {
+    closed.unsynced_fd = ::open(closed.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (closed.unsynced_fd < 0) return ErrnoStatus(closed.path + ": cannot open");
     if (options_.fsync) {
-      if (Status s = SyncClosed(found); !s.ok()) return s;
+      if (Status s = SyncClosed(closed); !s.ok()) return s;
     }
   }
-  if (options_.fsync && !segments_.empty()) return SyncDirectory(options_.directory);
-  directory_unsynced_ = !segments_.empty();
-  return Status::Ok();
+  if (!options_.fsync) {
+    directory_unsynced_ = true;
+    return Status::Ok();
+  }
+  if (::fdatasync(fd_) != 0) return ErrnoStatus(segments_.back().path + ": cannot sync");
+  return SyncDirectory(options_.directory);
 }
 
 void InputLog::AppendEvent(uint64_t position, std::string_view text) {
@@ -475,7 +477,10 @@ Status InputLog::Sync() {
     return sync_failed_;
   }
   if (directory_unsynced_) {
-    if (Status s = SyncDirectory(options_.directory); !s.ok()) return s;
+    if (Status s = SyncDirectory(options_.directory); !s.ok()) {
+      sync_failed_ = s;
+      return s;
+    }
     directory_unsynced_ = false;
   }
   return Status::Ok();
