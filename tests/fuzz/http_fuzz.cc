@@ -53,7 +53,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   asio::ip::tcp::socket socket(io);
   boost::system::error_code ec;
   socket.connect({asio::ip::make_address("127.0.0.1"), port}, ec);
-  if (ec) abort();
+  if (ec) {
+    std::fprintf(stderr, "cannot connect to the server: %s\n", ec.message().c_str());
+    abort();
+  }
   timeval timeout{10, 0};
   ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
   asio::write(socket, asio::buffer(data, size), ec);  // the server may close early: fine
