@@ -52,7 +52,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   asio::io_context io;
   asio::ip::tcp::socket socket(io);
   boost::system::error_code ec;
-  socket.connect({asio::ip::make_address("127.0.0.1"), port}, ec);
+  // libFuzzer's timeout timer (SIGALRM) can interrupt a connect that blocks: a fresh socket
+  // tries again.
+  do {
+    socket.close(ec);
+    socket.connect({asio::ip::make_address("127.0.0.1"), port}, ec);
+  } while (ec == asio::error::interrupted);
   if (ec) {
     std::fprintf(stderr, "cannot connect to the server: %s\n", ec.message().c_str());
     abort();
